@@ -1,0 +1,1 @@
+"""Dataset tools: OpenVid subset selection, zip-part access, synthetic clips, probing."""

@@ -1,0 +1,1 @@
+"""EvalCrafter-compatible evaluation: metrics, prompt metadata, runner and report."""
