@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Union
 
 import av
 import numpy as np
@@ -38,7 +37,7 @@ __all__ = [
     "have_decord",
 ]
 
-Source = Union[str, os.PathLike, bytes]
+Source = str | os.PathLike | bytes
 
 
 class VideoReadError(RuntimeError):
@@ -131,7 +130,8 @@ def probe_video(source: Source) -> VideoInfo:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate or stream.codec_context.width <= 0:
             raise VideoReadError("unreadable", "video stream without frame rate or size")
-        return VideoInfo(int(stream.frames), float(rate), stream.codec_context.width, stream.codec_context.height)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        return VideoInfo(int(stream.frames), float(rate), width, height)
 
 
 def count_packets(source: Source, limit: int | None = None) -> int:
