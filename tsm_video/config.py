@@ -1,0 +1,557 @@
+"""Typed, validated run configs: YAML in, dataclasses out, clear errors.
+
+A run config has six sections (``run``, ``model``, ``tsm``, ``data``, ``train``, ``generate``).
+Every key is a dataclass field; an unknown key is an error with a "did you mean"; every
+value is type-checked and range-checked where it is read, and every message names the
+dotted key, the value given and what is valid. ``key.sub=value`` overrides are parsed as
+YAML scalars or lists (``tsm.scales=[8,4]``, ``train.lr=1e-4``, ``model.checkpoint=null``).
+Names pick from fixed registries (backbones, presets, stages); nothing imports by string.
+
+>>> cfg = load_config("configs/demo.yaml", overrides=["train.steps.foster=10"])
+>>> cfg.tsm.scales
+[4, 2, 1]
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "RunSection",
+    "ModelConfig",
+    "TextLoraConfig",
+    "TSMConfig",
+    "DataConfig",
+    "StageSteps",
+    "ValidationConfig",
+    "TrainConfig",
+    "GenerateConfig",
+    "STAGES",
+    "load_config",
+    "parse_config",
+    "save_config",
+    "config_to_dict",
+    "missing_paths",
+]
+
+STAGES = ("base", "lora", "foster", "assemble")
+"""Stage names: ``base`` trains the whole denoiser (the demo's own base model), ``lora`` is
+fostering at scale 1 (vanilla LoRA), ``foster`` is TSM stage 1 for each configured scale,
+``assemble`` is TSM stage 2 (experts frozen, router trained)."""
+
+
+class ConfigError(ValueError):
+    """An invalid config: the message names the key, the value given and what is valid."""
+
+
+def _fail(key: str, given: Any, valid: str) -> ConfigError:
+    return ConfigError(f"config key `{key}`: got {given!r}; {valid}")
+
+
+def _backbone_names() -> list[str] | None:
+    try:  # TEMPORARY until the registry lands (H3)
+        from tsm_video.models import BACKBONES
+    except ImportError:
+        return None
+    return sorted(BACKBONES)
+
+
+def _preset_names() -> list[str] | None:
+    try:  # TEMPORARY until the presets land (H1)
+        from tsm_video.tsm import PRESETS
+    except ImportError:
+        return None
+    return sorted(PRESETS)
+
+
+def _check_targets(key: str, targets: str | list[str]) -> None:
+    """A preset name from ``tsm_video.tsm.PRESETS`` or a non-empty list of name suffixes."""
+    if isinstance(targets, list):
+        if not targets or not all(isinstance(t, str) and t for t in targets):
+            raise _fail(key, targets, "a preset name or a non-empty list of module-name suffixes")
+        return
+    presets = _preset_names()
+    if presets is not None and targets not in presets:
+        raise _fail(key, targets, f"valid presets: {presets}{_did_you_mean(targets, presets)}")
+
+
+def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --------------------------------------------------------------------------------------
+# Sections. Each field is documented under it; `_validate(prefix)` range-checks values.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSection:
+    name: str = "run"
+    """Run name; outputs go to ``<output_dir>/<name>/<stage dir>/``."""
+    output_dir: str = "runs"
+    seed: int = 0
+    """Seeds the model init (random-init backbones), data order, timesteps, noise, caption dropout."""
+
+    def _validate(self, p: str) -> None:
+        if not self.name or "/" in self.name:
+            raise _fail(f"{p}.name", self.name, "a non-empty name without '/'")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "vc2"
+    """Registry name (``tsm_video.models.BACKBONES``): ``vc2`` (the real 512 model) or ``vc2-tiny``."""
+    checkpoint: str | None = None
+    """Base weights (official ``model.ckpt`` or safetensors); null = random init (tiny models only)."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
+    """Passed to accelerate; on a CPU-only machine bf16/fp16 fall back to ``no``."""
+    gradient_checkpointing: bool = True
+    attention: Literal["auto", "sdpa", "math"] = "auto"
+
+    def _validate(self, p: str) -> None:
+        names = _backbone_names()
+        if names is not None and self.backbone not in names:
+            raise _fail(f"{p}.backbone", self.backbone,
+                        f"valid backbones: {names}{_did_you_mean(self.backbone, names)}")
+
+
+@dataclass
+class TextLoraConfig:
+    enabled: bool = False
+    """Vanilla LoRA on the text encoder (``targets``), trained in every stage-1 run (lora/foster).
+    Stage 2 loads the text LoRA of the core (finest) scale's run and keeps it frozen."""
+    rank: int = 4
+    alpha: float | None = None
+    """LoRA alpha; null = rank (scaling 1)."""
+    targets: str | list[str] = "vc2-text"
+
+    def _validate(self, p: str) -> None:
+        if self.rank <= 0:
+            raise _fail(f"{p}.rank", self.rank, "the LoRA rank must be a positive integer")
+        if self.alpha is not None and self.alpha <= 0:
+            raise _fail(f"{p}.alpha", self.alpha, "alpha must be > 0 (or null for alpha = rank)")
+        _check_targets(f"{p}.targets", self.targets)
+
+
+@dataclass
+class TSMConfig:
+    scales: list[int] = field(default_factory=lambda: [8, 4, 2, 1])
+    """Interval counts, strictly decreasing; the first (finest) is the core expert in stage 2.
+    ``1`` is vanilla LoRA (one expert over all of [0, T))."""
+    rank: int = 4
+    alpha: float | None = None
+    """LoRA alpha; null = rank (scaling 1)."""
+    targets: str | list[str] = "vc2"
+    """A preset of ``tsm_video.tsm.PRESETS`` or a list of module-name suffixes."""
+    text_lora: TextLoraConfig = field(default_factory=TextLoraConfig)
+    gate_activation: Literal["none", "softmax", "sigmoid"] = "none"
+    router: Literal["asymmetric", "symmetric"] = "asymmetric"
+    """``asymmetric`` = TSM (core un-gated); ``symmetric`` = every expert gated (MoE ablation)."""
+    num_timesteps: int = 1000
+
+    def _validate(self, p: str) -> None:
+        s = self.scales
+        if not s:
+            raise _fail(f"{p}.scales", s, "give at least one interval count, e.g. [8, 4, 2, 1]")
+        if any(n <= 0 for n in s):
+            raise _fail(f"{p}.scales", s, "every interval count must be a positive integer")
+        if len(set(s)) != len(s):
+            raise _fail(f"{p}.scales", s,
+                        f"scales must not repeat; did you mean {sorted(set(s), reverse=True)}?")
+        if s != sorted(s, reverse=True):
+            raise _fail(f"{p}.scales", s,
+                        f"scales must be strictly decreasing (finest = core first); "
+                        f"did you mean {sorted(s, reverse=True)}?")
+        if max(s) > self.num_timesteps:
+            raise _fail(f"{p}.scales", s,
+                        f"an interval count cannot exceed num_timesteps={self.num_timesteps}")
+        if self.rank <= 0:
+            raise _fail(f"{p}.rank", self.rank, "the LoRA rank must be a positive integer")
+        if self.alpha is not None and self.alpha <= 0:
+            raise _fail(f"{p}.alpha", self.alpha, "alpha must be > 0 (or null for alpha = rank)")
+        if self.num_timesteps <= 0:
+            raise _fail(f"{p}.num_timesteps", self.num_timesteps, "must be a positive integer")
+        _check_targets(f"{p}.targets", self.targets)
+        self.text_lora._validate(f"{p}.text_lora")
+
+    @property
+    def core_scale(self) -> int:
+        """The finest scale: the un-gated core expert of stage 2."""
+        return self.scales[0]
+
+
+@dataclass
+class DataConfig:
+    source: Literal["videos", "cache"] = "videos"
+    """``videos``: decode clips from ``csv`` + ``videos``; ``cache``: latents/text in ``cache_dir``."""
+    csv: str | None = None
+    """OpenVid-format CSV (columns ``video``, ``caption``)."""
+    videos: str | list[str] | None = None
+    """A folder of videos, or a list of OpenVid zip parts."""
+    cache_dir: str | None = None
+    num_frames: int = 16
+    frame_stride: int | None = None
+    """Fixed stride between sampled frames; null with ``target_fps`` null = consecutive frames
+    (fps conditioning = the video's own fps, close to the fps 28 VC2 samples with)."""
+    target_fps: float | None = None
+    height: int = 320
+    width: int = 512
+    caption_dropout: float = 0.1
+    """Probability of replacing a caption by the empty prompt "" (classifier-free guidance)."""
+    num_workers: int = 2
+    path_column: str = "video"
+    caption_column: str = "caption"
+
+    def _validate(self, p: str) -> None:
+        if self.num_frames <= 0:
+            raise _fail(f"{p}.num_frames", self.num_frames, "must be a positive integer")
+        for key in ("height", "width"):
+            v = getattr(self, key)
+            if v <= 0 or v % 8:
+                raise _fail(f"{p}.{key}", v, "must be a positive multiple of 8 (the VAE downsamples by 8)")
+        if self.frame_stride is not None and self.frame_stride <= 0:
+            raise _fail(f"{p}.frame_stride", self.frame_stride, "a positive integer or null")
+        if self.target_fps is not None and self.target_fps <= 0:
+            raise _fail(f"{p}.target_fps", self.target_fps, "a positive number or null")
+        if self.frame_stride is not None and self.target_fps is not None:
+            raise _fail(f"{p}.target_fps", self.target_fps, "set frame_stride or target_fps, not both")
+        if not 0.0 <= self.caption_dropout <= 1.0:
+            raise _fail(f"{p}.caption_dropout", self.caption_dropout, "a probability in [0, 1]")
+        if self.num_workers < 0:
+            raise _fail(f"{p}.num_workers", self.num_workers, "must be >= 0")
+
+
+@dataclass
+class StageSteps:
+    base: int = 0
+    """Full-parameter steps of the ``base`` stage (the demo trains its own tiny base model)."""
+    foster: int = 5000
+    """Steps of each stage-1 run (one per scale; ``lora`` = scale 1)."""
+    assemble: int = 5000
+
+    def _validate(self, p: str) -> None:
+        for key in ("base", "foster", "assemble"):
+            if getattr(self, key) < 0:
+                raise _fail(f"{p}.{key}", getattr(self, key), "must be >= 0")
+
+
+@dataclass
+class ValidationConfig:
+    every: int = 1000
+    """Write validation clips every N optimizer steps (and at the end); 0 = never."""
+    prompts: list[str] = field(default_factory=lambda: ["a corgi running on the beach, sunset"])
+    steps: int = 25
+    """DDIM steps of the validation sampler."""
+    guidance_scale: float = 12.0
+    seed: int = 0
+
+    def _validate(self, p: str) -> None:
+        if self.every < 0:
+            raise _fail(f"{p}.every", self.every, "must be >= 0 (0 = off)")
+        if self.every and not self.prompts:
+            raise _fail(f"{p}.prompts", self.prompts, "give at least one prompt, or set every: 0")
+        if self.steps <= 0:
+            raise _fail(f"{p}.steps", self.steps, "must be a positive integer")
+
+
+@dataclass
+class TrainConfig:
+    stages: list[str] = field(default_factory=lambda: ["foster", "assemble"])
+    """Stages run in order by ``tsm-video train``; ``foster`` runs once per scale."""
+    steps: StageSteps = field(default_factory=StageSteps)
+    lr: float = 2e-4
+    base_lr: float = 1e-4
+    """Learning rate of the full-parameter ``base`` stage."""
+    weight_decay: float = 1e-2
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    max_grad_norm: float = 1.0
+    """Gradient clipping (0 = off)."""
+    warmup_steps: int = 0
+    global_batch_size: int = 32
+    """= per_device_batch_size x gradient accumulation x processes (accumulation is derived)."""
+    per_device_batch_size: int = 1
+    foster_sampling: Literal["stratified", "uniform"] = "stratified"
+    """Timesteps in fostering: stratified (every interval its share of every batch) or uniform."""
+    foster_interval: int | None = None
+    """One-interval mode: train only this interval of the fostered scale (t drawn inside it)."""
+    checkpoint_every: int = 500
+    keep_last: int = 2
+    log_every: int = 10
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+    def _validate(self, p: str) -> None:
+        if not self.stages:
+            raise _fail(f"{p}.stages", self.stages, f"give at least one of {list(STAGES)}")
+        for s in self.stages:
+            if s not in STAGES:
+                raise _fail(f"{p}.stages", s, f"valid stages: {list(STAGES)}{_did_you_mean(s, STAGES)}")
+        if len(set(self.stages)) != len(self.stages):
+            raise _fail(f"{p}.stages", self.stages, "each stage at most once")
+        order = [s for s in STAGES if s in self.stages]
+        if self.stages != order:
+            raise _fail(f"{p}.stages", self.stages, f"stages run in the order {order}")
+        self.steps._validate(f"{p}.steps")
+        for key in ("lr", "base_lr"):
+            if getattr(self, key) <= 0:
+                raise _fail(f"{p}.{key}", getattr(self, key), "must be > 0")
+        if self.weight_decay < 0:
+            raise _fail(f"{p}.weight_decay", self.weight_decay, "must be >= 0")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise _fail(f"{p}.adam_betas", self.adam_betas, "two numbers in [0, 1)")
+        if self.max_grad_norm < 0:
+            raise _fail(f"{p}.max_grad_norm", self.max_grad_norm, "must be >= 0 (0 = no clipping)")
+        positive = ("global_batch_size", "per_device_batch_size", "checkpoint_every", "keep_last",
+                    "log_every")
+        for key in positive:
+            if getattr(self, key) <= 0:
+                raise _fail(f"{p}.{key}", getattr(self, key), "must be a positive integer")
+        if self.global_batch_size % self.per_device_batch_size:
+            raise _fail(f"{p}.global_batch_size", self.global_batch_size,
+                        f"must be divisible by per_device_batch_size={self.per_device_batch_size}")
+        if self.warmup_steps < 0:
+            raise _fail(f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
+        if self.foster_interval is not None and self.foster_interval < 0:
+            raise _fail(f"{p}.foster_interval", self.foster_interval, "an interval index >= 0 or null")
+        self.validation._validate(f"{p}.validation")
+
+    def gradient_accumulation(self, num_processes: int) -> int:
+        """Accumulation steps so that per-device batch x accumulation x processes = global batch."""
+        per_step = self.per_device_batch_size * num_processes
+        if self.global_batch_size % per_step:
+            raise _fail("train.global_batch_size", self.global_batch_size,
+                        f"must be divisible by per_device_batch_size x processes = "
+                        f"{self.per_device_batch_size} x {num_processes} = {per_step}")
+        return self.global_batch_size // per_step
+
+
+@dataclass
+class GenerateConfig:
+    height: int = 320
+    width: int = 512
+    num_frames: int = 16
+    steps: int = 50
+    eta: float = 1.0
+    guidance_scale: float = 12.0
+    fps: int = 28
+    seed: int = 123
+    batch_size: int = 1
+
+    def _validate(self, p: str) -> None:
+        for key in ("height", "width"):
+            v = getattr(self, key)
+            if v <= 0 or v % 8:
+                raise _fail(f"{p}.{key}", v, "must be a positive multiple of 8 (the VAE downsamples by 8)")
+        for key in ("num_frames", "steps", "fps", "batch_size"):
+            if getattr(self, key) <= 0:
+                raise _fail(f"{p}.{key}", getattr(self, key), "must be a positive integer")
+        if self.eta < 0:
+            raise _fail(f"{p}.eta", self.eta, "must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    run: RunSection = field(default_factory=RunSection)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tsm: TSMConfig = field(default_factory=TSMConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def _validate(self, p: str = "") -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name)._validate(f.name)
+        if "assemble" in self.train.stages and len(self.tsm.scales) < 2:
+            raise _fail("tsm.scales", self.tsm.scales,
+                        "stage `assemble` needs at least two scales (a core and a context scale)")
+        fi = self.train.foster_interval
+        if fi is not None and fi >= min(self.tsm.scales, default=1) and "foster" in self.train.stages:
+            raise _fail("train.foster_interval", fi,
+                        f"must be < every fostered scale (smallest is {min(self.tsm.scales)})")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+
+# --------------------------------------------------------------------------------------
+# dict -> dataclass conversion with key paths.
+# --------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _fail(key, value, f"a mapping (section `{key}`)")
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(arg, value, key)
+            except ConfigError:
+                continue
+        raise _fail(key, value, f"expected {_type_name(tp)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value is False and "no" in choices:  # YAML 1.1 reads a bare `no` as false
+            value = "no"
+        if value not in choices:
+            raise _fail(key, value, f"valid values: {list(choices)}{_did_you_mean(value, choices)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise _fail(key, value, f"expected {_type_name(tp)}")
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is not None:
+            raise _fail(key, value, "expected null")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(key, value, "expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(key, value, "expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-4` (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise _fail(key, value, "expected a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(key, value, "expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(key, value, "expected a string")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r} at {key}")
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            raise ConfigError(f"unknown config key `{key}`{_did_you_mean(k, names)}; "
+                              f"valid keys{' of ' + prefix if prefix else ''}: {names}")
+        kwargs[k] = _convert(hints[k], v, key)
+    return cls(**kwargs)
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key.sub=value (e.g. train.lr=1e-4)")
+    dotted, text = override.split("=", 1)
+    parts = dotted.strip().split(".")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {override!r}: the value is not valid YAML ({e})") from None
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: `{'.'.join(parts[:i + 1])}` is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_config(raw: dict | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a plain dict (+ ``key.sub=value`` overrides)."""
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw or {})
+    for o in overrides:
+        _apply_override(raw, o)
+    cfg = _build(RunConfig, raw, "")
+    cfg._validate()
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML run config, apply ``key.sub=value`` overrides, validate (raises :class:`ConfigError`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return parse_config(raw, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def config_to_dict(cfg: RunConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML, atomically (temp file + rename); it reloads to an equal config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def missing_paths(cfg: RunConfig) -> list[str]:
+    """Input files a training run needs that do not exist, each as ``key: path`` (empty = all present)."""
+    missing = []
+    if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).exists():
+        missing.append(f"model.checkpoint: {cfg.model.checkpoint}")
+    d = cfg.data
+    if d.source == "videos":
+        if d.csv is None:
+            missing.append("data.csv: not set (an OpenVid-format CSV is needed with data.source=videos)")
+        elif not Path(d.csv).is_file():
+            missing.append(f"data.csv: {d.csv}")
+        if d.videos is None:
+            missing.append("data.videos: not set (a video folder or a list of zip parts)")
+        else:
+            for v in [d.videos] if isinstance(d.videos, str) else d.videos:
+                if not Path(v).exists():
+                    missing.append(f"data.videos: {v}")
+    else:
+        if d.cache_dir is None:
+            missing.append("data.cache_dir: not set (needed with data.source=cache)")
+        elif not Path(d.cache_dir).is_dir():
+            missing.append(f"data.cache_dir: {d.cache_dir}")
+    return missing
