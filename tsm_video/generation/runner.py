@@ -1,0 +1,145 @@
+"""Prompt lists → files on disk: batching, resume, per-clip seeds, output formats, run manifest.
+
+The mp4 is written last for each clip and atomically, so ``{id}.mp4`` existing means the clip
+(and its optional gif/PNG) is complete; a resumed run skips exactly those ids. A killed run
+leaves at most hidden temporary files, which never count as clips.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tsm_video.data.video_io import write_mp4
+
+from .media import atomic_path, compare_grid, to_uint8_frames, write_frame_grid, write_gif
+from .prompts import PromptItem, clip_seed
+
+__all__ = [
+    "ClipFn",
+    "OutputOptions",
+    "RunSummary",
+    "ManifestError",
+    "pending",
+    "write_clip",
+    "run_prompts",
+    "check_manifest",
+    "write_compare",
+]
+
+ClipFn = Callable[[Sequence[str], Sequence[int]], torch.Tensor]
+"""``(prompts, seeds) -> clips (B, 3, F, H, W)`` in ``[-1, 1]``; one batch of generation."""
+
+MANIFEST = "generate.json"
+
+
+class ManifestError(RuntimeError):
+    """The output folder holds clips made with other settings; mixing them would be wrong."""
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Which files each clip gets: ``{id}.mp4`` always, plus ``{id}.gif`` / ``{id}.png`` (frame grid)."""
+
+    save_fps: float
+    gif: bool = False
+    grid_png: bool = False
+
+
+@dataclass
+class RunSummary:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def pending(items: Sequence[PromptItem], out_dir: Path) -> tuple[list[PromptItem], list[str]]:
+    """Split ``items`` into those still to generate and the ids whose ``{id}.mp4`` already exists."""
+    todo, done = [], []
+    for item in items:
+        if (out_dir / f"{item.id}.mp4").is_file():
+            done.append(item.id)
+        else:
+            todo.append(item)
+    return todo, done
+
+
+def write_clip(out_dir: Path, clip_id: str, frames: np.ndarray, options: OutputOptions) -> Path:
+    """Write one clip's files (extras first, the mp4 last as the completion mark); returns the mp4."""
+    if options.gif:
+        write_gif(out_dir / f"{clip_id}.gif", frames, options.save_fps)
+    if options.grid_png:
+        write_frame_grid(out_dir / f"{clip_id}.png", frames)
+    return write_mp4(out_dir / f"{clip_id}.mp4", frames, options.save_fps)
+
+
+def check_manifest(out_dir: Path, manifest: dict) -> None:
+    """Record what made the clips in ``out_dir/generate.json``; refuse a folder made otherwise.
+
+    Shards of one run write identical manifests, so they may share a folder.
+    """
+    path = out_dir / MANIFEST
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != manifest:
+            keys = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            diffs = "; ".join(f"{k}: {old.get(k)!r} → {manifest.get(k)!r}" for k in keys)
+            raise ManifestError(f"{out_dir} holds clips generated with other settings ({diffs}); "
+                                f"use a new --out folder, or delete {path} and its clips")
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _batches(items: Sequence[PromptItem], size: int) -> list[Sequence[PromptItem]]:
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
+
+def run_prompts(
+    clip_fn: ClipFn,
+    items: Sequence[PromptItem],
+    out_dir: str | Path,
+    *,
+    seed: int,
+    batch_size: int,
+    options: OutputOptions,
+    progress: bool = True,
+) -> RunSummary:
+    """Generate every item whose ``{id}.mp4`` is missing, ``batch_size`` prompts per call.
+
+    Clip seeds are ``clip_seed(seed, prompt)``, so the clips do not depend on ``batch_size``,
+    on which items were skipped, or on the shard.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo, done = pending(items, out_dir)
+    summary = RunSummary(skipped=done)
+    with tqdm(total=len(todo), unit="clip", disable=not progress, desc="generate") as bar:
+        for batch in _batches(todo, batch_size):
+            clips = clip_fn([it.prompt for it in batch], [clip_seed(seed, it.prompt) for it in batch])
+            for item, clip in zip(batch, clips):
+                write_clip(out_dir, item.id, to_uint8_frames(clip), options)
+                summary.written.append(item.id)
+            bar.update(len(batch))
+    return summary
+
+
+def write_compare(
+    out_dir: str | Path,
+    item_ids: Sequence[str],
+    variants: dict[str, list[np.ndarray]],
+    options: OutputOptions,
+) -> list[Path]:
+    """One labelled side-by-side video ``{id}.mp4`` per item from ``{label: frames per item}``."""
+    out_dir = Path(out_dir)
+    labels = list(variants)
+    paths = []
+    for k, clip_id in enumerate(item_ids):
+        grid = compare_grid([variants[label][k] for label in labels], labels)
+        paths.append(write_clip(out_dir, clip_id, grid, options))
+    return paths

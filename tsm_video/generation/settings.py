@@ -1,0 +1,66 @@
+"""Sampling settings of one generation run, checked against the backbone before any model loads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+__all__ = ["GenerateSettings", "SettingsError", "VC2_SAVE_FPS"]
+
+VC2_SAVE_FPS = 10.0
+"""Frame rate of the written files in VC2's own inference script (``--savefps``); the model is
+conditioned on ``fps`` (28), which is a different number."""
+
+
+class SettingsError(ValueError):
+    """A sampling setting out of range for the backbone, naming the flag and the fix."""
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """How clips are sampled: sizes in pixels, DDIM steps/eta, CFG scale, fps conditioning.
+
+    Defaults are VideoCrafter2's (320×512, 16 frames, DDIM 50 steps, eta 1.0, CFG 12, fps 28).
+    ``save_fps`` is the frame rate written into mp4/gif files.
+    """
+
+    height: int = 320
+    width: int = 512
+    num_frames: int = 16
+    steps: int = 50
+    eta: float = 1.0
+    guidance_scale: float = 12.0
+    fps: int = 28
+    save_fps: float = VC2_SAVE_FPS
+
+    @classmethod
+    def from_config(cls, generate, **overrides) -> GenerateSettings:
+        """Settings from a config's ``generate`` section, with non-``None`` overrides applied."""
+        values = {key: getattr(generate, key) for key in
+                  ("height", "width", "num_frames", "steps", "eta", "guidance_scale", "fps")}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self, spatial_multiple: int, num_timesteps: int = 1000) -> None:
+        """Raise :class:`SettingsError` unless the sizes fit a backbone whose pixels must be a
+        multiple of ``spatial_multiple`` (VAE factor × 2^(UNet levels − 1); 64 for VC2)."""
+        for key, flag in (("height", "--height"), ("width", "--width")):
+            value = getattr(self, key)
+            if value <= 0 or value % spatial_multiple:
+                fixed = max(spatial_multiple, round(value / spatial_multiple) * spatial_multiple)
+                raise SettingsError(f"{flag} {value}: must be a positive multiple of {spatial_multiple} "
+                                    f"for this backbone (VAE × UNet downsampling); try {fixed}")
+        if self.num_frames < 1:
+            raise SettingsError(f"--frames {self.num_frames}: need at least 1 frame")
+        if not 1 <= self.steps <= num_timesteps:
+            raise SettingsError(f"--steps {self.steps}: need 1 <= steps <= {num_timesteps}")
+        if self.eta < 0:
+            raise SettingsError(f"--eta {self.eta}: must be >= 0")
+        if self.guidance_scale < 0:
+            raise SettingsError(f"--guidance-scale {self.guidance_scale}: must be >= 0")
+        if self.fps <= 0:
+            raise SettingsError(f"--fps {self.fps}: must be a positive integer")
+        if self.save_fps <= 0:
+            raise SettingsError(f"--save-fps {self.save_fps}: must be positive")
