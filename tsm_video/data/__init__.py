@@ -1,5 +1,31 @@
-"""Data: video IO, OpenVid-1M index, clip sampling, streaming datasets, latent cache."""
+"""Data: video IO, OpenVid-1M index (folders or zip parts), clip sampling, streaming datasets."""
 
-from tsm_video.data.video_io import VideoReadError, read_frames, write_mp4
+from tsm_video.data.clips import ClipSampler, resize_center_crop, to_model_pixels
+from tsm_video.data.dataset import VideoClipDataset, load_clip
+from tsm_video.data.index import OPENVID_COLUMNS, VideoIndex, VideoRecord, iter_rows, read_index
+from tsm_video.data.stream import ShardedStream, SkipSample, StreamLoader, collate, resolve_rank
+from tsm_video.data.video_io import VideoReadError, probe_video, read_frames, write_mp4
+from tsm_video.data.zipstore import ZipStore
 
-__all__ = ["VideoReadError", "read_frames", "write_mp4"]
+__all__ = [
+    "OPENVID_COLUMNS",
+    "ClipSampler",
+    "ShardedStream",
+    "SkipSample",
+    "StreamLoader",
+    "VideoClipDataset",
+    "VideoIndex",
+    "VideoReadError",
+    "VideoRecord",
+    "ZipStore",
+    "collate",
+    "iter_rows",
+    "load_clip",
+    "probe_video",
+    "read_frames",
+    "read_index",
+    "resize_center_crop",
+    "resolve_rank",
+    "to_model_pixels",
+    "write_mp4",
+]
