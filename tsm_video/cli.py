@@ -15,6 +15,7 @@ __all__ = ["build_parser", "main"]
 def _subcommand_modules() -> list:
     """Modules that register subcommands, imported here so `--help` lists them all."""
     modules = []
+    modules.append(__import__("tsm_video.data.cli", fromlist=["register"]))  # tsm-video data
     return modules
 
 

@@ -1,0 +1,189 @@
+"""`tsm-video data {subset,probe,synth,cache}`: dataset tools on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register"]
+
+
+def _bounds(pairs: list[str]) -> dict[str, float]:
+    """["aesthetic score=4.5", ...] → {"aesthetic score": 4.5}."""
+    out = {}
+    for pair in pairs:
+        column, sep, value = pair.rpartition("=")
+        if not sep or not column:
+            raise SystemExit(f"bound {pair!r} must look like 'COLUMN=VALUE'")
+        out[column] = float(value)
+    return out
+
+
+def _add_index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--csv", required=True, help="index CSV/JSONL (OpenVid-1M.csv or any with path/caption)")
+    p.add_argument(
+        "--videos",
+        nargs="*",
+        default=None,
+        help="video folder, or zip parts (files or a folder of OpenVid_partN.zip, _partaa+_partab)",
+    )
+    p.add_argument("--path-column", default="video")
+    p.add_argument("--caption-column", default="caption")
+    p.add_argument("--zip-cache-dir", default=None, help="where zip member tables are cached")
+
+
+def _read_index(args):
+    from tsm_video.data.index import read_index
+
+    videos = args.videos[0] if args.videos and len(args.videos) == 1 else args.videos
+    return read_index(args.csv, videos, args.path_column, args.caption_column, args.zip_cache_dir)
+
+
+def _subset(args) -> int:
+    from data_tools.subset import make_subset
+
+    minimum = _bounds(args.min)
+    maximum = _bounds(args.max)
+    for column, value in (("seconds", args.min_seconds), ("frame", args.min_frames)):
+        if value is not None:
+            minimum[column] = value
+    if args.max_seconds is not None:
+        maximum["seconds"] = args.max_seconds
+    if args.min_resolution:
+        width, _, height = args.min_resolution.partition("x")
+        minimum.update(width=float(width), height=float(height))
+    report = make_subset(args.csv, args.out, args.n, args.seed, minimum, maximum, args.stratify, args.bins)
+    print(
+        json.dumps(
+            {
+                "rows": report.rows,
+                "eligible": report.eligible,
+                "written": report.written,
+                "dropped": dict(report.dropped),
+            },
+            indent=1,
+        )
+    )
+    if report.written < args.n:
+        print(f"note: only {report.written} rows pass the thresholds (asked for {args.n})")
+    return 0
+
+
+def _probe(args) -> int:
+    from data_tools.probe import probe_dataset
+
+    index = _read_index(args)
+    annotate = (args.csv, args.annotate) if args.annotate else None
+    summary = probe_dataset(index, args.out, args.num_workers, annotate, args.path_column)
+    print(json.dumps({k: summary[k] for k in ("videos", "decodable", "bad_by_reason")}, indent=1))
+    return 0
+
+
+def _synth(args) -> int:
+    from data_tools.synth import make_synthetic_dataset
+
+    csv_path = make_synthetic_dataset(
+        args.out,
+        args.num_videos,
+        args.seed,
+        (args.height, args.width),
+        args.num_frames,
+        args.fps,
+        args.max_count,
+    )
+    print(csv_path)
+    return 0
+
+
+def _cache(args) -> int:
+    import torch
+
+    from tsm_video.data.dataset import VideoClipDataset
+    from tsm_video.data.latent_cache import write_latent_cache
+
+    try:
+        from tsm_video.models import build_backbone
+    except ImportError as err:
+        raise SystemExit(f"tsm_video.models.build_backbone is not available: {err}") from err
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_backbone(args.backbone, args.checkpoint).to(device).eval()
+    index = _read_index(args)
+    dataset = VideoClipDataset(
+        index,
+        args.num_frames,
+        args.frame_stride,
+        args.target_fps,
+        (args.height, args.width),
+        train=False,
+        seed=args.seed,
+    )
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    path = write_latent_cache(
+        model, dataset, args.out, args.shard_size, device, dtype, args.batch_size, args.num_workers
+    )
+    print(json.dumps({"index": str(path), "skipped": dict(dataset.skipped)}, indent=1))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `data` and its tools to the top-level parser."""
+    data = subparsers.add_parser("data", help="dataset tools: subset, probe, synth, cache")
+    tools = data.add_subparsers(dest="data_command", metavar="TOOL", required=True)
+
+    p = tools.add_parser("subset", help="reproducible N-clip subset of an OpenVid-format CSV")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--out", required=True, help="subset CSV (same columns)")
+    p.add_argument("-n", type=int, default=70_000, help="clips to keep (paper: 70,000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--min",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="inclusive lower bound, e.g. --min 'aesthetic score=4.5' (repeatable)",
+    )
+    p.add_argument("--max", action="append", default=[], metavar="COLUMN=VALUE", help="inclusive upper bound")
+    p.add_argument("--min-seconds", type=float)
+    p.add_argument("--max-seconds", type=float)
+    p.add_argument("--min-frames", type=float, help="lower bound on the 'frame' column")
+    p.add_argument("--min-resolution", help="WIDTHxHEIGHT; needs width/height columns (probe --annotate)")
+    p.add_argument("--stratify", help="column to stratify by (categorical, or numeric in quantile bins)")
+    p.add_argument("--bins", type=int, default=5)
+    p.set_defaults(func=_subset)
+
+    p = tools.add_parser("probe", help="decodability, fps/length/resolution histograms, bad files")
+    _add_index_args(p)
+    p.add_argument("--out", required=True, help="folder for probe.json and probe.md")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--annotate", help="also write the CSV with width/height/decodable frames columns here")
+    p.set_defaults(func=_probe)
+
+    p = tools.add_parser("synth", help="synthetic OpenVid-format dataset of moving coloured shapes")
+    p.add_argument("--out", required=True)
+    p.add_argument("--num-videos", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--num-frames", type=int, default=24)
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--max-count", type=int, default=3)
+    p.set_defaults(func=_synth)
+
+    p = tools.add_parser("cache", help="precompute VAE latents + text embeddings into safetensors shards")
+    _add_index_args(p)
+    p.add_argument("--out", required=True, help="cache folder")
+    p.add_argument("--backbone", default="vc2", help="registered backbone name (vc2, vc2-tiny)")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--num-frames", type=int, default=16)
+    stride = p.add_mutually_exclusive_group()
+    stride.add_argument("--frame-stride", type=int)
+    stride.add_argument("--target-fps", type=float)
+    p.add_argument("--height", type=int, default=320)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--shard-size", type=int, default=256)
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cache)
