@@ -106,12 +106,15 @@ class Metric:
 
     Subclasses set ``name`` (the CLI name), ``backend`` (``"full"`` or ``"light"``) and
     implement ``score`` and ``aggregate``; ``applies_to`` defaults to "every video".
+    Records may hold numpy arrays (the runner's cache stores them as .npy files beside the
+    JSON); ``histogram_key`` names the per-video number the report plots.
     Constructors load their weights from ``models_dir`` (``require_model`` for each file)
     and raise :class:`ModelNotFoundError` when one is missing.
     """
 
     name: ClassVar[str]
     backend: ClassVar[str] = "full"
+    histogram_key: ClassVar[str | None] = None  # per-video record key the report plots
 
     def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
                  batch_size: int = 8) -> None:
@@ -135,7 +138,9 @@ class Metric:
     def aggregate(self, records: dict[str, dict], metadata: dict) -> dict:
         """Combine per-video records (keyed by id) into ``{"value": float as reported, ...}``.
 
-        ``value`` is on the scale EvalCrafter reports (x100 for 0..1 scores); extra keys
-        (``n``, ``std``, the official log key) are free-form but JSON-able.
+        ``value`` is on the scale EvalCrafter reports (x100 for 0..1 scores); ``official``
+        maps the official log key(s) to the "Final average" value (``{"blip_bleu": 0.22}``,
+        0..1 scale, fed to :func:`eval_crafter.aggregate.evalcrafter_scores`); ``n`` is the
+        number of videos averaged. Extra keys are free-form but JSON-able.
         """
         raise NotImplementedError

@@ -1,0 +1,197 @@
+"""Action: VideoMAE V2 ViT-B/16 (Kinetics-400) top-5, weighted by CLIP text similarity.
+
+The recogniser is the mmaction2 checkpoint the official code loads
+(``<models>/VideoMAE/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_20230510-3e7f93b2.pth``),
+converted on load into transformers' ``VideoMAEForVideoClassification``
+(:func:`convert_mmaction_videomae`); the architecture is read from the weights. The
+mmaction2 test pipeline is reproduced: ``SampleFrames(clip_len=16, frame_interval=4,
+num_clips=5, test_mode=True)``, short side resized to 224 (bilinear), ``ThreeCrop(224)``,
+ImageNet mean/std on RGB, softmax per view averaged over the 15 views
+(``average_clips='prob'``). CLIP ViT-B/32 is a transformers folder
+``<models>/clip-vit-base-patch32/`` (model + tokenizer), used as ``action_score.py`` does.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from transformers import AutoTokenizer, CLIPModel, VideoMAEConfig, VideoMAEForVideoClassification
+
+from eval_crafter import scoring
+from eval_crafter.metrics.base import Metric, VideoInput, mean_of, require_model
+from eval_crafter.metrics.registry import register_metric
+from eval_crafter.prompts import load_kinetics_labels
+
+__all__ = [
+    "VIDEOMAE_FILE",
+    "CLIP_DIR",
+    "convert_mmaction_videomae",
+    "videomae_config_from_state_dict",
+    "sample_test_clips",
+    "three_crop_views",
+    "ActionScore",
+]
+
+VIDEOMAE_FILE = ("VideoMAE/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_"
+                 "20230510-3e7f93b2.pth")
+VIDEOMAE_URL = ("https://download.openmmlab.com/mmaction/v1.0/recognition/videomaev2/"
+                "vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400/"
+                "vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_20230510-3e7f93b2.pth")
+CLIP_DIR = "clip-vit-base-patch32"
+CLIP_URL = "https://huggingface.co/openai/clip-vit-base-patch32 (the whole folder)"
+
+CLIP_LEN, FRAME_INTERVAL, NUM_CLIPS, CROP = 16, 4, 5, 224
+MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+_VIDEOMAE_RULES = (
+    (r"^backbone\.patch_embed\.projection\.", "videomae.embeddings.patch_embeddings.projection."),
+    (r"^backbone\.blocks\.(\d+)\.norm1\.", r"videomae.encoder.layer.\1.layernorm_before."),
+    (r"^backbone\.blocks\.(\d+)\.norm2\.", r"videomae.encoder.layer.\1.layernorm_after."),
+    (r"^backbone\.blocks\.(\d+)\.attn\.proj\.", r"videomae.encoder.layer.\1.attention.output.dense."),
+    (r"^backbone\.blocks\.(\d+)\.attn\.q_bias$", r"videomae.encoder.layer.\1.attention.attention.query.bias"),
+    (r"^backbone\.blocks\.(\d+)\.attn\.v_bias$", r"videomae.encoder.layer.\1.attention.attention.value.bias"),
+    (r"^backbone\.blocks\.(\d+)\.mlp\.layers\.0\.0\.", r"videomae.encoder.layer.\1.intermediate.dense."),
+    (r"^backbone\.blocks\.(\d+)\.mlp\.layers\.1\.", r"videomae.encoder.layer.\1.output.dense."),
+    (r"^backbone\.fc_norm\.", "fc_norm."),
+    (r"^cls_head\.fc_cls\.", "classifier."),
+)
+
+
+def convert_mmaction_videomae(
+    state_dict: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """mmaction2 VisionTransformer + TimeSformerHead keys -> transformers VideoMAE keys.
+
+    The fused ``attn.qkv.weight`` (3D, D) splits into query/key/value (D, D) each; the
+    fixed sinusoidal ``backbone.pos_embed`` buffer (1, N, D) is returned apart, to replace
+    the table transformers computes. Returns ``(state_dict, pos_embed)``.
+    """
+    out, pos_embed = {}, None
+    for key, value in state_dict.items():
+        if key == "backbone.pos_embed":
+            pos_embed = value
+            continue
+        qkv = re.match(r"^backbone\.blocks\.(\d+)\.attn\.qkv\.weight$", key)
+        if qkv:
+            prefix = f"videomae.encoder.layer.{qkv.group(1)}.attention.attention"
+            for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+                out[f"{prefix}.{name}.weight"] = part
+            continue
+        new = key
+        for pattern, replacement in _VIDEOMAE_RULES:
+            new = re.sub(pattern, replacement, new)
+        if new == key:
+            raise KeyError(f"unexpected key {key!r} in the VideoMAE checkpoint")
+        out[new] = value
+    if pos_embed is None:
+        raise KeyError("the VideoMAE checkpoint has no backbone.pos_embed")
+    return out, pos_embed
+
+
+def videomae_config_from_state_dict(state_dict: dict[str, torch.Tensor],
+                                    pos_embed: torch.Tensor) -> VideoMAEConfig:
+    """The ViT config the converted weights imply (64-dim heads, 16 frames, 224 crops)."""
+    proj = state_dict["videomae.embeddings.patch_embeddings.projection.weight"]  # d 3 t p p
+    dim, _, tubelet, patch, _ = proj.shape
+    depth = len({k.split(".")[3] for k in state_dict if k.startswith("videomae.encoder.layer.")})
+    tokens = (CLIP_LEN // tubelet) * (CROP // patch) ** 2
+    if pos_embed.shape[1] != tokens:
+        raise ValueError(f"pos_embed has {pos_embed.shape[1]} tokens; a {CLIP_LEN}-frame {CROP}px "
+                         f"input with patch {patch} and tubelet {tubelet} gives {tokens}")
+    return VideoMAEConfig(
+        image_size=CROP, patch_size=patch, num_channels=3, num_frames=CLIP_LEN, tubelet_size=tubelet,
+        hidden_size=dim, num_hidden_layers=depth, num_attention_heads=max(1, dim // 64),
+        intermediate_size=state_dict["videomae.encoder.layer.0.intermediate.dense.weight"].shape[0],
+        qkv_bias=True, use_mean_pooling=True, layer_norm_eps=1e-6,
+        num_labels=state_dict["classifier.weight"].shape[0],
+    )
+
+
+def sample_test_clips(num_frames: int) -> np.ndarray:
+    """mmaction2 ``SampleFrames`` test mode: (5, 16) frame indices, looping past the end."""
+    span = (CLIP_LEN - 1) * FRAME_INTERVAL + 1
+    max_offset = max(num_frames - span, 0)
+    offsets = np.round(np.arange(NUM_CLIPS) * (max_offset / float(NUM_CLIPS - 1)))
+    inds = offsets[:, None] + np.arange(CLIP_LEN)[None, :] * FRAME_INTERVAL  # clips t
+    return np.mod(inds, num_frames).astype(np.int64)
+
+
+def three_crop_views(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (3, T, 224, 224, 3) float32: short side to 224, ``ThreeCrop``."""
+    h, w = frames.shape[1:3]
+    scale = CROP / min(h, w)
+    new_w, new_h = int(w * scale + 0.5), int(h * scale + 0.5)
+    resized = np.stack([cv2.resize(f, (new_w, new_h), interpolation=cv2.INTER_LINEAR) for f in frames])
+    if new_h == CROP:
+        step = (new_w - CROP) // 2
+        views = [resized[:, :, x:x + CROP] for x in (0, 2 * step, step)]
+    else:
+        step = (new_h - CROP) // 2
+        views = [resized[:, y:y + CROP] for y in (0, 2 * step, step)]
+    return np.stack(views).astype(np.float32)
+
+
+@register_metric
+class ActionScore(Metric):
+    """Action recognition score over the prompts with an ``action`` attribute (x100)."""
+
+    name = "action"
+    histogram_key = "action_score"
+
+    def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
+                 batch_size: int = 8) -> None:
+        super().__init__(models_dir, device, mode, batch_size)
+        path = require_model(self.models_dir, VIDEOMAE_FILE, "VideoMAE V2 ViT-B/16 K400 (mmaction2)",
+                             VIDEOMAE_URL)
+        clip_dir = require_model(self.models_dir, CLIP_DIR, "CLIP ViT-B/32 (transformers folder)", CLIP_URL)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        state, pos_embed = convert_mmaction_videomae(checkpoint.get("state_dict", checkpoint))
+        self.recognizer = VideoMAEForVideoClassification(videomae_config_from_state_dict(state, pos_embed))
+        self.recognizer.load_state_dict(state)
+        self.recognizer.videomae.embeddings.position_embeddings = pos_embed.float()
+        self.recognizer.fc_norm.eps = 1e-6  # mmaction2 builds every LayerNorm with eps 1e-6
+        self.recognizer.to(device).eval()
+        self.clip = CLIPModel.from_pretrained(clip_dir, local_files_only=True).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(clip_dir, local_files_only=True)
+        self.labels = list(load_kinetics_labels())
+
+    def applies_to(self, meta: dict) -> bool:
+        return bool(meta["attributes"].get("action"))
+
+    @torch.no_grad()
+    def class_probabilities(self, frames: np.ndarray) -> np.ndarray:
+        """(F, H, W, 3) uint8 RGB -> (num_classes,) probabilities averaged over 5 clips x 3 crops."""
+        clips = frames[sample_test_clips(len(frames))]  # clips t h w 3
+        views = np.concatenate([three_crop_views(c) for c in clips])  # (clips crops) t h w 3
+        views = (views - MEAN) / STD
+        probs = []
+        for start in range(0, len(views), self.batch_size):
+            batch = torch.from_numpy(views[start:start + self.batch_size]).to(self.device)
+            batch = batch.permute(0, 1, 4, 2, 3)  # v t 3 h w
+            probs.append(self.recognizer(pixel_values=batch).logits.float().softmax(-1).cpu())
+        return torch.cat(probs).mean(0).numpy()
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str]) -> np.ndarray:
+        """CLIP text features (N, D), tokenised as ``action_score.py`` does (padding, truncation)."""
+        tokens = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True)
+        features = self.clip.get_text_features(input_ids=tokens["input_ids"].to(self.device))
+        return getattr(features, "pooler_output", features).float().cpu().numpy()
+
+    def score(self, video: VideoInput, meta: dict) -> dict:
+        probs = self.class_probabilities(video.frames)
+        gt = meta["attributes"]["action"]
+        value = scoring.action_score(probs, self.labels, gt, self.encode_text)
+        top = [[i, p] for i, p in scoring.top5(probs)]
+        return {"action_score": value, "top5": top, "top5_labels": [self.labels[i] for i, _ in top],
+                "action": gt}
+
+    def aggregate(self, records: dict[str, dict], metadata: dict) -> dict:
+        value, n = mean_of(records, "action_score")
+        return {"value": value * 100, "n": n, "official": {"action_score": value}}
