@@ -1,0 +1,139 @@
+"""Trainer pieces that need no backbone: timestep sampling, RNG state, loss per interval, checkpoint IO."""
+
+import json
+
+import pytest
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+
+from tsm_video.train.checkpoint import (
+    TRAINABLE_FILE,
+    RankStates,
+    TrainProgress,
+    install_trainable_state_hooks,
+    latest_checkpoint,
+    list_checkpoints,
+    resolve_resume,
+    save_checkpoint,
+)
+from tsm_video.train.interval_loss import IntervalLossTracker, plot_interval_losses
+from tsm_video.train.randomness import TimestepSampler, TrainRNG
+
+
+def test_stratified_sampler_fills_every_interval():
+    rng = TrainRNG(0)
+    t = TimestepSampler("stratified", scale=4)(16, rng)
+    assert t.dtype == torch.long and t.shape == (16,)
+    assert torch.bincount(t // 250, minlength=4).tolist() == [4, 4, 4, 4]
+
+
+def test_interval_sampler_stays_inside():
+    t = TimestepSampler("interval", scale=8, interval=3)(64, TrainRNG(1))
+    assert ((t >= 375) & (t < 500)).all()
+    with pytest.raises(ValueError, match="interval"):
+        TimestepSampler("interval", scale=8, interval=8)
+
+
+def test_uniform_sampler_range():
+    t = TimestepSampler("uniform")(4096, TrainRNG(2))
+    assert t.min() >= 0 and t.max() < 1000 and len(t.unique()) > 900
+
+
+def test_rng_state_round_trip_reproduces_every_draw():
+    a = TrainRNG(7)
+    a.randn_like(torch.zeros(3))
+    state = a.state_dict()
+    first = (TimestepSampler("stratified", 4)(8, a), a.randn_like(torch.zeros(2, 5)), a.drop_captions(["x"] * 9, 0.5))
+    b = TrainRNG(123)
+    b.load_state_dict(state)
+    second = (TimestepSampler("stratified", 4)(8, b), b.randn_like(torch.zeros(2, 5)), b.drop_captions(["x"] * 9, 0.5))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]) and first[2] == second[2]
+
+
+def test_caption_dropout_rate():
+    captions = TrainRNG(3).drop_captions(["c"] * 4000, 0.25)
+    assert abs(captions.count("") / 4000 - 0.25) < 0.03
+    assert TrainRNG(3).drop_captions(["c"] * 10, 0.0) == ["c"] * 10
+    assert TrainRNG(3).drop_captions(["c"] * 10, 1.0) == [""] * 10
+
+
+def test_interval_tracker_means_match_closed_form(tmp_path):
+    tr = IntervalLossTracker(4)
+    t = torch.tensor([0, 100, 260, 999, 500, 510])
+    loss = torch.tensor([1.0, 3.0, 5.0, 7.0, 2.0, 4.0])
+    tr.update(t, loss)
+    assert tr.flush(step=1) == [2.0, 5.0, 3.0, 7.0]
+    tr.update(torch.tensor([0]), torch.tensor([10.0]))
+    assert tr.flush(step=2) == [10.0, None, None, None]
+    assert tr.totals() == [pytest.approx(14 / 3), 5.0, 3.0, 7.0]
+    # state round trip keeps history, totals and the open window
+    tr.update(torch.tensor([999]), torch.tensor([1.0]))
+    other = IntervalLossTracker(4)
+    other.load_state_dict(tr.state_dict())
+    assert other.flush(step=3) == [None, None, None, 1.0]
+    assert [h["step"] for h in other.history] == [1, 2, 3]
+    path = other.save_json(tmp_path / "loss.json", {"stage": "foster"})
+    data = json.loads(path.read_text())
+    assert data["scale"] == 4 and data["stage"] == "foster" and data["intervals"][0] == "t∈[0,250)"
+    png = plot_interval_losses({"run": data}, tmp_path / "loss.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.frozen = torch.nn.Linear(4, 4)
+        self.adapter = torch.nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x):
+        return self.adapter(self.frozen(x))
+
+
+def _setup(tmp_path):
+    torch.manual_seed(0)
+    acc = Accelerator(cpu=True)
+    model = _Toy()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model, opt = acc.prepare(model, opt)
+    rng, progress = TrainRNG(5), TrainProgress()
+    acc.register_for_checkpointing(RankStates(acc, {"rng": rng}), progress)
+    install_trainable_state_hooks(acc)
+    return acc, model, opt, rng, progress
+
+
+def test_checkpoint_saves_only_trainable_and_rotates(tmp_path):
+    acc, model, opt, rng, progress = _setup(tmp_path)
+    for step in range(1, 5):
+        model(torch.randn(2, 4)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        progress.step = step
+        save_checkpoint(acc, tmp_path / "ckpt", step, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path / "ckpt")] == ["step_3", "step_4"]
+    assert not list((tmp_path / "ckpt").glob(".tmp-*"))
+    saved = load_file(str(latest_checkpoint(tmp_path / "ckpt") / TRAINABLE_FILE))
+    assert set(saved) == {"adapter.weight", "adapter.bias"}
+    assert not list((tmp_path / "ckpt" / "step_4").glob("model*.safetensors"))
+    # load restores trainable weights, optimizer, rng and progress
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+    draw = rng.randn_like(torch.zeros(4))
+    with torch.no_grad():
+        model.adapter.weight.zero_()
+    progress.step = 0
+    acc.load_state(str(tmp_path / "ckpt" / "step_4"))
+    assert progress.step == 4
+    assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng.randn_like(torch.zeros(4)), draw)
+
+
+def test_resolve_resume(tmp_path):
+    assert resolve_resume(None, tmp_path) is None
+    assert resolve_resume("latest", tmp_path) is None
+    (tmp_path / "step_2").mkdir()
+    (tmp_path / "step_10").mkdir()
+    (tmp_path / ".tmp-step_11").mkdir()
+    assert resolve_resume("latest", tmp_path).name == "step_10"
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        resolve_resume(str(tmp_path / "step_2"), tmp_path)

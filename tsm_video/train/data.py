@@ -1,0 +1,59 @@
+"""The training stream of a run config: videos (decoded on the fly) or a latent/text cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tsm_video.config import RunConfig
+from tsm_video.data import StreamLoader, VideoClipDataset, read_index
+from tsm_video.data.latent_cache import LatentCacheDataset
+from tsm_video.data.stream import ShardedStream
+
+__all__ = ["build_stream", "forever"]
+
+
+def build_stream(cfg: RunConfig, rank: int, world_size: int) -> tuple[ShardedStream, StreamLoader]:
+    """This rank's shard of the training data and its loader (per-device batches, full batches only).
+
+    Both ranks use ``run.seed`` for the order, so their shards are disjoint and cover the data.
+    """
+    d = cfg.data
+    if d.source == "videos":
+        records = read_index(
+            d.csv, videos=d.videos, path_column=d.path_column, caption_column=d.caption_column
+        )
+        if len(records) == 0:
+            raise ValueError(f"data.csv {d.csv}: no usable rows (skipped: {dict(records.skipped)})")
+        dataset = VideoClipDataset(
+            records,
+            num_frames=d.num_frames,
+            frame_stride=d.frame_stride,
+            target_fps=d.target_fps,
+            size=(d.height, d.width),
+            train=True,
+            seed=cfg.run.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+    else:
+        dataset = LatentCacheDataset(
+            d.cache_dir, train=True, seed=cfg.run.seed, rank=rank, world_size=world_size
+        )
+    loader = StreamLoader(
+        dataset, batch_size=cfg.train.per_device_batch_size, num_workers=d.num_workers, drop_last=True
+    )
+    return dataset, loader
+
+
+def forever(loader: StreamLoader) -> Iterator[dict]:
+    """Epoch after epoch; an epoch that yields no batch is an error (all clips skipped or too few)."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise RuntimeError(
+                f"the training stream yielded no full batch in an epoch "
+                f"(skipped: {dict(loader.dataset.skipped)}); check the data and the batch size"
+            )

@@ -1,0 +1,246 @@
+"""One stage's training loop: accelerate's canonical loop plus TSM timesteps and checkpoints.
+
+Setup (model, optimizer over the stage's trainable set only, data shard, seeded RNG, resume)
+then the loop: accumulate → backward → clip → step on ``sync_gradients``; the only host syncs
+are at log time. Outputs in the stage's run folder: ``config.yaml``, ``logs/`` (TensorBoard),
+``checkpoints/step_<N>/``, ``interval_loss.json``/``.png``, ``validation/step_<N>/*.mp4`` and
+the stage's result (``adapter.safetensors``, or ``model.safetensors`` for ``base``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import ProjectConfiguration
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from tsm_video.config import RunConfig, save_config
+from tsm_video.diffusion import VC2Schedule
+from tsm_video.train.checkpoint import (
+    RankStates,
+    TrainProgress,
+    install_trainable_state_hooks,
+    resolve_resume,
+    save_checkpoint,
+)
+from tsm_video.train.data import build_stream, forever
+from tsm_video.train.interval_loss import IntervalLossTracker, plot_interval_losses
+from tsm_video.train.objective import DiffusionObjective
+from tsm_video.train.randomness import TimestepSampler, TrainRNG
+from tsm_video.train.stages import StageRun, adapter_metadata, build_stage_model
+from tsm_video.train.validation import write_validation_clips
+from tsm_video.tsm import save_adapter
+
+__all__ = ["StageResult", "train_stage", "timestep_sampler", "rank_seed"]
+
+
+@dataclass
+class StageResult:
+    run: StageRun
+    output: Path
+    steps: int
+    interval_loss: list[float | None]  # mean ε-MSE per interval of the core scale over the run
+    seconds: float
+
+
+def timestep_sampler(cfg: RunConfig, run: StageRun) -> TimestepSampler:
+    """Stratified over the fostered scale's intervals in fostering (or one interval); else uniform."""
+    T = cfg.tsm.num_timesteps
+    if run.stage == "foster" and run.scales[0] > 1:
+        if cfg.train.foster_interval is not None:
+            return TimestepSampler("interval", run.scales[0], cfg.train.foster_interval, T)
+        if cfg.train.foster_sampling == "stratified":
+            return TimestepSampler("stratified", run.scales[0], None, T)
+    return TimestepSampler("uniform", 1, None, T)
+
+
+def rank_seed(seed: int, rank: int, run: StageRun) -> int:
+    """A distinct, reproducible stream per (run seed, rank, stage run)."""
+    words = [seed, rank, sum(run.name.encode())]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _mixed_precision(cfg: RunConfig) -> str:
+    return cfg.model.mixed_precision if torch.cuda.is_available() else "no"
+
+
+def _describe_trainable(model: torch.nn.Module) -> str:
+    groups: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            key = (
+                "router"
+                if ".router." in name
+                else "text LoRA"
+                if name.startswith("text_encoder.")
+                else "experts"
+                if ".lora_" in name
+                else "denoiser"
+            )
+            groups[key] = groups.get(key, 0) + p.numel()
+    return ", ".join(f"{k} {v:,}" for k, v in groups.items())
+
+
+def train_stage(
+    cfg: RunConfig, run: StageRun, resume: str | bool | None = None, print_fn: Callable[[str], None] = print
+) -> StageResult:
+    """Train one stage run to ``run.steps`` optimizer steps and write its outputs."""
+    start = time.perf_counter()
+    accum = cfg.train.gradient_accumulation(PartialState().num_processes)
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(cfg),
+        gradient_accumulation_steps=accum,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(run.dir), logging_dir=str(run.dir / "logs")),
+    )
+    say = accelerator.print if print_fn is print else (lambda s: accelerator.is_main_process and print_fn(s))
+
+    # 1. model: base weights, TSM layers, the stage's trainable set
+    model, ctx = build_stage_model(cfg, run)
+    objective = DiffusionObjective(
+        model,
+        VC2Schedule(cfg.tsm.num_timesteps),
+        train_text=run.stage == "foster" and cfg.tsm.text_lora.enabled,
+    )
+    params = [p for p in objective.parameters() if p.requires_grad]
+    say(
+        f"[{run.name}] trainable: {_describe_trainable(model)} ({sum(p.numel() for p in params):,} params, "
+        f"{len(params)} tensors); {run.steps} steps of global batch {cfg.train.global_batch_size} = "
+        f"{cfg.train.per_device_batch_size} per device x {accum} accumulation x {accelerator.num_processes} "
+        f"processes"
+    )
+
+    # 2. optimizer over exactly those parameters, constant lr after a linear warmup
+    optimizer = torch.optim.AdamW(
+        params, lr=run.lr, betas=tuple(cfg.train.adam_betas), weight_decay=cfg.train.weight_decay
+    )
+    warmup = cfg.train.warmup_steps
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+
+    # 3. data shard, the step's randomness, registered state, resume
+    dataset, loader = build_stream(cfg, accelerator.process_index, accelerator.num_processes)
+    rng = TrainRNG(rank_seed(cfg.run.seed, accelerator.process_index, run))
+    sampler = timestep_sampler(cfg, run)
+    progress = TrainProgress()
+    tracker = IntervalLossTracker(cfg.tsm.core_scale, cfg.tsm.num_timesteps)
+    accelerator.register_for_checkpointing(
+        RankStates(accelerator, {"rng": rng, "data": dataset}), progress, tracker, lr_schedule
+    )
+    install_trainable_state_hooks(accelerator)
+    ckpt_root = run.dir / "checkpoints"
+    resume_from = resolve_resume(resume, ckpt_root)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        say(f"[{run.name}] resumed from {resume_from} at step {progress.step}")
+    if accelerator.is_main_process:
+        save_config(cfg, run.dir / "config.yaml")
+    accelerator.init_trackers("tsm", config={"stage": run.stage, "scales": str(run.scales), "lr": run.lr})
+
+    # 4. the loop
+    device = accelerator.device
+    cache = cfg.data.source == "cache"
+    uncond = None
+    if cache:
+        from tsm_video.data.latent_cache import read_uncond
+
+        uncond = read_uncond(cfg.data.cache_dir).to(device)
+    objective.train()
+    bar = tqdm(
+        total=run.steps,
+        initial=progress.step,
+        desc=run.name,
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
+    )
+    window_loss = torch.zeros((), device=device)
+    window_micro, window_start = 0, time.perf_counter()
+    batches = forever(loader)
+    while progress.step < run.steps:
+        batch = next(batches)
+        with accelerator.accumulate(objective):
+            bsz = len(batch["caption"])
+            t = sampler(bsz, rng, device)
+            fps = batch["fps"].to(device)
+            if cache:
+                keep = rng.keep_mask(bsz, cfg.data.caption_dropout).to(device)
+                context = torch.where(keep[:, None, None], batch["context"].to(device), uncond)  # (B, L, D)
+                per_sample = objective(t, fps, rng, latents=batch["latents"].to(device), context=context)
+            else:
+                captions = rng.drop_captions(batch["caption"], cfg.data.caption_dropout)
+                per_sample = objective(t, fps, rng, pixels=batch["pixels"].to(device), captions=captions)
+            loss = per_sample.mean()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        tracker.update(t, per_sample)
+        window_loss += loss.detach()
+        window_micro += 1
+        if not accelerator.sync_gradients:
+            continue
+        lr_schedule.step()
+        progress.step += 1
+        bar.update(1)
+        step = progress.step
+        if step % cfg.train.log_every == 0 or step == run.steps:
+            # sync point: read the window's losses once
+            mean_loss = accelerator.reduce(window_loss, "mean").item() / window_micro
+            per_interval = tracker.flush(step, lambda x: accelerator.reduce(x, "sum"))
+            rate = window_micro / accum / (time.perf_counter() - window_start)
+            scalars = {"loss": mean_loss, "lr": lr_schedule.get_last_lr()[0], "steps_per_s": rate}
+            scalars.update({f"loss_interval/{i}": v for i, v in enumerate(per_interval) if v is not None})
+            accelerator.log(scalars, step=step)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", it_s=f"{rate:.2f}")
+            window_loss.zero_()
+            window_micro, window_start = 0, time.perf_counter()
+        if step % cfg.train.checkpoint_every == 0 or step == run.steps:
+            save_checkpoint(accelerator, ckpt_root, step, cfg.train.keep_last)
+        every = cfg.train.validation.every
+        if every and (step % every == 0 or step == run.steps):
+            write_validation_clips(
+                cfg,
+                accelerator.unwrap_model(objective).model,
+                run.dir / "validation" / f"step_{step}",
+                accelerator,
+            )
+    bar.close()
+
+    # 5. outputs
+    unwrapped = accelerator.unwrap_model(objective).model
+    if accelerator.is_main_process:
+        if run.stage == "base":
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in unwrapped.state_dict().items()}, str(run.output)
+            )
+        else:
+            save_adapter(unwrapped, run.output, adapter_metadata(cfg, run))
+        extra = {"stage": run.stage, "run_scales": list(run.scales)}
+        tracker.save_json(run.dir / "interval_loss.json", extra)
+        plot_interval_losses(
+            {run.name: tracker.as_dict(extra)},
+            run.dir / "interval_loss.png",
+            title=f"ε-MSE per timestep interval — {run.name}",
+        )
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    totals = tracker.totals()
+    say(
+        f"[{run.name}] done: {run.output}; ε-MSE per interval: "
+        + ", ".join(
+            f"{lab} {v:.4f}" if v is not None else f"{lab} -"
+            for lab, v in zip(tracker.interval_labels(), totals)
+        )
+    )
+    if math.isnan(sum(v for v in totals if v is not None)):
+        raise FloatingPointError(f"[{run.name}] the loss became NaN")
+    return StageResult(run, run.output, progress.step, totals, time.perf_counter() - start)

@@ -1,0 +1,220 @@
+"""The stage plan and each stage's model: what is built, what is loaded, what trains.
+
+Stages (``tsm_video.config.STAGES``), each in its own run folder under ``<output_dir>/<name>/``:
+
+- ``base``     → ``base/``: the whole denoiser trains (the demo's own tiny base model);
+                 writes ``model.safetensors``, the base of every later stage of the run.
+- ``lora``     → ``foster_s1/``: fostering at scale 1, i.e. vanilla LoRA.
+- ``foster``   → ``foster_s<n>/`` for each configured scale ``n``: TSM stage 1.
+- ``assemble`` → ``assemble/``: TSM stage 2; loads every scale's stage-1 adapter (experts
+                 frozen) and trains the routers.
+
+Stage-1 adapters also carry the text LoRA when ``tsm.text_lora.enabled``; stage 2 keeps the
+core (finest) scale's text LoRA, frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tsm_video.config import ConfigError, RunConfig
+from tsm_video.tsm import (
+    AdapterError,
+    TimestepContext,
+    configure_stage,
+    inject,
+    load_adapter,
+    read_adapter_metadata,
+)
+
+__all__ = [
+    "StageRun",
+    "plan_stages",
+    "build_stage_model",
+    "stage1_adapter",
+    "check_prerequisites",
+    "adapter_metadata",
+    "base_weights",
+    "ADAPTER_FILE",
+    "BASE_FILE",
+]
+
+ADAPTER_FILE = "adapter.safetensors"
+BASE_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """One training run: a stage at a scale, with its folder and length."""
+
+    stage: str  # base | foster | assemble ("lora" is foster at scale 1)
+    scales: tuple[int, ...]  # the fostered scale, or every scale in assemble; () for base
+    dir: Path
+    steps: int
+    lr: float
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def output(self) -> Path:
+        return self.dir / (BASE_FILE if self.stage == "base" else ADAPTER_FILE)
+
+
+def stage1_adapter(cfg: RunConfig, scale: int) -> Path:
+    """The stage-1 adapter file of ``scale`` (``foster_s<n>/adapter.safetensors``)."""
+    return cfg.run_dir / f"foster_s{scale}" / ADAPTER_FILE
+
+
+def plan_stages(cfg: RunConfig, stage: str | None = None, scale: int | None = None) -> list[StageRun]:
+    """The runs ``tsm-video train`` performs: all of ``train.stages``, or one ``--stage [--scale]``."""
+    stages = list(cfg.train.stages) if stage is None else [stage]
+    if scale is not None and stage not in ("foster", "lora"):
+        raise ConfigError(
+            f"--scale {scale} applies to --stage foster (or lora = scale 1), not {stage or 'all'}"
+        )
+    if scale is not None and scale not in cfg.tsm.scales:
+        raise ConfigError(f"--scale {scale}: not one of tsm.scales={cfg.tsm.scales}")
+    runs = []
+    t = cfg.train
+    for s in stages:
+        if s == "base":
+            runs.append(StageRun("base", (), cfg.run_dir / "base", t.steps.base, t.base_lr))
+        elif s in ("lora", "foster"):
+            scales = [1] if s == "lora" else ([scale] if scale is not None else cfg.tsm.scales)
+            runs += [
+                StageRun("foster", (n,), cfg.run_dir / f"foster_s{n}", t.steps.foster, t.lr) for n in scales
+            ]
+        else:
+            runs.append(
+                StageRun("assemble", tuple(cfg.tsm.scales), cfg.run_dir / "assemble", t.steps.assemble, t.lr)
+            )
+    return runs
+
+
+def base_weights(cfg: RunConfig) -> Path | None:
+    """The base model every TSM stage starts from: the run's own ``base`` stage output when
+    ``train.stages`` has ``base``, else ``model.checkpoint`` (None = seeded random init)."""
+    if "base" in cfg.train.stages:
+        return cfg.run_dir / "base" / BASE_FILE
+    return None if cfg.model.checkpoint is None else Path(cfg.model.checkpoint)
+
+
+def adapter_metadata(cfg: RunConfig, run: StageRun) -> dict:
+    """Metadata written into a stage's adapter file (beside what ``save_adapter`` records)."""
+    return {
+        "backbone": cfg.model.backbone,
+        "targets": cfg.tsm.targets,
+        "config_scales": cfg.tsm.scales,
+        "text_lora": cfg.tsm.text_lora.targets if cfg.tsm.text_lora.enabled else None,
+        "run": cfg.run.name,
+        "run_stage": run.name,
+        "core_scale": cfg.tsm.core_scale,
+    }
+
+
+def check_prerequisites(cfg: RunConfig, run: StageRun, produced: frozenset[Path] = frozenset()) -> list[str]:
+    """Problems that would stop ``run`` (missing or mismatched stage-1 adapters, missing base),
+    found from file headers only — before any model is built. Files in ``produced`` (outputs
+    of earlier runs of the same command) count as present."""
+    problems = []
+    base = base_weights(cfg)
+    if run.stage != "base" and base is not None and base not in produced and not base.is_file():
+        hint = "run `--stage base` first" if "base" in cfg.train.stages else "set model.checkpoint"
+        problems.append(f"base model {base} not found: {hint}")
+    if run.stage != "assemble":
+        return problems
+    for n in cfg.tsm.scales:
+        path = stage1_adapter(cfg, n)
+        if path in produced:
+            continue
+        if not path.is_file():
+            problems.append(
+                f"stage-1 adapter of scale {n} not found: {path} "
+                f"(run `tsm-video train --cfg ... --stage foster --scale {n}` first)"
+            )
+            continue
+        try:
+            meta = read_adapter_metadata(path)
+        except AdapterError as e:
+            problems.append(str(e))
+            continue
+        want = {
+            "backbone": cfg.model.backbone,
+            "targets": cfg.tsm.targets,
+            "scales": [n],
+            "rank": cfg.tsm.rank,
+            "alpha": float(cfg.tsm.alpha or cfg.tsm.rank),
+            "num_timesteps": cfg.tsm.num_timesteps,
+            "text_lora": cfg.tsm.text_lora.targets if cfg.tsm.text_lora.enabled else None,
+        }
+        bad = [f"{k}={meta.get(k)!r} (this config: {v!r})" for k, v in want.items() if meta.get(k) != v]
+        if bad:
+            problems.append(f"{path} was trained with another backbone/config: " + ", ".join(bad))
+    return problems
+
+
+def _text_encoder(model: nn.Module) -> nn.Module:
+    return model.text_encoder
+
+
+def build_stage_model(
+    cfg: RunConfig, run: StageRun, device: torch.device | str | None = None, load_weights: bool = True
+) -> tuple[nn.Module, TimestepContext | None]:
+    """Build the backbone, load its base weights, inject and configure TSM for ``run``.
+
+    Returns ``(model, ctx)``; ``model.tsm_ctx`` is ``ctx`` (None for the base stage, which
+    trains the whole denoiser and injects nothing). ``device="meta"`` builds shapes only
+    (dry run); ``load_weights=False`` skips the base weights and stage-1 adapters (dry run).
+    """
+    from tsm_video.models import build_backbone
+
+    torch.manual_seed(cfg.run.seed)  # random-init backbones are the same in every run of this config
+    model = build_backbone(cfg.model.backbone, device=device)
+    base = base_weights(cfg) if load_weights else None
+    if run.stage != "base" and base is not None:
+        model.load_checkpoint(base)
+    if cfg.model.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+    if run.stage == "base":
+        model.requires_grad_(False)
+        model.unet.requires_grad_(True)
+        return model, None
+
+    ctx = TimestepContext(cfg.tsm.num_timesteps)
+    mode = "foster" if run.stage == "foster" else ("moe" if cfg.tsm.router == "symmetric" else "assemble")
+    inject(
+        model.unet,
+        cfg.tsm.targets,
+        ctx=ctx,
+        scales=list(run.scales),
+        rank=cfg.tsm.rank,
+        alpha=float(cfg.tsm.alpha or cfg.tsm.rank),
+        mode=mode,
+        gate_activation=cfg.tsm.gate_activation,
+    )
+    text = cfg.tsm.text_lora
+    if text.enabled:
+        inject(
+            _text_encoder(model),
+            text.targets,
+            ctx=None,
+            scales=[1],
+            rank=text.rank,
+            alpha=float(text.alpha or text.rank),
+            mode="foster",
+        )
+    model.tsm_ctx = ctx
+    if run.stage == "assemble" and load_weights:
+        # Coarsest first: every stage-1 file holds a text LoRA, and the core scale's (loaded
+        # last) is the one stage 2 keeps.
+        expect = {"backbone": cfg.model.backbone}
+        for n in sorted(run.scales):
+            load_adapter(model, stage1_adapter(cfg, n), expect=expect)
+    configure_stage(model, "assemble" if run.stage == "assemble" else "foster")
+    return model, ctx
