@@ -16,6 +16,7 @@ def _subcommand_modules() -> list:
     """Modules that register subcommands, imported here so `--help` lists them all."""
     modules = []
     modules.append(__import__("tsm_video.data.cli", fromlist=["register"]))  # tsm-video data
+    modules.append(__import__("tsm_video.train.cli", fromlist=["register"]))  # tsm-video train, demo
     return modules
 
 
