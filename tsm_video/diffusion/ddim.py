@@ -13,7 +13,7 @@ Facts reproduced (see tests/fixtures/vc2/README.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,6 +136,19 @@ def _guided_eps(
     return e_uncond + guidance_scale * (e_cond - e_uncond)
 
 
+def _ddim_noise(
+    x: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None
+) -> torch.Tensor:
+    """Noise shaped like ``x`` (B, ...): one draw, or row ``k`` from ``generator[k]`` when a sequence."""
+    if generator is None or isinstance(generator, torch.Generator):
+        device = generator.device if generator is not None else x.device
+        return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    if len(generator) != x.shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}: give one per sample")
+    rows = [torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype) for g in generator]
+    return torch.stack(rows).to(x.device)  # (B, ...)
+
+
 @torch.no_grad()
 def ddim_sample(
     denoiser: Denoiser,
@@ -147,7 +160,7 @@ def ddim_sample(
     eta: float = 1.0,
     guidance_scale: float = 12.0,
     schedule: VC2Schedule | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     callback: Callable[[int, int], None] | None = None,
     batched_cfg: bool = False,
 ) -> torch.Tensor:
@@ -160,7 +173,9 @@ def ddim_sample(
         fps: (B,) long or an int for every sample; passed to both CFG branches.
         steps, eta, guidance_scale: DDIM settings (VC2 generation: 50, 1.0, 12.0).
         schedule: the training schedule (default ``VC2Schedule()``).
-        generator: draws the ``eta > 0`` noise (on its own device), making runs reproducible.
+        generator: draws the ``eta > 0`` noise (on its own device), making runs reproducible; a
+            sequence of ``B`` generators draws row ``k`` from generator ``k``, so a sample's noise
+            does not depend on the batch it is in.
         callback: ``callback(step_index, t)`` before the denoiser runs at that step (expert switch).
         batched_cfg: one denoiser call on ``cat([cond rows, uncond rows])`` instead of two calls.
     """
@@ -183,9 +198,6 @@ def ddim_sample(
             callback(step_index, t_value)
         t = torch.full((batch,), t_value, dtype=torch.long, device=x.device)
         eps = _guided_eps(denoiser, x, t, cond, uncond, fps, guidance_scale, batched_cfg)
-        noise = None
-        if float(tables.sigmas[index]) > 0:
-            noise_device = generator.device if generator is not None else x.device
-            noise = torch.randn(x.shape, generator=generator, device=noise_device, dtype=x.dtype).to(x.device)
+        noise = _ddim_noise(x, generator) if float(tables.sigmas[index]) > 0 else None
         x, _ = ddim_step(x, eps, tables, index, noise)
     return x
