@@ -1,0 +1,98 @@
+"""The per-model timestep context that carries per-sample ``t`` to every TSM layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .schedule import IntervalSchedule
+
+__all__ = ["TimestepContext", "ContextError"]
+
+
+class ContextError(RuntimeError):
+    """A TSM layer needed timesteps but its context was never set."""
+
+
+class TimestepContext:
+    """Holds the current batch's timesteps ``t`` (B,) for all TSM layers of one model.
+
+    The caller sets ``t`` once per forward (``ctx.set(t)``); interval ids per scale are
+    computed once and cached. ``t`` stays set until the next ``set``/``clear``, so activation
+    checkpointing recomputes with the same ``t``. No globals, hooks or thread-locals.
+    """
+
+    def __init__(self, num_timesteps: int = 1000) -> None:
+        self.schedule = IntervalSchedule(num_timesteps)
+        self._t: Tensor | None = None
+        self._cache: dict[tuple, Tensor | int | None] = {}
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.schedule.num_timesteps
+
+    def set(self, t: Tensor) -> None:
+        """Set the timesteps (B,) long, or float in ``[0, T]``, of the next forward pass."""
+        if not isinstance(t, Tensor) or t.ndim != 1 or t.numel() == 0:
+            shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"TimestepContext.set expects a non-empty 1-D tensor (B,), got {shape}")
+        self._t = t
+        self._cache = {}
+
+    def clear(self) -> None:
+        self._t = None
+        self._cache = {}
+
+    @property
+    def is_set(self) -> bool:
+        return self._t is not None
+
+    @property
+    def t(self) -> Tensor:
+        """The current timesteps (B,); raises :class:`ContextError` when unset."""
+        if self._t is None:
+            raise ContextError(
+                "TSM layer used while its TimestepContext is unset: call ctx.set(t) with the (B,) "
+                "timesteps before the forward (model wrappers such as predict_noise do this)"
+            )
+        return self._t
+
+    @property
+    def batch_size(self) -> int:
+        return self.t.shape[0]
+
+    def intervals(self, n: int) -> Tensor:
+        """Interval ids (B,) long of the current ``t`` at scale ``n`` (cached until the next set)."""
+        key = ("interval", n)
+        if key not in self._cache:
+            self._cache[key] = self.schedule.interval_index(self.t, n)
+        return self._cache[key]
+
+    def expert_ids(self, scales: tuple[int, ...], offsets: tuple[int, ...]) -> Tensor:
+        """Rows (B, m) into a bank of stacked experts: ``intervals(n_k) + offsets[k]`` per scale."""
+        key = ("experts", scales, offsets)
+        if key not in self._cache:
+            ids = [self.intervals(n) + o for n, o in zip(scales, offsets)]
+            self._cache[key] = torch.stack(ids, dim=1)  # (B, m)
+        return self._cache[key]
+
+    def timestep_index(self) -> Tensor:
+        """Integer timesteps (B,) long in ``[0, T)`` (float ``t`` floored) for embedding tables."""
+        key = ("index",)
+        if key not in self._cache:
+            t = self.t.floor() if self.t.is_floating_point() else self.t
+            self._cache[key] = t.long().clamp(0, self.num_timesteps - 1)
+        return self._cache[key]
+
+    def single_interval(self, n: int) -> int | None:
+        """The one interval at scale ``n`` shared by the whole batch, or None (one host sync)."""
+        key = ("single", n)
+        if key not in self._cache:
+            ids = self.intervals(n)
+            lo, hi = int(ids.min()), int(ids.max())
+            self._cache[key] = lo if lo == hi else None
+        return self._cache[key]
+
+    def __repr__(self) -> str:
+        state = f"B={self.batch_size}" if self.is_set else "unset"
+        return f"TimestepContext(T={self.num_timesteps}, {state})"

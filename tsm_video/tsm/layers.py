@@ -1,0 +1,247 @@
+"""TSM layers: a frozen base ``nn.Linear``/``nn.ConvNd`` plus stacked interval experts of every scale.
+
+Expert ``i`` of scale ``n`` is row ``i`` of the banks ``lora_A[f"s{n}"]`` (n, r, in[, *k]) and
+``lora_B[f"s{n}"]`` (n, out, r); its export name is ``s{n}_i{i}``. A forward gathers each
+sample's experts from the concatenated banks (one index op) and applies them with batched
+matmuls (or one grouped conv): no Python loop over samples or experts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .context import TimestepContext
+from .router import Router
+
+__all__ = ["TSMLayer", "TSMLinear", "TSMConv", "MODES"]
+
+MODES = ("foster", "assemble", "moe")
+
+
+class TSMLayer(nn.Module):
+    """Shared state and forward of TSM layers.
+
+    ``y = W0·x + (α/r)·Σ_k w_k · B_k A_k x`` over the experts ``k`` selected by each sample's ``t``:
+
+    - ``foster``: one scale, its expert of ``t`` with ``w = 1`` (scale 1 = vanilla LoRA, no ctx).
+    - ``assemble``: finest scale = core (``w = 1``); the other scales' experts of ``t`` are
+      context experts weighted per token by a centred :class:`Router` (zero at init).
+    - ``moe``: symmetric ablation; every selected expert is gated by an uncentred router.
+
+    Input rows may fold extra axes into the batch (``(b f)``, ``(b h w)``), batch outermost:
+    with ``N`` rows and ``B`` timesteps, rows ``[b·N/B, (b+1)·N/B)`` belong to sample ``b``.
+    """
+
+    adapter_param_names = ("lora_A", "lora_B")
+    router_param_names = ("router",)
+
+    def __init__(
+        self,
+        base: nn.Module,
+        ctx: TimestepContext | None,
+        scales: list[int],
+        rank: int,
+        alpha: float,
+        mode: str,
+        gate_activation: str,
+        a_tail: tuple[int, ...],
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        scales = sorted((int(n) for n in scales), reverse=True)
+        if mode not in MODES:
+            raise ValueError(f"unknown TSM mode {mode!r}; valid: {', '.join(MODES)}")
+        if not scales or len(set(scales)) != len(scales) or scales[-1] < 1:
+            raise ValueError(f"scales must be distinct positive integers, got {scales}")
+        if (mode == "foster") != (len(scales) == 1):
+            raise ValueError(f"mode {mode!r} needs {'one scale' if mode == 'foster' else '>= 2 scales'}, "
+                             f"got {scales}")
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        if ctx is None and scales != [1]:
+            raise ValueError(f"scales {scales} need a TimestepContext (only a scale-1 LoRA runs without one)")
+        self.base, self.ctx = base, ctx
+        self.scales, self.rank, self.alpha, self.scaling = tuple(scales), rank, float(alpha), alpha / rank
+        self.mode, self.gate_activation = mode, gate_activation
+        self.offsets = tuple(sum(scales[:k]) for k in range(len(scales)))
+        self.merged_interval: int | None = None
+        self.tsm_name = ""
+        w = base.weight
+        dd = {"device": w.device, "dtype": dtype or w.dtype}
+        out = w.shape[0]
+        self.lora_A = nn.ParameterDict({f"s{n}": torch.empty(n, rank, *a_tail, **dd) for n in scales})
+        self.lora_B = nn.ParameterDict({f"s{n}": torch.zeros(n, out, rank, **dd) for n in scales})
+        for bank in self.lora_A.values():
+            for a in bank.data:  # init only: kaiming-uniform per expert, fan_in = in·prod(kernel)
+                nn.init.kaiming_uniform_(a.view(rank, -1), a=math.sqrt(5))
+        self.router: Router | None = None
+        if mode != "foster":
+            gates = len(scales) - 1 if mode == "assemble" else len(scales)
+            self.router = Router(self._gate_fc(gates, dd), ctx.num_timesteps, gates, gate_activation,
+                                 centred=mode == "assemble", channel_dim=self._channel_dim)
+        elif gate_activation != "none":
+            raise ValueError("gate_activation applies to modes 'assemble' and 'moe' only")
+
+    _channel_dim = -1
+
+    def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
+        raise NotImplementedError
+
+    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor, g: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def adapter_dtype(self) -> torch.dtype:
+        return self.lora_A[f"s{self.scales[0]}"].dtype
+
+    def _bank(self, name: str) -> Tensor:
+        """All scales' experts stacked finest first: (E, ...) with E = Σ n."""
+        banks = getattr(self, name)
+        parts = [banks[f"s{n}"] for n in self.scales]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _expert_ids(self) -> Tensor | None:
+        """Rows (B, k) of the stacked banks used by each sample; None when nothing is left to add."""
+        core = self.scales[0]
+        if self.ctx is None or (self.mode == "foster" and core == 1):
+            return None if self.merged_interval is not None else torch.zeros(1, 1, dtype=torch.long)
+        if self.merged_interval is not None:
+            got = self.ctx.single_interval(core)
+            if got != self.merged_interval:
+                where = "several intervals" if got is None else f"interval {got}"
+                raise RuntimeError(
+                    f"TSM layer {self.tsm_name!r} has interval {self.merged_interval} of scale {core} "
+                    f"merged, but the batch's timesteps fall in {where}; merge the right interval "
+                    "(merge_timestep) or unmerge first"
+                )
+            if self.mode == "foster":
+                return None
+            return self.ctx.expert_ids(self.scales, self.offsets)[:, 1:]  # core already in W0
+        return self.ctx.expert_ids(self.scales, self.offsets)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (N, ...) → base output plus the experts' low-rank terms, in ``x``'s dtype."""
+        y = self.base(x)
+        ids = self._expert_ids()
+        if ids is None:
+            return y
+        ids = ids.to(x.device)
+        if x.shape[0] % ids.shape[0]:
+            raise ValueError(
+                f"TSM layer {self.tsm_name!r}: leading dim {x.shape[0]} is not a multiple of the "
+                f"{ids.shape[0]} timesteps set in the context; fold extra axes into the batch with the "
+                "batch outermost ((b f) / (b h w)) and set one timestep per sample"
+            )
+        xa = x.to(self.adapter_dtype)
+        g = None
+        if self.router is not None:
+            g = self.router(xa, self.ctx.timestep_index().to(x.device))
+            if self.mode == "assemble" and self.merged_interval is None:  # core expert: weight 1
+                g = torch.cat([torch.ones_like(g.narrow(self._channel_dim, 0, 1)), g], dim=self._channel_dim)
+        d = self._lowrank(xa, self._bank("lora_A")[ids], self._bank("lora_B")[ids], g)
+        return y + (d * self.scaling).to(y.dtype)
+
+    def delta_weight(self, scale: int, interval: int) -> Tensor:
+        """``(α/r)·B_i A_i`` of expert ``s{scale}_i{interval}`` shaped like ``base.weight`` (fp32)."""
+        a = self.lora_A[f"s{scale}"][interval].float()
+        b = self.lora_B[f"s{scale}"][interval].float()
+        return (b @ a.reshape(self.rank, -1) * self.scaling).reshape(self.base.weight.shape)
+
+    @torch.no_grad()
+    def merge(self, interval: int) -> None:
+        """Merge the core expert of ``interval`` into ``W0`` (unmerging another one first)."""
+        core = self.scales[0]
+        if self.mode == "moe":
+            raise RuntimeError("a symmetric-MoE layer has no core expert to merge")
+        if not 0 <= interval < core:
+            raise ValueError(f"interval {interval} out of range for core scale {core}")
+        if self.merged_interval == interval:
+            return
+        self.unmerge()
+        delta = self.delta_weight(core, interval)
+        if not torch.isfinite(delta).all():
+            raise ValueError(f"TSM layer {self.tsm_name!r}: expert s{core}_i{interval} is not finite")
+        self.base.weight += delta.to(self.base.weight.dtype)
+        self.merged_interval = interval
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract the merged expert from ``W0`` (no-op when nothing is merged)."""
+        if self.merged_interval is not None:
+            delta = self.delta_weight(self.scales[0], self.merged_interval)
+            self.base.weight -= delta.to(self.base.weight.dtype)
+            self.merged_interval = None
+
+    def extra_repr(self) -> str:
+        return (f"scales={list(self.scales)}, rank={self.rank}, alpha={self.alpha}, mode={self.mode}, "
+                f"gate={self.gate_activation}, merged={self.merged_interval}")
+
+
+class TSMLinear(TSMLayer):
+    """TSM experts around an ``nn.Linear``; input (N, ..., in) → (N, ..., out)."""
+
+    def __init__(self, base: nn.Linear, ctx: TimestepContext | None, scales: list[int], rank: int = 4,
+                 alpha: float = 4.0, mode: str = "foster", gate_activation: str = "none",
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__(base, ctx, scales, rank, alpha, mode, gate_activation, (base.in_features,), dtype)
+
+    def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
+        return nn.Linear(self.base.in_features, gates, bias=False, **dd)
+
+    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor, g: Tensor | None) -> Tensor:
+        """x (N, ..., in); a (B, k, r, in); b (B, k, out, r); g (N, ..., k) or None → (N, ..., out)."""
+        nb, k, r = a.shape[:3]
+        xs = x.reshape(nb, -1, x.shape[-1])  # (B, M, in): a sample's rows are contiguous
+        h = torch.bmm(xs, a.reshape(nb, k * r, -1).transpose(1, 2))  # (B, M, k·r)
+        if g is not None:
+            h = (h.view(nb, -1, k, r) * g.reshape(nb, -1, k, 1)).view(nb, -1, k * r)  # (B, M, k·r)
+        d = torch.bmm(h, b.transpose(2, 3).reshape(nb, k * r, -1))  # (B, M, out)
+        return d.reshape(*x.shape[:-1], -1)  # (N, ..., out)
+
+
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_CLS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+
+class TSMConv(TSMLayer):
+    """TSM experts around ``nn.Conv1d/2d/3d``: ``A`` is a conv with the base's geometry, ``B`` a 1×1.
+
+    Input (N, C, *S) → (N, out, *S'). Router gates come from a conv with the base's geometry.
+    """
+
+    _channel_dim = 1
+
+    def __init__(self, base: nn.Conv1d | nn.Conv2d | nn.Conv3d, ctx: TimestepContext | None,
+                 scales: list[int], rank: int = 4, alpha: float = 4.0, mode: str = "foster",
+                 gate_activation: str = "none", dtype: torch.dtype | None = None) -> None:
+        if base.groups != 1 or base.padding_mode != "zeros":
+            raise ValueError(f"TSMConv supports groups=1 and padding_mode='zeros' only, got "
+                             f"groups={base.groups}, padding_mode={base.padding_mode!r}")
+        self.dims = len(base.kernel_size)
+        super().__init__(base, ctx, scales, rank, alpha, mode, gate_activation,
+                         (base.in_channels, *base.kernel_size), dtype)
+
+    def _geometry(self) -> dict:
+        return {"stride": self.base.stride, "padding": self.base.padding, "dilation": self.base.dilation}
+
+    def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
+        return _CONV_CLS[self.dims](self.base.in_channels, gates, self.base.kernel_size, bias=False,
+                                    **self._geometry(), **dd)
+
+    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor, g: Tensor | None) -> Tensor:
+        """x (N, C, *S); a (B, k, r, C, *K); b (B, k, out, r); g (N, k, *S') or None → (N, out, *S')."""
+        nb, k, r = a.shape[:3]
+        n, f = x.shape[0], x.shape[0] // nb
+        xg = x.reshape(nb, f, *x.shape[1:]).transpose(0, 1).reshape(f, -1, *x.shape[2:])  # f (B C) *S
+        h = _CONV_FN[self.dims](xg, a.reshape(nb * k * r, *a.shape[3:]), groups=nb,
+                                **self._geometry())  # f (B k r) *S'
+        out_spatial = h.shape[2:]
+        h = h.reshape(f, nb, k, r, -1)  # f B k r (S')
+        if g is not None:
+            h = h * g.reshape(nb, f, k, 1, -1).transpose(0, 1)  # gates (b f) k *S' → f B k 1 (S')
+        d = torch.einsum("fbkrs,bkor->bfos", h, b)  # B f out (S')
+        return d.reshape(n, -1, *out_spatial)  # (B f) out *S'

@@ -1,0 +1,83 @@
+"""Timestep intervals: which expert of scale ``n`` owns timestep ``t``, and how to draw ``t``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["IntervalSchedule"]
+
+
+class IntervalSchedule:
+    """Splits ``[0, T)`` into ``n`` equal intervals per scale; interval of ``t`` is ``floor(t*n/T)``.
+
+    Integer timesteps must lie in ``[0, T)``. Float timesteps (continuous-time backbones, after
+    :meth:`from_unit`) may lie in ``[0, T]``; ``t == T`` belongs to the last interval.
+    """
+
+    def __init__(self, num_timesteps: int = 1000) -> None:
+        if num_timesteps < 1:
+            raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+        self.num_timesteps = num_timesteps
+
+    def _check_scale(self, n: int) -> None:
+        if not 1 <= n <= self.num_timesteps:
+            raise ValueError(f"scale n={n} must lie in [1, T={self.num_timesteps}]")
+
+    def from_unit(self, u: Tensor) -> Tensor:
+        """Map continuous time ``u ∈ [0, 1]`` (B,) to float timesteps ``u·T ∈ [0, T]`` (B,)."""
+        torch._assert_async(((u >= 0) & (u <= 1)).all(), "continuous timesteps must lie in [0, 1]")
+        return u.double() * self.num_timesteps
+
+    def interval_index(self, t: Tensor, n: int) -> Tensor:
+        """Interval ids ``floor(t*n/T)`` (B,) long for timesteps ``t`` (B,) long or float."""
+        self._check_scale(n)
+        T = self.num_timesteps
+        if t.is_floating_point():
+            torch._assert_async(((t >= 0) & (t <= T)).all(), f"float timesteps must lie in [0, {T}]")
+            return torch.floor(t.double() * n / T).long().clamp_max(n - 1)
+        torch._assert_async(((t >= 0) & (t < T)).all(), f"integer timesteps must lie in [0, {T})")
+        return torch.div(t.long() * n, T, rounding_mode="floor")
+
+    def bounds(self, n: int, i: int) -> tuple[int, int]:
+        """Half-open integer range ``[lo, hi)`` of the timesteps in interval ``i`` of scale ``n``."""
+        self._check_scale(n)
+        if not 0 <= i < n:
+            raise ValueError(f"interval {i} out of range for scale {n} (valid: 0..{n - 1})")
+        T = self.num_timesteps
+        return -(-i * T // n), -(-(i + 1) * T // n)  # ceil(i·T/n), ceil((i+1)·T/n)
+
+    def _uniform_in(self, intervals: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
+        """One integer timestep drawn uniformly inside each interval id (B,) → (B,) long."""
+        T = self.num_timesteps
+        lo = torch.div(-intervals * T, n, rounding_mode="floor").neg()  # ceil(i·T/n)
+        hi = torch.div(-(intervals + 1) * T, n, rounding_mode="floor").neg()
+        u = torch.rand(intervals.shape, generator=generator, dtype=torch.float64)
+        return (lo + (u * (hi - lo)).long()).clamp_max(hi - 1)
+
+    def sample_stratified(
+        self, batch_size: int, n: int, generator: torch.Generator | None = None, device=None
+    ) -> Tensor:
+        """(B,) long timesteps where every interval of scale ``n`` gets ``B // n`` samples.
+
+        The ``B % n`` remaining samples go to distinct intervals chosen at random; positions
+        in the batch are shuffled. Draws on the CPU with ``generator`` (reproducible).
+        """
+        self._check_scale(n)
+        full = torch.arange(n).repeat(batch_size // n)
+        extra = torch.randperm(n, generator=generator)[: batch_size % n]
+        intervals = torch.cat([full, extra])[torch.randperm(batch_size, generator=generator)]
+        return self._uniform_in(intervals, n, generator).to(device)
+
+    def sample_uniform(
+        self, batch_size: int, generator: torch.Generator | None = None, device=None
+    ) -> Tensor:
+        """(B,) long timesteps drawn uniformly from ``[0, T)``."""
+        return torch.randint(0, self.num_timesteps, (batch_size,), generator=generator).to(device)
+
+    def sample_in_interval(
+        self, batch_size: int, n: int, i: int, generator: torch.Generator | None = None, device=None
+    ) -> Tensor:
+        """(B,) long timesteps drawn uniformly from interval ``i`` of scale ``n`` (one-interval mode)."""
+        lo, hi = self.bounds(n, i)
+        return torch.randint(lo, hi, (batch_size,), generator=generator).to(device)

@@ -1,0 +1,78 @@
+"""Model-level switches over injected TSM layers: what trains in each stage, and expert merging."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .inject import tsm_layers
+
+__all__ = ["STAGES", "configure_stage", "trainable_parameters", "merge_interval", "merge_timestep",
+           "unmerge_all"]
+
+STAGES = ("lora", "foster", "assemble")
+
+
+def configure_stage(model: nn.Module, stage: str) -> None:
+    """Freeze everything, then unfreeze the stage's parameters.
+
+    ``lora``/``foster``: the experts (``lora_A``/``lora_B``) of every TSM layer.
+    ``assemble``: only the routers (layers without a router, e.g. a text LoRA, stay frozen).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    layers = tsm_layers(model)
+    if not layers:
+        raise ValueError("configure_stage: the model has no TSM layers; call inject first")
+    model.requires_grad_(False)
+    for _, layer in layers:
+        names = layer.router_param_names if stage == "assemble" else layer.adapter_param_names
+        for name in names:
+            part = getattr(layer, name)
+            if part is not None:
+                part.requires_grad_(True)
+    if stage == "assemble" and not any(layer.router is not None for _, layer in layers):
+        raise ValueError("configure_stage('assemble'): no TSM layer has a router; "
+                         "inject with mode='assemble' or 'moe'")
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) pairs with ``requires_grad``, in module order."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def merge_interval(model: nn.Module, interval: int, scale: int | None = None) -> None:
+    """Merge core expert ``interval`` into ``W0`` in every TSM layer whose core scale is ``scale``.
+
+    ``scale=None`` requires all layers to share one core scale. Layers stay merged until
+    :func:`unmerge_all`; a merged layer refuses batches outside that interval.
+    """
+    layers = [layer for _, layer in tsm_layers(model)]
+    cores = sorted({layer.scales[0] for layer in layers})
+    if scale is None:
+        if len(cores) != 1:
+            raise ValueError(f"merge_interval: layers have core scales {cores}; pass scale=")
+        scale = cores[0]
+    chosen = [layer for layer in layers if layer.scales[0] == scale]
+    if not chosen:
+        raise ValueError(f"merge_interval: no TSM layer has core scale {scale} (have {cores})")
+    for layer in chosen:
+        layer.merge(interval)
+
+
+def merge_timestep(model: nn.Module, t: int | float) -> None:
+    """Merge, in every TSM layer, the core expert whose interval contains timestep ``t``.
+
+    Layers already merged at that interval are untouched, so calling this every sampling step
+    only re-merges at interval boundaries.
+    """
+    for _, layer in tsm_layers(model):
+        core = layer.scales[0]
+        at = layer.ctx.schedule.interval_index(torch.tensor([t]), core) if layer.ctx is not None else [0]
+        layer.merge(int(at[0]))
+
+
+def unmerge_all(model: nn.Module) -> None:
+    """Restore ``W0`` in every TSM layer."""
+    for _, layer in tsm_layers(model):
+        layer.unmerge()
