@@ -17,6 +17,7 @@ def _subcommand_modules() -> list:
     modules = []
     modules.append(__import__("tsm_video.data.cli", fromlist=["register"]))  # tsm-video data
     modules.append(__import__("tsm_video.train.cli", fromlist=["register"]))  # tsm-video train, demo
+    modules.append(__import__("eval_crafter.cli", fromlist=["register"]))  # tsm-video eval
     return modules
 
 

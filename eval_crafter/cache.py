@@ -1,0 +1,97 @@
+"""Per-video record cache, so an interrupted evaluation resumes where it stopped.
+
+Layout: ``<cache_dir>/<metric>/<video id>.json`` (the record, plus a ``_source``
+fingerprint of the video file: size and mtime) and ``<video id>.<key>.npy`` for every
+numpy array in the record (NaN kept as Python's json ``NaN`` token, so records
+round-trip exactly; reports use :func:`to_jsonable` instead). Writes are atomic (temp file
++ rename): a killed run leaves only whole records. A record whose video changed since it
+was written is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["RecordCache", "to_jsonable", "atomic_write_text"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_jsonable(value):
+    """Floats that JSON cannot hold (NaN, inf) become ``"NaN"`` / ``"Infinity"`` strings, the
+    convention of the EvalCrafter reference data; numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return "NaN" if np.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def _numpy_scalar(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"record value of type {type(value).__name__} is not JSON-able")
+
+
+def _fingerprint(video_path: Path) -> list:
+    stat = video_path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+class RecordCache:
+    """Records of one metric (one mode/backend) keyed by video id."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _json(self, video_id: str) -> Path:
+        return self.root / f"{video_id}.json"
+
+    def load(self, video_id: str, video_path: Path) -> dict | None:
+        """The cached record, or None if absent or written for a different file."""
+        path = self._json(video_id)
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.pop("_source", None) != _fingerprint(video_path):
+            return None
+        for key, name in data.pop("_arrays", {}).items():
+            data[key] = np.load(self.root / name, allow_pickle=False)
+        return data
+
+    def save(self, video_id: str, video_path: Path, record: dict) -> None:
+        """Store ``record``; numpy arrays go to .npy files, written before the JSON."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        plain, arrays = {}, {}
+        for key, value in record.items():
+            if isinstance(value, np.ndarray):
+                name = f"{video_id}.{key}.npy"
+                fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{name}.")
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, value, allow_pickle=False)
+                os.replace(tmp, self.root / name)
+                arrays[key] = name
+            else:
+                plain[key] = value
+        plain.update(_source=_fingerprint(video_path), _arrays=arrays)
+        atomic_write_text(self._json(video_id), json.dumps(plain, default=_numpy_scalar))  # NaN round-trips

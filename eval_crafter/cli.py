@@ -1,0 +1,80 @@
+"""``tsm-video eval evalcrafter`` and ``tsm-video eval compare``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _metric_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one metric")
+    return names
+
+
+def register(subparsers) -> None:
+    """Add the ``eval`` command with its ``evalcrafter`` and ``compare`` subcommands."""
+    parser = subparsers.add_parser("eval", help="evaluate generated videos (EvalCrafter metrics)")
+    sub = parser.add_subparsers(dest="eval_command", metavar="EVAL_COMMAND", required=True)
+
+    run = sub.add_parser(
+        "evalcrafter", help="score a folder of videos named by prompt id (0000.mp4 ...)",
+        description="Layout of --models and the compat/fixed differences: docs/evalcrafter.md")
+    run.add_argument("--videos", type=Path, required=True, help="folder of videos named <prompt id>.mp4")
+    run.add_argument("--models", type=Path, help="weights folder (required by the full backend)")
+    run.add_argument("--metrics", type=_metric_list, default=None,
+                     help="comma-separated subset of is,action,amplitude,blip_bleu,color,count "
+                          "(default: all; light backend: color,count,amplitude)")
+    run.add_argument("--mode", choices=("compat", "fixed"), default="compat",
+                     help="compat: the official numbers, quirks included; fixed: quirks corrected")
+    run.add_argument("--backend", choices=("full", "light"), default="full",
+                     help="light: model-free colour/count/amplitude for the synthetic demo domain")
+    run.add_argument("--prompts", type=Path, default=None,
+                     help="custom metadata.json (same format) instead of the packaged official one")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--skip-unknown", action="store_true",
+                     help="count and skip videos whose name is no prompt id (default: error)")
+    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--out", type=Path, required=True,
+                     help="report JSON (.md, _hist.png and <stem>.cache/ beside it)")
+    run.set_defaults(func=_run_evalcrafter)
+
+    cmp = sub.add_parser("compare", help="two report JSONs side by side (Markdown)")
+    cmp.add_argument("a", type=Path)
+    cmp.add_argument("b", type=Path)
+    cmp.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    cmp.set_defaults(func=_run_compare)
+
+
+def _run_evalcrafter(args: argparse.Namespace) -> int:
+    from eval_crafter.report import markdown_table, write_report
+    from eval_crafter.runner import DEFAULT_METRICS, EvalSettings, evaluate
+
+    light_default = ("color", "count", "amplitude")
+    metrics = args.metrics or (light_default if args.backend == "light" else DEFAULT_METRICS)
+    settings = EvalSettings(
+        videos=args.videos, models=args.models, out=args.out, metrics=metrics, mode=args.mode,
+        backend=args.backend, device=args.device, batch_size=args.batch_size, prompts=args.prompts,
+        skip_unknown=args.skip_unknown, progress=not args.no_progress,
+    )
+    report = evaluate(settings)
+    paths = write_report(report, args.out)
+    sys.stdout.write(markdown_table(report))
+    sys.stdout.write("wrote " + ", ".join(str(p) for p in paths.values()) + "\n")
+    return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from eval_crafter.cache import atomic_write_text
+    from eval_crafter.report import compare_reports, load_report
+
+    text = compare_reports(load_report(args.a), load_report(args.b), (args.a.stem, args.b.stem))
+    sys.stdout.write(text)
+    if args.out is not None:
+        atomic_write_text(args.out, text)
+    return 0

@@ -1,0 +1,102 @@
+"""Evaluation reports: JSON (+ Markdown table + PNG histograms) and side-by-side comparison."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from eval_crafter.cache import atomic_write_text, to_jsonable  # noqa: E402
+from eval_crafter.metrics import LIGHT_METRICS, METRICS  # noqa: E402
+
+__all__ = ["write_report", "load_report", "markdown_table", "plot_histograms", "compare_reports"]
+
+_CATEGORIES = ("visual_quality", "text_video_alignment", "motion_quality", "temporal_consistency", "total")
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    value = float(value)
+    return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def load_report(path: str | Path) -> dict:
+    """A report JSON written by :func:`write_report` ("NaN" strings read back as floats)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def markdown_table(report: dict) -> str:
+    """The aggregate values as a Markdown table, labelled with mode and backend."""
+    lines = [f"# {report['label']}", "",
+             f"videos: `{report['videos']}` ({report['num_videos']}), metadata: {report['metadata']}, "
+             f"skipped: {report['skipped'] or 'none'}", "",
+             "| metric | value | n |", "|---|---:|---:|"]
+    for name, agg in report["metrics"].items():
+        lines.append(f"| {name} | {_fmt(agg.get('value'))} | {agg.get('n', '-')} |")
+    scores = report.get("evalcrafter")
+    if scores:
+        lines += ["", "EvalCrafter categories (x100; nan where an input metric was not measured):", "",
+                  "| category | score |", "|---|---:|"]
+        lines += [f"| {c} | {_fmt(scores[c])} |" for c in _CATEGORIES]
+    return "\n".join(lines) + "\n"
+
+
+def plot_histograms(report: dict, path: Path) -> Path | None:
+    """One histogram per metric of its per-video values; None if no metric has any."""
+    table = LIGHT_METRICS if report["backend"] == "light" else METRICS
+    series = {}
+    for name in report["metrics"]:
+        key = table[name].histogram_key if name in table else None
+        values = [float(r[name][key]) for r in report["per_video"].values()
+                  if key and name in r and key in r[name]]
+        values = [v for v in values if math.isfinite(v)]
+        if values:
+            series[f"{name}: {key}"] = values
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3), squeeze=False)
+    for ax, (title, values) in zip(axes[0], series.items()):
+        ax.hist(values, bins=min(20, max(5, len(values))))
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("videos")
+    fig.suptitle(report["label"], fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(report: dict, out: str | Path) -> dict[str, Path]:
+    """Write ``out`` (JSON), ``<stem>.md`` and ``<stem>_hist.png`` beside it; returns the paths."""
+    out = Path(out)
+    atomic_write_text(out, json.dumps(to_jsonable(report), indent=1))
+    paths = {"json": out, "markdown": out.with_suffix(".md")}
+    atomic_write_text(paths["markdown"], markdown_table(report))
+    png = plot_histograms(report, out.with_name(f"{out.stem}_hist.png"))
+    if png is not None:
+        paths["histograms"] = png
+    return paths
+
+
+def compare_reports(a: dict, b: dict, names: tuple[str, str] = ("A", "B")) -> str:
+    """Two reports side by side (aggregate values, their difference, EvalCrafter categories)."""
+    lines = [f"| metric | {names[0]} | {names[1]} | {names[1]} - {names[0]} |", "|---|---:|---:|---:|"]
+    for name in list(dict.fromkeys([*a["metrics"], *b["metrics"]])):
+        va = a["metrics"].get(name, {}).get("value")
+        vb = b["metrics"].get(name, {}).get("value")
+        diff = None if va is None or vb is None else float(vb) - float(va)
+        lines.append(f"| {name} | {_fmt(va)} | {_fmt(vb)} | {_fmt(diff)} |")
+    if a.get("evalcrafter") and b.get("evalcrafter"):
+        for c in _CATEGORIES:
+            va, vb = a["evalcrafter"][c], b["evalcrafter"][c]
+            lines.append(f"| *{c}* | {_fmt(va)} | {_fmt(vb)} | {_fmt(float(vb) - float(va))} |")
+    header = [f"{names[0]}: {a['label']} ({a['videos']})", f"{names[1]}: {b['label']} ({b['videos']})"]
+    if (a["mode"], a["backend"]) != (b["mode"], b["backend"]):
+        header.append("**warning: the runs differ in mode or backend; values are not comparable**")
+    return "\n".join(["\n\n".join(header), "", *lines]) + "\n"

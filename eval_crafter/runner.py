@@ -1,0 +1,186 @@
+"""Run EvalCrafter metrics over a folder of videos named by prompt id; resumable.
+
+``evaluate`` lists the videos (``0000.mp4`` ... ; the stem must be a prompt id of the
+metadata), builds every requested metric (a missing weight file fails here, before any
+work), then per video: skips it if every applicable metric has a cached record, else
+decodes it once with ``tsm_video.data.video_io.read_frames`` and scores it. Unreadable
+videos are counted and skipped; names that are no prompt id are an error unless
+``skip_unknown`` (then counted). Finally each metric aggregates its records and the
+official EvalCrafter aggregation is applied to what was measured.
+
+Order: ``compat`` visits videos in ``os.listdir`` order, as the official mains do (IS
+depends on it); ``fixed`` sorts them by name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from eval_crafter.aggregate import evalcrafter_scores
+from eval_crafter.cache import RecordCache
+from eval_crafter.metrics import BACKENDS, MODES, Metric, VideoInput, get_metric
+from eval_crafter.prompts import entries_for_mode, load_metadata
+from tsm_video.data.video_io import read_frames
+
+__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_METRICS", "UnknownVideoError", "EvalSettings", "list_videos",
+           "evaluate"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
+DEFAULT_METRICS = ("is", "action", "amplitude", "blip_bleu", "color", "count")
+
+
+class UnknownVideoError(ValueError):
+    """Video names that are no prompt id of the metadata."""
+
+
+@dataclass
+class EvalSettings:
+    """What to evaluate and how (the CLI's options)."""
+
+    videos: Path
+    models: Path | None
+    out: Path
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    mode: str = "compat"
+    backend: str = "full"
+    device: str = "cpu"
+    batch_size: int = 8
+    prompts: Path | None = None
+    skip_unknown: bool = False
+    progress: bool = True
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {MODES}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
+        if self.backend == "full" and self.models is None:
+            raise ValueError("the full backend needs --models DIR")
+        self.videos, self.out = Path(self.videos), Path(self.out)
+        if self.cache_dir is None:
+            self.cache_dir = self.out.parent / f"{self.out.stem}.cache"
+
+
+def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> tuple[list[Path], list[str]]:
+    """Video files of ``folder`` in visiting order, and the names skipped as unknown."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"videos folder {folder} does not exist")
+    names = [n for n in os.listdir(folder) if not n.startswith(".") and n.lower().endswith(VIDEO_EXTENSIONS)]
+    if mode == "fixed":
+        names.sort()
+    unknown = [n for n in names if Path(n).stem not in metadata]
+    if unknown and not skip_unknown:
+        raise UnknownVideoError(
+            f"{len(unknown)} video(s) in {folder} are not named by a prompt id (e.g. 0042.mp4): "
+            f"{sorted(unknown)[:10]}; rename them or pass --skip-unknown to count and skip them")
+    stems = Counter(Path(n).stem for n in names)
+    duplicates = sorted(s for s, c in stems.items() if c > 1)
+    if duplicates:
+        raise ValueError(f"several files share a prompt id in {folder}: {duplicates[:10]}")
+    return [Path(folder) / n for n in names if n not in unknown], unknown
+
+
+def _build_metrics(settings: EvalSettings) -> dict[str, Metric]:
+    metrics = {}
+    for name in settings.metrics:
+        cls = get_metric(name, settings.backend)
+        metrics[name] = cls(settings.models, device=settings.device, mode=settings.mode,
+                            batch_size=settings.batch_size)
+    return metrics
+
+
+def evaluate(settings: EvalSettings) -> dict[str, Any]:
+    """Score every video with every metric; returns the report dict (see report.py)."""
+    official_meta = settings.prompts is None
+    metadata = load_metadata(settings.prompts)
+    entries = entries_for_mode(metadata, settings.mode, official_meta)
+    videos, unknown = list_videos(settings.videos, metadata, settings.mode, settings.skip_unknown)
+    metrics = _build_metrics(settings)
+    caches = {name: RecordCache(settings.cache_dir / f"{name}-{settings.mode}-{settings.backend}")
+              for name in metrics}
+    records: dict[str, dict[str, dict]] = {name: {} for name in metrics}
+    skipped: Counter = Counter({"unknown_name": len(unknown)} if unknown else {})
+    failures: dict[str, dict[str, str]] = {}
+    cached = Counter()
+    for path in tqdm(videos, desc="evalcrafter", unit="video", disable=not settings.progress):
+        vid, meta = path.stem, entries[path.stem]
+        todo = []
+        for name, metric in metrics.items():
+            if not metric.applies_to(meta):
+                continue
+            record = caches[name].load(vid, path)
+            if record is None:
+                todo.append(name)
+            else:
+                records[name][vid] = record
+                cached[name] += 1
+        if not todo:
+            continue
+        try:
+            frames, fps = read_frames(path)
+        except Exception as err:  # any decoder failure: count and go on
+            skipped["unreadable"] += 1
+            failures.setdefault("read", {})[vid] = f"{type(err).__name__}: {err}"
+            continue
+        if len(frames) == 0:
+            skipped["empty"] += 1
+            continue
+        video = VideoInput(id=vid, path=path, frames=frames, fps=float(fps))
+        for name in todo:
+            try:
+                record = metrics[name].score(video, meta)
+            except ValueError as err:  # bad input for this metric (e.g. too short)
+                failures.setdefault(name, {})[vid] = str(err)
+                continue
+            caches[name].save(vid, path, record)
+            records[name][vid] = dict(record)
+    # every metric aggregates its records in visiting order (compat IS depends on it)
+    order = {p.stem: i for i, p in enumerate(videos)}
+    aggregates, official = {}, {}
+    for name, metric in metrics.items():
+        ordered = dict(sorted(records[name].items(), key=lambda kv: order[kv[0]]))
+        if not ordered:
+            aggregates[name] = {"value": float("nan"), "n": 0, "note": "no video applies"}
+            continue
+        aggregates[name] = metric.aggregate(ordered, metadata)
+        official.update(aggregates[name].get("official", {}))
+    return {
+        "tool": "tsm-video eval evalcrafter",
+        "mode": settings.mode,
+        "backend": settings.backend,
+        "label": _label(settings),
+        "videos": str(settings.videos),
+        "metadata": "packaged official metadata.json" if official_meta else str(settings.prompts),
+        "num_videos": len(videos),
+        "skipped": dict(skipped),
+        "failures": failures,
+        "cached": dict(cached),
+        "metrics": aggregates,
+        "evalcrafter": evalcrafter_scores(official) if settings.backend == "full" else None,
+        "per_video": _per_video(records),
+    }
+
+
+def _label(settings: EvalSettings) -> str:
+    if settings.backend == "light":
+        return f"light backend ({settings.mode} rules) -- synthetic domain, not EvalCrafter numbers"
+    return f"EvalCrafter ({settings.mode})"
+
+
+def _per_video(records: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """Records by video then metric; arrays are replaced by their shape."""
+    out: dict[str, dict[str, dict]] = {}
+    for name, by_video in records.items():
+        for vid, record in by_video.items():
+            out.setdefault(vid, {})[name] = {
+                k: ({"array_shape": list(v.shape)} if hasattr(v, "shape") and getattr(v, "ndim", 0) else v)
+                for k, v in record.items()
+            }
+    return dict(sorted(out.items()))
