@@ -128,7 +128,10 @@ class ShardedStream(IterableDataset):
         order = shard_order(
             len(self), self.epoch, shard, num_shards, self.seed, self.train, self.shuffle_buffer
         )
-        skips: Counter = Counter()
+        # in a worker, skip counts travel with the samples; in this process, they land directly
+        in_worker = get_worker_info() is not None
+        skips: Counter = Counter() if in_worker else self.skipped
+        taken = start
         for taken, index in enumerate(order, 1):
             if taken <= start:
                 continue
@@ -140,11 +143,17 @@ class ShardedStream(IterableDataset):
                 log.warning("skipping item %d (%s)", index, err)
                 continue
             sample["_position"] = torch.tensor([self.epoch, shard, num_shards, taken])
-            sample["_skips"] = json.dumps(skips)
-            skips = Counter()
+            sample["_skips"] = json.dumps(skips) if in_worker else "{}"
+            if in_worker:
+                skips = Counter()
             yield sample
-        if skips:  # skips after the shard's last sample reach the trainer's logs only
-            log.warning("shard %d ended with %s skipped after its last sample", shard, dict(skips))
+        if (
+            in_worker and skips
+        ):  # items skipped after the shard's last sample: a marker carries them (no data)
+            yield {
+                "_position": torch.tensor([self.epoch, shard, num_shards, taken]),
+                "_skips": json.dumps(skips),
+            }
 
     # -- position (the trainer's copy) --------------------------------------------------------
     def observe(self, batch: dict) -> None:
@@ -182,11 +191,25 @@ class ShardedStream(IterableDataset):
         self.skipped = Counter(state.get("skipped", {}))
 
 
+_BOOKKEEPING = ("_position", "_skips")
+
+
 def collate(samples: list[dict]) -> dict:
-    """Stack tensors, keep strings as lists, fps as float32 (B,)."""
-    batch = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
+    """Stack tensors, keep strings as lists, numbers as float32 (B,).
+
+    Stream bookkeeping (``_position`` (N, 4), ``_skips`` [N]) covers every entry, including the
+    data-less markers a shard emits for items skipped after its last sample; a batch of markers
+    only has no data keys.
+    """
+    batch = {
+        "_position": torch.stack([s["_position"] for s in samples]),
+        "_skips": [s["_skips"] for s in samples],
+    }
+    data = [s for s in samples if len(s) > len(_BOOKKEEPING)]
+    for key in data[0] if data else ():
+        if key in _BOOKKEEPING:
+            continue
+        values = [s[key] for s in data]
         if isinstance(values[0], torch.Tensor):
             batch[key] = torch.stack(values)
         elif isinstance(values[0], float | int):
@@ -207,8 +230,12 @@ class StreamLoader:
     def __init__(
         self, dataset: ShardedStream, batch_size: int, num_workers: int = 0, **loader_kwargs
     ) -> None:
+        if "collate_fn" in loader_kwargs:
+            raise ValueError(
+                "StreamLoader collates with tsm_video.data.stream.collate (it handles skip markers)"
+            )
         self.dataset = dataset
-        loader_kwargs.setdefault("collate_fn", collate)
+        loader_kwargs["collate_fn"] = collate
         self.loader = DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=False, **loader_kwargs
         )
@@ -216,5 +243,6 @@ class StreamLoader:
     def __iter__(self) -> Iterator[dict]:
         for batch in self.loader:
             self.dataset.observe(batch)
-            yield batch
+            if batch:  # a batch of skip markers only carries no data
+                yield batch
         self.dataset.end_epoch()

@@ -171,8 +171,9 @@ def _decode_decord(source: Source, indices: np.ndarray) -> tuple[np.ndarray, flo
 def _decode_av(source: Source, indices: np.ndarray | None) -> tuple[np.ndarray, float]:
     """Seek to the keyframe at or before the first wanted frame; decode forward to the last one.
 
-    ``indices=None`` decodes every frame. Packets that fail to decode (a damaged or truncated
-    tail) are skipped; wanted frames that never appear raise ``too_short`` or ``corrupt``.
+    ``indices=None`` decodes frames 0, 1, ... up to the first missing one. Packets that fail to
+    decode (a damaged or truncated tail) are skipped; wanted frames that never appear raise
+    ``too_short`` or ``corrupt``.
     """
     wanted = None if indices is None else set(int(i) for i in indices)
     last = None if indices is None else int(indices.max())
@@ -201,15 +202,15 @@ def _decode_av(source: Source, indices: np.ndarray | None) -> tuple[np.ndarray, 
                     break
         except (av.error.FFmpegError, OSError):
             failed = True
-    if wanted is None:
-        wanted = set(out)
+    if wanted is None:  # keep the run of frames 0, 1, 2, ... up to the first one that failed
+        wanted = set(range(next(i for i in range(len(out) + 1) if i not in out)))
         if not wanted:
             raise VideoReadError("corrupt" if failed else "unreadable", "no frame could be decoded")
     missing = sorted(wanted - set(out))
     if missing:
         reason = "corrupt" if failed and missing[0] < max(out, default=-1) else "too_short"
         raise VideoReadError(reason, f"frames {missing[:4]} not decodable ({len(out)} decoded)")
-    order = sorted(out) if indices is None else indices
+    order = sorted(wanted) if indices is None else indices
     return np.stack([out[int(i)] for i in order]), fps
 
 
