@@ -27,6 +27,7 @@ __all__ = [
     "color_score",
     "count_per_frame",
     "count_score",
+    "sintel_padding",
     "pair_flow_means",
     "motion_ac_score",
     "AMPLITUDE_THRESHOLD",
@@ -146,6 +147,12 @@ def count_score(masks: list[np.ndarray], gt_count: float | str) -> float:
 
 
 AMPLITUDE_THRESHOLD = 5.0  # px, at the video's own resolution (official)
+
+
+def sintel_padding(h: int, w: int) -> tuple[int, int, int, int]:
+    """RAFT ``InputPadder`` "sintel" padding ``(left, right, top, bottom)`` to multiples of 8."""
+    ph, pw = (((h // 8) + 1) * 8 - h) % 8, (((w // 8) + 1) * 8 - w) % 8
+    return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
 
 
 def pair_flow_means(flows: np.ndarray) -> list[float]:

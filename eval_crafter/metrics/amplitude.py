@@ -28,7 +28,6 @@ __all__ = [
     "RAFT_FILE",
     "RAFT_URL",
     "convert_raft_state_dict",
-    "sintel_padding",
     "MotionAmplitude",
     "amplitude_record",
     "amplitude_aggregate",
@@ -76,12 +75,6 @@ def convert_raft_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     return out
 
 
-def sintel_padding(h: int, w: int) -> tuple[int, int, int, int]:
-    """``InputPadder`` "sintel" padding ``(left, right, top, bottom)`` to multiples of 8."""
-    ph, pw = (((h // 8) + 1) * 8 - h) % 8, (((w // 8) + 1) * 8 - w) % 8
-    return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
-
-
 def amplitude_record(flows: np.ndarray, meta: dict, frame_hw: tuple[int, int], mode: str) -> dict:
     """One video's record from its (P, 2, Hp, Wp) flows (shared with the light backend)."""
     pair_means = scoring.pair_flow_means(flows)
@@ -126,7 +119,7 @@ class MotionAmplitude(Metric):
     def flows(self, frames: np.ndarray) -> np.ndarray:
         """(F, H, W, 3) uint8 RGB -> (F-1, 2, Hp, Wp) float32 ``flow_up`` at the padded size."""
         h, w = frames.shape[1:3]
-        pad = sintel_padding(h, w)
+        pad = scoring.sintel_padding(h, w)
         video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # f 3 h w
         out = []
         for start in range(0, len(frames) - 1, self.batch_size):
