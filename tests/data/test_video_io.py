@@ -92,3 +92,17 @@ def test_truncated_file_over_reports_and_is_guarded(video_dir, frame_ids, monkey
         read_frames(path, [10, 49])
     assert err.value.reason == "too_short"
     assert requested == []  # decord was never asked for a frame past the packets present
+
+
+def test_write_from_a_frame_iterator(tmp_path, frame_ids):
+    frames = (np.full((20, 30, 3), 16 + 4 * i, np.uint8) for i in range(12))
+    path = write_mp4(tmp_path / "gen.mp4", frames, 10, keyframe_interval=4, preset="veryfast")
+    decoded, fps = read_frames(path)
+    assert decoded.shape == (12, 20, 30, 3) and fps == 10 and frame_ids(decoded) == list(range(12))
+    with pytest.raises(ValueError, match="empty"):
+        write_mp4(tmp_path / "none.mp4", iter([]), 10)
+    with pytest.raises(ValueError, match="in a 20x30 video"):
+        write_mp4(
+            tmp_path / "mixed.mp4", iter([frames_a := np.zeros((20, 30, 3), np.uint8), frames_a[:10]]), 10
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.mp4"]

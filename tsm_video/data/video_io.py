@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -65,45 +66,57 @@ def have_decord() -> bool:
 
 def write_mp4(
     path: str | os.PathLike,
-    frames: np.ndarray,
+    frames: np.ndarray | Iterable[np.ndarray],
     fps: float,
     *,
     crf: int = 18,
     keyframe_interval: int | None = None,
+    preset: str = "medium",
 ) -> Path:
     """Encode ``frames`` (T, H, W, 3) uint8 RGB as h264/yuv420p mp4 at ``fps``; atomic.
 
+    ``frames`` may also be an iterable of (H, W, 3) uint8 frames (long videos, little memory).
     yuv420p needs even sides, so an odd height or width is padded by one edge-replicated
     row/column (the file is then (H+1)×W etc.). ``keyframe_interval`` is the GOP length in
-    frames (libx264 default when None). The index (moov) goes first ("faststart"), as in
-    web-distributed datasets. The file appears only once fully written.
+    frames (libx264 default when None); ``preset`` is libx264's speed preset. The index (moov)
+    goes first ("faststart"), as in web-distributed datasets. The file appears only once fully
+    written.
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    if frames.shape[0] == 0:
-        raise ValueError("frames is empty: nothing to encode")
+    if isinstance(frames, np.ndarray) and (frames.ndim != 4 or frames.shape[0] == 0):
+        raise ValueError(f"frames must be a non-empty (T, H, W, 3) uint8 array, got shape {frames.shape}")
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4.tmp", dir=path.parent)
     os.close(fd)
     try:
         with av.open(tmp, "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            options = {"crf": str(crf)}
-            if keyframe_interval is not None:
-                options.update(g=str(keyframe_interval), keyint_min=str(keyframe_interval))
-                options["x264-params"] = "scenecut=0"
-            stream.options = options
+            stream = None
             for frame in frames:
+                frame = np.asarray(frame)
+                if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+                    raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+                if frame.shape[0] % 2 or frame.shape[1] % 2:
+                    frame = np.pad(
+                        frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge"
+                    )
+                if stream is None:
+                    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                    stream.width, stream.height = frame.shape[1], frame.shape[0]
+                    stream.pix_fmt = "yuv420p"
+                    options = {"crf": str(crf), "preset": preset}
+                    if keyframe_interval is not None:
+                        options.update(g=str(keyframe_interval), keyint_min=str(keyframe_interval))
+                        options["x264-params"] = "scenecut=0"
+                    stream.options = options
+                elif (frame.shape[1], frame.shape[0]) != (stream.width, stream.height):
+                    raise ValueError(
+                        f"frame of shape {frame.shape} in a {stream.height}x{stream.width} video"
+                    )
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            if stream is None:
+                raise ValueError("frames is empty: nothing to encode")
             container.mux(stream.encode())
         os.replace(tmp, path)
     finally:
