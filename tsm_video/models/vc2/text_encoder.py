@@ -14,8 +14,12 @@ open_clip's tokenizer is used (any open_clip version); the model never runs thro
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -27,13 +31,33 @@ __all__ = ["VC2TextEncoder", "TextAttention", "TextResidualBlock", "tokenize", "
 LAYERS = {"last": 0, "penultimate": 1}  # number of final blocks skipped
 
 
+@functools.cache
+def _open_clip_tokenizer() -> ModuleType:
+    """open_clip's ``tokenizer`` module, loaded alone when it can be.
+
+    Importing the ``open_clip`` package pulls in timm and its model zoo (seconds to tens of
+    seconds); its ``tokenizer.py`` needs none of that. Versions whose tokenizer imports package
+    siblings fall back to the full import.
+    """
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or spec.origin is None:
+        raise ImportError("open_clip_torch is required for the VC2 tokenizer: pip install open_clip_torch")
+    file_spec = importlib.util.spec_from_file_location(
+        "_vc2_open_clip_tokenizer", Path(spec.origin).parent / "tokenizer.py"
+    )
+    module = importlib.util.module_from_spec(file_spec)
+    try:
+        file_spec.loader.exec_module(module)
+    except ImportError:  # relative imports: needs the package
+        import open_clip.tokenizer as module
+    return module
+
+
 def tokenize(prompts: Sequence[str], context_length: int = 77) -> torch.Tensor:
     """open_clip's BPE tokens (B, context_length) long: sot 49406, …, eot 49407, padded with 0."""
-    import open_clip  # lazy: only the tokenizer is needed (its vocabulary ships with the package)
-
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, not a single string")
-    return open_clip.tokenize(list(prompts), context_length=context_length)
+    return _open_clip_tokenizer().tokenize(list(prompts), context_length=context_length)
 
 
 class LayerNorm(nn.LayerNorm):
