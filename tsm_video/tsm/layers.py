@@ -92,6 +92,7 @@ class TSMLayer(nn.Module):
         raise NotImplementedError
 
     def _lowrank(self, x: Tensor, a: Tensor, b: Tensor, g: Tensor | None) -> Tensor:
+        """``(α/r)·Σ_k g_k B_k A_k x`` per sample (``g`` None: all weights 1), shaped like ``base(x)``."""
         raise NotImplementedError
 
     @property
@@ -143,7 +144,7 @@ class TSMLayer(nn.Module):
             if self.mode == "assemble" and self.merged_interval is None:  # core expert: weight 1
                 g = torch.cat([torch.ones_like(g.narrow(self._channel_dim, 0, 1)), g], dim=self._channel_dim)
         d = self._lowrank(xa, self._bank("lora_A")[ids], self._bank("lora_B")[ids], g)
-        return y + (d * self.scaling).to(y.dtype)
+        return y.add_(d.to(y.dtype))  # in place: a Linear/Conv backward never reads its output
 
     def delta_weight(self, scale: int, interval: int) -> Tensor:
         """``(α/r)·B_i A_i`` of expert ``s{scale}_i{interval}`` shaped like ``base.weight`` (fp32)."""
@@ -196,7 +197,7 @@ class TSMLinear(TSMLayer):
         """x (N, ..., in); a (B, k, r, in); b (B, k, out, r); g (N, ..., k) or None → (N, ..., out)."""
         nb, k, r = a.shape[:3]
         xs = x.reshape(nb, -1, x.shape[-1])  # (B, M, in): a sample's rows are contiguous
-        h = torch.bmm(xs, a.reshape(nb, k * r, -1).transpose(1, 2))  # (B, M, k·r)
+        h = torch.bmm(xs, a.reshape(nb, k * r, -1).transpose(1, 2)) * self.scaling  # (B, M, k·r)
         if g is not None:
             h = (h.view(nb, -1, k, r) * g.reshape(nb, -1, k, 1)).view(nb, -1, k * r)  # (B, M, k·r)
         d = torch.bmm(h, b.transpose(2, 3).reshape(nb, k * r, -1))  # (B, M, out)
@@ -240,7 +241,7 @@ class TSMConv(TSMLayer):
         h = _CONV_FN[self.dims](xg, a.reshape(nb * k * r, *a.shape[3:]), groups=nb,
                                 **self._geometry())  # f (B k r) *S'
         out_spatial = h.shape[2:]
-        h = h.reshape(f, nb, k, r, -1)  # f B k r (S')
+        h = h.reshape(f, nb, k, r, -1) * self.scaling  # f B k r (S')
         if g is not None:
             h = h * g.reshape(nb, f, k, 1, -1).transpose(0, 1)  # gates (b f) k *S' → f B k 1 (S')
         d = torch.einsum("fbkrs,bkor->bfos", h, b)  # B f out (S')
