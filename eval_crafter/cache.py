@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RecordCache", "to_jsonable", "atomic_write_text"]
+__all__ = ["RecordCache", "to_jsonable", "from_jsonable", "atomic_write_text"]
+
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -44,6 +46,17 @@ def to_jsonable(value):
         value = value.item()
     if isinstance(value, float) and not np.isfinite(value):
         return "NaN" if np.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def from_jsonable(value):
+    """Inverse of :func:`to_jsonable`: ``"NaN"`` / ``"Infinity"`` strings back to floats."""
+    if isinstance(value, dict):
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
     return value
 
 

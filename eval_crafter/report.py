@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from eval_crafter.cache import atomic_write_text, to_jsonable  # noqa: E402
+from eval_crafter.cache import atomic_write_text, from_jsonable, to_jsonable  # noqa: E402
 from eval_crafter.metrics import LIGHT_METRICS, METRICS  # noqa: E402
 
 __all__ = ["write_report", "load_report", "markdown_table", "plot_histograms", "compare_reports"]
@@ -28,7 +28,7 @@ def _fmt(value, digits: int = 2) -> str:
 
 def load_report(path: str | Path) -> dict:
     """A report JSON written by :func:`write_report` ("NaN" strings read back as floats)."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return from_jsonable(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def markdown_table(report: dict) -> str:

@@ -149,7 +149,8 @@ class ActionScore(Metric):
         super().__init__(models_dir, device, mode, batch_size)
         path = require_model(self.models_dir, VIDEOMAE_FILE, "VideoMAE V2 ViT-B/16 K400 (mmaction2)",
                              VIDEOMAE_URL)
-        clip_dir = require_model(self.models_dir, CLIP_DIR, "CLIP ViT-B/32 (transformers folder)", CLIP_URL)
+        clip_dir = require_model(self.models_dir, f"{CLIP_DIR}/config.json",
+                                 "CLIP ViT-B/32 (transformers folder)", CLIP_URL).parent
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         state, pos_embed = convert_mmaction_videomae(checkpoint.get("state_dict", checkpoint))
         self.recognizer = VideoMAEForVideoClassification(videomae_config_from_state_dict(state, pos_embed))
