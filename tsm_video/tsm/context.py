@@ -36,16 +36,10 @@ class TimestepContext:
         if not isinstance(t, Tensor) or t.ndim != 1 or t.numel() == 0:
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"TimestepContext.set expects a non-empty 1-D tensor (B,), got {shape}")
-        self._t = t
-        self._cache = {}
+        self._t, self._cache = t, {}
 
     def clear(self) -> None:
-        self._t = None
-        self._cache = {}
-
-    @property
-    def is_set(self) -> bool:
-        return self._t is not None
+        self._t, self._cache = None, {}
 
     @property
     def t(self) -> Tensor:
@@ -56,10 +50,6 @@ class TimestepContext:
                 "timesteps before the forward (model wrappers such as predict_noise do this)"
             )
         return self._t
-
-    @property
-    def batch_size(self) -> int:
-        return self.t.shape[0]
 
     def intervals(self, n: int) -> Tensor:
         """Interval ids (B,) long of the current ``t`` at scale ``n`` (cached until the next set)."""
@@ -94,5 +84,5 @@ class TimestepContext:
         return self._cache[key]
 
     def __repr__(self) -> str:
-        state = f"B={self.batch_size}" if self.is_set else "unset"
+        state = "unset" if self._t is None else f"B={self._t.shape[0]}"
         return f"TimestepContext(T={self.num_timesteps}, {state})"

@@ -88,13 +88,12 @@ def inject(
 
 
 def summary(model: nn.Module) -> str:
-    """One line per distinct layer configuration, with counts and parameter totals."""
+    """One line per distinct layer configuration: count, experts' and routers' parameter totals."""
     groups: dict[str, list[int]] = {}
     for _, layer in tsm_layers(model):
-        key = f"{type(layer).__name__}({layer.extra_repr()})"
-        experts = sum(p.numel() for n in layer.adapter_param_names for p in getattr(layer, n).parameters())
-        router = sum(p.numel() for p in layer.router.parameters()) if layer.router is not None else 0
-        count, e, r = groups.get(key, [0, 0, 0])
-        groups[key] = [count + 1, e + experts, r + router]
-    lines = [f"{c} × {k}: {e:,} expert params, {r:,} router params" for k, (c, e, r) in groups.items()]
-    return "\n".join(lines) or "no TSM layers"
+        g = groups.setdefault(f"{type(layer).__name__}({layer.extra_repr()})", [0, 0, 0])
+        g[0] += 1
+        g[1] += sum(p.numel() for p in (*layer.lora_A.values(), *layer.lora_B.values()))
+        g[2] += sum(p.numel() for p in layer.router.parameters()) if layer.router is not None else 0
+    return "\n".join(f"{c} × {k}: {e:,} expert params, {r:,} router params"
+                     for k, (c, e, r) in groups.items()) or "no TSM layers"

@@ -39,18 +39,20 @@ class TSMLayer(nn.Module):
     adapter_param_names = ("lora_A", "lora_B")
     router_param_names = ("router",)
 
+    _channel_dim = -1  # channel axis of the layer's input/output (and of the router's gates)
+
     def __init__(
         self,
         base: nn.Module,
         ctx: TimestepContext | None,
         scales: list[int],
-        rank: int,
-        alpha: float,
-        mode: str,
-        gate_activation: str,
-        a_tail: tuple[int, ...],
-        dtype: torch.dtype | None,
+        rank: int = 4,
+        alpha: float = 4.0,
+        mode: str = "foster",
+        gate_activation: str = "none",
+        dtype: torch.dtype | None = None,
     ) -> None:
+        """Wrap ``base``; ``gate_activation`` is used by a router (modes assemble/moe) only."""
         super().__init__()
         scales = sorted((int(n) for n in scales), reverse=True)
         if mode not in MODES:
@@ -73,6 +75,7 @@ class TSMLayer(nn.Module):
         w = base.weight
         dd = {"device": w.device, "dtype": dtype or w.dtype}
         out = w.shape[0]
+        a_tail = tuple(w.shape[1:])  # in[, *kernel]
         self.lora_A = nn.ParameterDict({f"s{n}": torch.empty(n, rank, *a_tail, **dd) for n in scales})
         self.lora_B = nn.ParameterDict({f"s{n}": torch.zeros(n, out, rank, **dd) for n in scales})
         for bank in self.lora_A.values():
@@ -83,10 +86,6 @@ class TSMLayer(nn.Module):
             gates = len(scales) - 1 if mode == "assemble" else len(scales)
             self.router = Router(self._gate_fc(gates, dd), ctx.num_timesteps, gates, gate_activation,
                                  centred=mode == "assemble", channel_dim=self._channel_dim)
-        elif gate_activation != "none":
-            raise ValueError("gate_activation applies to modes 'assemble' and 'moe' only")
-
-    _channel_dim = -1
 
     def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
         raise NotImplementedError
@@ -105,11 +104,12 @@ class TSMLayer(nn.Module):
         parts = [banks[f"s{n}"] for n in self.scales]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _expert_ids(self) -> Tensor | None:
+    def _expert_ids(self, device: torch.device) -> Tensor | None:
         """Rows (B, k) of the stacked banks used by each sample; None when nothing is left to add."""
         core = self.scales[0]
-        if self.ctx is None or (self.mode == "foster" and core == 1):
-            return None if self.merged_interval is not None else torch.zeros(1, 1, dtype=torch.long)
+        if self.ctx is None or (self.mode == "foster" and core == 1):  # one expert for every row
+            merged = self.merged_interval is not None
+            return None if merged else torch.zeros(1, 1, dtype=torch.long, device=device)
         if self.merged_interval is not None:
             got = self.ctx.single_interval(core)
             if got != self.merged_interval:
@@ -127,10 +127,10 @@ class TSMLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``x`` (N, ...) → base output plus the experts' low-rank terms, in ``x``'s dtype."""
         y = self.base(x)
-        ids = self._expert_ids()
+        ids = self._expert_ids(x.device)
         if ids is None:
             return y
-        ids = ids.to(x.device)
+        ids = ids.to(x.device)  # no-op when ctx.set got t on the model's device
         if x.shape[0] % ids.shape[0]:
             raise ValueError(
                 f"TSM layer {self.tsm_name!r}: leading dim {x.shape[0]} is not a multiple of the "
@@ -185,11 +185,6 @@ class TSMLayer(nn.Module):
 class TSMLinear(TSMLayer):
     """TSM experts around an ``nn.Linear``; input (N, ..., in) → (N, ..., out)."""
 
-    def __init__(self, base: nn.Linear, ctx: TimestepContext | None, scales: list[int], rank: int = 4,
-                 alpha: float = 4.0, mode: str = "foster", gate_activation: str = "none",
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__(base, ctx, scales, rank, alpha, mode, gate_activation, (base.in_features,), dtype)
-
     def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
         return nn.Linear(self.base.in_features, gates, bias=False, **dd)
 
@@ -216,15 +211,12 @@ class TSMConv(TSMLayer):
 
     _channel_dim = 1
 
-    def __init__(self, base: nn.Conv1d | nn.Conv2d | nn.Conv3d, ctx: TimestepContext | None,
-                 scales: list[int], rank: int = 4, alpha: float = 4.0, mode: str = "foster",
-                 gate_activation: str = "none", dtype: torch.dtype | None = None) -> None:
+    def __init__(self, base: nn.Conv1d | nn.Conv2d | nn.Conv3d, *args, **kwargs) -> None:
         if base.groups != 1 or base.padding_mode != "zeros":
             raise ValueError(f"TSMConv supports groups=1 and padding_mode='zeros' only, got "
                              f"groups={base.groups}, padding_mode={base.padding_mode!r}")
         self.dims = len(base.kernel_size)
-        super().__init__(base, ctx, scales, rank, alpha, mode, gate_activation,
-                         (base.in_channels, *base.kernel_size), dtype)
+        super().__init__(base, *args, **kwargs)
 
     def _geometry(self) -> dict:
         return {"stride": self.base.stride, "padding": self.base.padding, "dilation": self.base.dilation}
