@@ -284,9 +284,10 @@ class VC2UNet(nn.Module):
         b, c, f, height, width = x.shape
 
         # 1. time (+ fps) embedding per sample, then repeated over frames (batch outermost)
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))  # b E
+        weight_dtype = self.time_embed[0].weight.dtype  # sinusoids are float32; bf16/fp16 weights need a cast
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(weight_dtype))  # b E
         if fps is not None:
-            emb = emb + self.fps_embedding(timestep_embedding(fps, self.model_channels))
+            emb = emb + self.fps_embedding(timestep_embedding(fps, self.model_channels).to(weight_dtype))
         emb = emb.repeat_interleave(f, dim=0)  # (b f) E
         frame_context = context.repeat_interleave(f, dim=0)  # (b f) L D
 
@@ -311,4 +312,4 @@ class VC2UNet(nn.Module):
 
         # 6. output head, unfold frames
         y = self.out(h.type(x.dtype))  # (b f) c h w
-        return y.view(b, f, -1, height, width).transpose(1, 2)  # b c f h w
+        return y.view(b, f, -1, height, width).transpose(1, 2).contiguous()  # b c f h w
