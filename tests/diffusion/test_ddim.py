@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from tsm_video.diffusion import VC2Schedule, ddim_sample, ddim_step, ddim_tables, ddim_timesteps
+from tsm_video.models.vc2 import VC2VAE, VC2UNet
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "vc2"
 STEPS, GUIDANCE = 5, 12.0
@@ -142,22 +143,29 @@ def test_eta_noise_is_seeded_and_guidance_one_is_single_call():
         ddim_sample(denoiser, x_T, cond, torch.zeros(2, 5, 9), fps=8, steps=2)
 
 
-def _tiny_unet():
-    unet_mod = pytest.importorskip("tsm_video.models.vc2.unet", reason="VC2UNet not available yet")
-    meta = json.loads((FIXTURES / "unet_tiny.json").read_text())
-    params = meta.get("constructor_params", meta.get("params"))
-    unet = unet_mod.VC2UNet.from_lvdm_config(params)
+def _tiny_unet() -> VC2UNet:
+    params = json.loads((FIXTURES / "unet_tiny.json").read_text())["constructor_params"]
+    unet = VC2UNet.from_lvdm_config(params)
     prefix = "model.diffusion_model."
     weights = load_file(FIXTURES / "unet_tiny.safetensors")
     unet.load_state_dict({k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)})
     return unet.eval()
 
 
+def _tiny_vae() -> VC2VAE:
+    params = json.loads((FIXTURES / "vae_tiny.json").read_text())["constructor_params"]
+    vae = VC2VAE(embed_dim=params["embed_dim"], **params["ddconfig"])
+    prefix = "first_stage_model."
+    weights = load_file(FIXTURES / "vae_tiny.safetensors")
+    vae.load_state_dict({k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)})
+    return vae.eval()
+
+
 @pytest.mark.slow
-def test_end_to_end_with_tiny_unet(ref):
-    unet = _tiny_unet()
+@pytest.mark.parametrize("batched_cfg", [False, True])
+def test_end_to_end_with_tiny_unet_and_vae(ref, batched_cfg):
     x0 = ddim_sample(
-        unet,
+        _tiny_unet(),
         ref["input.x_T"],
         cond=ref["input.c"],
         uncond=ref["input.uc"],
@@ -166,7 +174,12 @@ def test_end_to_end_with_tiny_unet(ref):
         eta=0.0,
         guidance_scale=GUIDANCE,
         schedule=VC2Schedule(),
+        batched_cfg=batched_cfg,
     )
-    scale = ref["output.x0"].abs().max()
-    # tolerance: 1e-4 relative to max|x0| (the reference's own 1-vs-2-thread noise floor is 3.9e-5 abs on 33)
-    assert (x0 - ref["output.x0"]).abs().max() <= 1e-4 * scale
+    # tolerance: 1e-4 relative to max|x0| (33): observed 6.4e-5 abs (two calls) / 5.7e-5 (batched),
+    # i.e. ~2e-6 relative; the reference's own 1-vs-2-thread floor is 3.9e-5 abs
+    assert (x0 - ref["output.x0"]).abs().max() <= 1e-4 * ref["output.x0"].abs().max()
+    with torch.no_grad():
+        video = _tiny_vae().decode(x0)
+    # tolerance: 1e-5 relative to max|video| (2.06): observed 4.2e-6 abs (reference floor 2.4e-6)
+    assert (video - ref["output.video"]).abs().max() <= 1e-5 * ref["output.video"].abs().max()
