@@ -41,8 +41,4 @@ _METRIC_MODULES = (
 )
 
 for _module in _METRIC_MODULES:
-    try:
-        importlib.import_module(_module)
-    except ModuleNotFoundError as err:  # a module not written yet; its own import errors still raise
-        if err.name != _module:
-            raise
+    importlib.import_module(_module)
