@@ -14,22 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VC2VAE", "Encoder", "Decoder", "VAE_DEFAULTS"]
-
-#: ``first_stage_config.params`` of VC2 (``embed_dim`` + ``ddconfig``), flattened.
-VAE_DEFAULTS: dict[str, Any] = {
-    "embed_dim": 4,
-    "double_z": True,
-    "z_channels": 4,
-    "resolution": 256,
-    "in_channels": 3,
-    "out_ch": 3,
-    "ch": 128,
-    "ch_mult": [1, 2, 4, 4],
-    "num_res_blocks": 2,
-    "attn_resolutions": [],
-    "dropout": 0.0,
-}
+__all__ = ["VC2VAE", "Encoder", "Decoder"]
 
 
 def _norm(channels: int, device=None, dtype=None) -> nn.GroupNorm:
@@ -229,7 +214,7 @@ class Decoder(nn.Module):
 class VC2VAE(nn.Module):
     """LVDM ``AutoencoderKL`` plus VC2's video wrapper (frame folding, chunking, ``scale_factor``).
 
-    Args: the flattened ``first_stage_config.params`` (see ``VAE_DEFAULTS``), ``scale_factor``
+    Args: the flattened ``first_stage_config.params`` (VC2's: ``configs.VC2_ARCH["vae"]``), ``scale_factor``
     and ``chunk_size`` (frames per encoder/decoder call; memory vs speed, same result).
     """
 
@@ -280,7 +265,6 @@ class VC2VAE(nn.Module):
         }
         self.scale_factor = float(scale_factor)
         self.chunk_size = int(chunk_size)
-        self.embed_dim = embed_dim
         self.downscale = 2 ** (len(ch_mult) - 1)
         self.encoder = Encoder(in_channels=in_channels, double_z=double_z, **shared, **dd)
         self.decoder = Decoder(out_ch=out_ch, **shared, **dd)
