@@ -106,3 +106,19 @@ def test_write_from_a_frame_iterator(tmp_path, frame_ids):
             tmp_path / "mixed.mp4", iter([frames_a := np.zeros((20, 30, 3), np.uint8), frames_a[:10]]), 10
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.mp4"]
+
+
+@pytest.mark.parametrize("backend", ["av", pytest.param("decord", marks=needs_decord)])
+def test_decoder_scaling_matches_resizing_after(tmp_path, backend):
+    import cv2
+
+    y, x = np.mgrid[0:72, 0:128]
+    frames = np.repeat(((x + 2 * y) % 256).astype(np.uint8)[None, ..., None], 6, 0).repeat(
+        3, -1
+    )  # smooth ramp
+    path = write_mp4(tmp_path / "ramp.mp4", frames, 10)
+    full, _ = decode_frames(path, [1, 4], backend=backend)
+    scaled, _ = decode_frames(path, [1, 4], backend=backend, scale_to=(36, 64))
+    assert scaled.shape == (2, 36, 64, 3)
+    after = np.stack([cv2.resize(f, (64, 36), interpolation=cv2.INTER_AREA) for f in full])
+    assert np.abs(scaled.astype(int) - after.astype(int)).mean() < 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,17 +26,22 @@ def load_clip(
 
     Frame positions come from the header's frame count; when that count is over-reported (the
     wanted frames do not all exist), the clip is redrawn once inside the frames demuxing proves
-    present.
+    present. Frames are scaled by the decoder (to just cover ``size``) and then centre-cropped.
     """
     info = probe_video(source)
     available = info.num_frames if info.num_frames > 0 else count_packets(source)
+    scale_to = None
+    if size is not None:  # shrink while decoding to just cover ``size``; the crop comes after
+        scale = max(size[0] / info.height, size[1] / info.width)
+        if scale < 1:
+            scale_to = (math.ceil(info.height * scale - 1e-6), math.ceil(info.width * scale - 1e-6))
     for attempt in range(2):
         plan = sampler.sample(available, info.fps, rng)
         if plan is None:
             raise VideoReadError("too_short", f"{available} frames, a clip spans {sampler.span(info.fps)}")
         indices, fps = plan
         try:
-            frames, _ = decode_frames(source, indices, backend=backend)
+            frames, _ = decode_frames(source, indices, backend=backend, scale_to=scale_to)
             break
         except VideoReadError as err:
             if err.reason != "too_short" or attempt == 1:

@@ -40,6 +40,10 @@ __all__ = [
 
 Source = str | os.PathLike | bytes
 
+# Decoder threads per reader: loader workers are the parallelism, so one thread each avoids
+# oversubscribing the cores (and the per-thread frame buffers).
+DECORD_THREADS = 1
+
 
 class VideoReadError(RuntimeError):
     """A video could not be read; ``reason`` is a short machine-readable tag for skip counters."""
@@ -118,6 +122,7 @@ def write_mp4(
             if stream is None:
                 raise ValueError("frames is empty: nothing to encode")
             container.mux(stream.encode())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a video is an ordinary readable file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -172,8 +177,10 @@ def _check_indices(indices: np.ndarray) -> np.ndarray:
     return indices
 
 
-def _decode_decord(source: Source, indices: np.ndarray) -> tuple[np.ndarray, float]:
-    reader = decord.VideoReader(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source))
+def _decode_decord(source: Source, indices: np.ndarray, scale_to=None) -> tuple[np.ndarray, float]:
+    height, width = scale_to or (-1, -1)
+    uri = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+    reader = decord.VideoReader(uri, num_threads=DECORD_THREADS, width=width, height=height)
     fps = float(reader.get_avg_fps())
     if int(indices.max()) >= len(reader):
         raise VideoReadError("too_short", f"frame {int(indices.max())} requested, {len(reader)} reported")
@@ -181,13 +188,16 @@ def _decode_decord(source: Source, indices: np.ndarray) -> tuple[np.ndarray, flo
     return frames, fps
 
 
-def _decode_av(source: Source, indices: np.ndarray | None) -> tuple[np.ndarray, float]:
+def _decode_av(source: Source, indices: np.ndarray | None, scale_to=None) -> tuple[np.ndarray, float]:
     """Seek to the keyframe at or before the first wanted frame; decode forward to the last one.
 
     ``indices=None`` decodes frames 0, 1, ... up to the first missing one. Packets that fail to
     decode (a damaged or truncated tail) are skipped; wanted frames that never appear raise
     ``too_short`` or ``corrupt``.
     """
+    resize = (
+        {} if scale_to is None else {"height": scale_to[0], "width": scale_to[1], "interpolation": "AREA"}
+    )
     wanted = None if indices is None else set(int(i) for i in indices)
     last = None if indices is None else int(indices.max())
     out: dict[int, np.ndarray] = {}
@@ -210,7 +220,7 @@ def _decode_av(source: Source, indices: np.ndarray | None) -> tuple[np.ndarray, 
                 for frame in frames:
                     index = round((frame.pts - start_pts) / ticks_per_frame)
                     if (wanted is None or index in wanted) and index not in out:
-                        out[index] = frame.to_ndarray(format="rgb24")
+                        out[index] = frame.to_ndarray(format="rgb24", **resize)
                 if last is not None and last in out and len(out) == len(wanted):
                     break
         except (av.error.FFmpegError, OSError):
@@ -227,18 +237,22 @@ def _decode_av(source: Source, indices: np.ndarray | None) -> tuple[np.ndarray, 
     return np.stack([out[int(i)] for i in order]), fps
 
 
-def decode_frames(source: Source, indices, backend: str = "auto") -> tuple[np.ndarray, float]:
+def decode_frames(
+    source: Source, indices, backend: str = "auto", scale_to: tuple[int, int] | None = None
+) -> tuple[np.ndarray, float]:
     """Decode exactly the frames at ``indices`` (display order) → ((T, H, W, 3) uint8 RGB, fps).
 
     ``backend``: "decord", "av" or "auto" (decord, then PyAV if decord fails). Frames are only
     requested from decord after demuxing proves ``max(indices) + 1`` video packets exist.
-    Raises VideoReadError with reason missing / unreadable / corrupt / too_short.
+    ``scale_to=(h, w)`` has the decoder scale the frames while converting them to RGB (area
+    filter), so full-resolution RGB frames never exist. Raises VideoReadError with reason
+    missing / unreadable / corrupt / too_short.
     """
     indices = _check_indices(indices)
     if backend not in ("auto", "decord", "av"):
         raise ValueError(f"backend must be 'auto', 'decord' or 'av', got {backend!r}")
     if backend == "av" or (backend == "auto" and decord is None):
-        return _decode_av(source, indices)
+        return _decode_av(source, indices, scale_to)
     if decord is None:
         raise VideoReadError("no_decord", "decord is not installed")
     need = int(indices.max()) + 1
@@ -246,13 +260,13 @@ def decode_frames(source: Source, indices, backend: str = "auto") -> tuple[np.nd
     if available < need:
         raise VideoReadError("too_short", f"frame {need - 1} requested, only {available} frames present")
     try:
-        return _decode_decord(source, indices)
+        return _decode_decord(source, indices, scale_to)
     except VideoReadError:
         raise
     except (RuntimeError, decord.DECORDError) as err:
         if backend == "decord":
             raise VideoReadError("corrupt", str(err)) from err
-        return _decode_av(source, indices)
+        return _decode_av(source, indices, scale_to)
 
 
 def read_frames(path: Source, indices=None, backend: str = "auto") -> tuple[np.ndarray, float]:
