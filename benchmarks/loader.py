@@ -229,7 +229,9 @@ def main() -> int:
         f"{NUM_FRAMES} frames at stride {STRIDE}, decord with {DECORD_THREADS} thread per worker, "
         f"random starts, resized + centre-cropped to {SIZE[0]}×{SIZE[1]}, float (3, T, H, W)",
         "note": (
-            "quick: one video, one round of 3 clips per method (full run: 4 videos, 3 rounds × 8 clips); " if args.quick else ""
+            "quick: one video, one round of 3 clips per method (full run: 4 videos, 3 rounds × 8 clips); "
+            if args.quick
+            else ""
         )
         + f"1-min load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after "
         f"on {os.cpu_count()} cores "
