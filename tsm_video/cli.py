@@ -18,6 +18,7 @@ def _subcommand_modules() -> list:
     modules.append(__import__("tsm_video.data.cli", fromlist=["register"]))  # tsm-video data
     modules.append(__import__("tsm_video.train.cli", fromlist=["register"]))  # tsm-video train, demo
     modules.append(__import__("eval_crafter.cli", fromlist=["register"]))  # tsm-video eval
+    modules.append(__import__("tsm_video.generation.cli", fromlist=["register"]))  # tsm-video generate
     modules.append(__import__("tsm_video.export", fromlist=["register"]))  # tsm-video export
     return modules
 

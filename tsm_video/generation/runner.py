@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from tsm_video.data.video_io import write_mp4
 
-from .media import atomic_path, compare_grid, to_uint8_frames, write_frame_grid, write_gif
+from .media import atomic_path, to_uint8_frames, write_frame_grid, write_gif
 from .prompts import PromptItem, clip_seed
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "write_clip",
     "run_prompts",
     "check_manifest",
-    "write_compare",
 ]
 
 ClipFn = Callable[[Sequence[str], Sequence[int]], torch.Tensor]
@@ -45,11 +44,14 @@ class ManifestError(RuntimeError):
 
 @dataclass(frozen=True)
 class OutputOptions:
-    """Which files each clip gets: ``{id}.mp4`` always, plus ``{id}.gif`` / ``{id}.png`` (frame grid)."""
+    """Which files each clip gets: ``{id}.mp4`` always, plus ``{id}.gif``, ``{id}.png`` (frame grid)
+    and ``{id}.npy`` (the exact uint8 frames (F, H, W, 3), lossless; compare mode builds its grids
+    from them)."""
 
     save_fps: float
     gif: bool = False
     grid_png: bool = False
+    npy: bool = False
 
 
 @dataclass
@@ -75,6 +77,9 @@ def write_clip(out_dir: Path, clip_id: str, frames: np.ndarray, options: OutputO
         write_gif(out_dir / f"{clip_id}.gif", frames, options.save_fps)
     if options.grid_png:
         write_frame_grid(out_dir / f"{clip_id}.png", frames)
+    if options.npy:
+        with atomic_path(out_dir / f"{clip_id}.npy") as tmp:
+            np.save(tmp, frames)
     return write_mp4(out_dir / f"{clip_id}.mp4", frames, options.save_fps)
 
 
@@ -127,19 +132,3 @@ def run_prompts(
                 summary.written.append(item.id)
             bar.update(len(batch))
     return summary
-
-
-def write_compare(
-    out_dir: str | Path,
-    item_ids: Sequence[str],
-    variants: dict[str, list[np.ndarray]],
-    options: OutputOptions,
-) -> list[Path]:
-    """One labelled side-by-side video ``{id}.mp4`` per item from ``{label: frames per item}``."""
-    out_dir = Path(out_dir)
-    labels = list(variants)
-    paths = []
-    for k, clip_id in enumerate(item_ids):
-        grid = compare_grid([variants[label][k] for label in labels], labels)
-        paths.append(write_clip(out_dir, clip_id, grid, options))
-    return paths

@@ -1,0 +1,110 @@
+"""``tsm-video generate``: prompts → mp4 clips with VC2 (+ a LoRA / TSM adapter), resumable and sharded."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+__all__ = ["register", "prompt_items"]
+
+
+def prompt_items(prompts: list[str]):
+    """``--prompt`` texts → items named by a slug of the text (``a_cat_on_a_bike``), duplicates dropped."""
+    from .prompts import PromptError, PromptItem
+
+    items: dict[str, PromptItem] = {}
+    for prompt in (p.strip() for p in prompts):
+        if not prompt:
+            raise PromptError("--prompt is empty")
+        slug = "_".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:80].strip("_") or "prompt"
+        if slug in items and items[slug].prompt != prompt:
+            raise PromptError(f"prompts {items[slug].prompt!r} and {prompt!r} would share the file name "
+                              f"{slug}.mp4; write them to a --prompts file instead")
+        items[slug] = PromptItem(slug, prompt)
+    return list(items.values())
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from tsm_video.config import ConfigError, load_config
+
+    from .experts import AdapterSpecError
+    from .pipeline import parse_compare, run_compare, run_generate
+    from .prompts import PromptError, parse_shard, read_prompts, select_shard
+    from .runner import ManifestError, OutputOptions
+    from .settings import GenerateSettings, SettingsError
+
+    try:
+        cfg = load_config(args.cfg, args.overrides)
+        settings = GenerateSettings.from_config(
+            cfg.generate, height=args.height, width=args.width, num_frames=args.frames, steps=args.steps,
+            eta=args.eta, guidance_scale=args.guidance_scale, fps=args.fps, save_fps=args.save_fps)
+        items = read_prompts(args.prompts) if args.prompts else prompt_items(args.prompt)
+        if args.shard:
+            items = select_shard(items, *parse_shard(args.shard))
+        batch_size = cfg.generate.batch_size if args.batch_size is None else args.batch_size
+        if batch_size < 1:
+            raise SettingsError(f"--batch-size {batch_size}: must be >= 1")
+        common = {"seed": cfg.generate.seed if args.seed is None else args.seed, "batch_size": batch_size,
+                  "options": OutputOptions(settings.save_fps, gif=args.gif, grid_png=args.grid_png),
+                  "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                  "progress": not args.no_progress}
+        if args.compare:
+            if args.adapter:
+                raise SettingsError("--adapter and --compare exclude each other; name adapters in --compare")
+            variants = parse_compare(args.compare)
+            summary = run_compare(cfg, items, args.out, settings, variants=variants, **common)
+        else:
+            adapter = Path(args.adapter) if args.adapter else None
+            summary = run_generate(cfg, items, args.out, settings, adapter=adapter, **common)
+    except (ConfigError, PromptError, SettingsError, AdapterSpecError, ManifestError) as err:
+        print(f"tsm-video generate: error: {err}", file=sys.stderr)
+        return 2
+    print(f"tsm-video generate: {len(summary.written)} clips written, {len(summary.skipped)} already present "
+          f"in {args.out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``generate`` subcommand."""
+    p = subparsers.add_parser(
+        "generate",
+        help="generate clips from prompts (plain VC2, a LoRA, or TSM experts that follow t)",
+        description="Prompts → mp4 clips. Sampling defaults come from the config's `generate` section "
+        "(VC2: 320x512, 16 frames, DDIM 50 steps, eta 1.0, CFG 12, fps 28). The same (prompt, seed) "
+        "always gives the same clip, whatever the batch or shard. Existing {id}.mp4 files are skipped, "
+        "so a killed run resumes where it stopped. An EvalCrafter metadata.json as --prompts writes "
+        "0000.mp4 ... 0699.mp4; split the work with --shard i/k.",
+    )
+    p.add_argument("--cfg", required=True, help="run config YAML (backbone, base weights, generate defaults)")
+    p.add_argument("--adapter", help="adapter file (.safetensors) from `tsm-video train`: vanilla LoRA, a "
+                   "stage-1 TSM scale, or stage 2; none = the plain backbone")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", action="append", help="a prompt (repeatable); file name = its slug")
+    source.add_argument("--prompts", help="text file (one prompt per line → 0000.mp4, 0001.mp4, ...) or "
+                        "EvalCrafter metadata.json (ids → 0000.mp4 ... 0699.mp4)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--compare", metavar="SPEC", help="side-by-side grids instead of single clips, e.g. "
+                   "base,lora=lora.safetensors,tsm=assemble.safetensors (labels are yours)")
+    p.add_argument("--shard", metavar="I/K", help="generate only shard I of K (0-based) of the prompts")
+    p.add_argument("--seed", type=int,
+                   help="base seed (default: generate.seed); clip seed = hash(seed, prompt)")
+    p.add_argument("--batch-size", type=int, help="prompts per sampler call (default: generate.batch_size)")
+    p.add_argument("--height", type=int, help="pixels; a multiple of 64 for VC2")
+    p.add_argument("--width", type=int, help="pixels; a multiple of 64 for VC2")
+    p.add_argument("--frames", type=int, help="frames per clip")
+    p.add_argument("--steps", type=int, help="DDIM steps")
+    p.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic sampler)")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
+    p.add_argument("--fps", type=int, help="fps the model is conditioned on")
+    p.add_argument("--save-fps", type=float, help="frame rate of the written files (default 10, as VC2)")
+    p.add_argument("--gif", action="store_true", help="also write {id}.gif")
+    p.add_argument("--grid-png", action="store_true", help="also write {id}.png, the frames in a grid")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides as YAML values, e.g. model.checkpoint=/models/vc2/model.ckpt")
+    p.set_defaults(func=_run)

@@ -1,0 +1,199 @@
+"""One generation run: check every input on a meta-device skeleton, load the backbone, attach
+the adapter, generate the pending clips (or one compare grid per prompt), write the files.
+
+All checks that need no weights (prompts, sizes, adapters, the output folder's manifest) run
+before the real model is built, so a bad flag costs seconds, not a checkpoint load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tsm_video.config import RunConfig
+
+from .experts import AdapterSpec, ExpertSwitcher, attach_adapter, inspect_adapter
+from .media import compare_grid
+from .prompts import PromptItem
+from .runner import OutputOptions, RunSummary, check_manifest, pending, run_prompts, write_clip
+from .sampling import generate_clips
+from .settings import GenerateSettings, SettingsError
+
+__all__ = ["Variant", "parse_compare", "spatial_multiple", "prepare", "load_backbone", "run_generate",
+           "run_compare"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model of a run: a label and its adapter (``None`` = the plain backbone)."""
+
+    label: str
+    adapter: Path | None
+
+
+def parse_compare(spec: str) -> list[Variant]:
+    """``"base,lora=A.safetensors,tsm=B.safetensors"`` → variants; ``base`` (no ``=``) is the plain model."""
+    variants = []
+    for entry in (e.strip() for e in spec.split(",")):
+        label, sep, path = entry.partition("=")
+        label = label.strip()
+        if not label or (sep and not path.strip()) or (not sep and label != "base"):
+            raise SettingsError(f"--compare entry {entry!r}: use `base` or LABEL=ADAPTER_FILE")
+        variants.append(Variant(label, Path(path.strip()) if sep else None))
+    labels = [v.label for v in variants]
+    if len(set(labels)) != len(labels) or len(variants) < 2:
+        raise SettingsError(f"--compare needs at least two variants with distinct labels, got {labels}")
+    return variants
+
+
+def _skeleton(cfg: RunConfig) -> nn.Module:
+    from tsm_video.models import build_backbone
+
+    return build_backbone(cfg.model.backbone, device="meta")
+
+
+def spatial_multiple(model: nn.Module) -> int:
+    """Pixel sizes must be multiples of this: VAE downscale × 2^(UNet levels − 1) (64 for VC2)."""
+    return model.vae.downscale * 2 ** (model.unet.num_levels - 1)
+
+
+def prepare(
+    cfg: RunConfig, settings: GenerateSettings, variants: Sequence[Variant]
+) -> dict[str, AdapterSpec]:
+    """Check sizes and adapters against a weightless (meta-device) build of the backbone.
+
+    Each adapter is injected and strictly loaded into its own skeleton, so a file made for another
+    backbone, config or model size fails here. Returns ``{label: spec}`` for adapter variants.
+    """
+    skeleton = _skeleton(cfg)
+    num_timesteps = skeleton.schedule.num_timesteps
+    settings.validate(spatial_multiple(skeleton), num_timesteps)
+    specs = {}
+    for variant in variants:
+        if variant.adapter is not None:
+            spec = inspect_adapter(variant.adapter, cfg.model.backbone, num_timesteps)
+            attach_adapter(_skeleton(cfg), spec)
+            specs[variant.label] = spec
+    return specs
+
+
+def load_backbone(cfg: RunConfig, device: torch.device | str) -> nn.Module:
+    """The base model of ``cfg`` for inference: the run's own trained base when ``train.stages``
+    has ``base``, else ``model.checkpoint``, else a ``run.seed``-seeded random init (tiny models)."""
+    from tsm_video.models import build_backbone
+    from tsm_video.train.stages import base_weights
+
+    torch.manual_seed(cfg.run.seed)  # the random init the trainer builds for this config
+    model = build_backbone(cfg.model.backbone, checkpoint=base_weights(cfg), device=device)
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def _base_identity(cfg: RunConfig) -> dict:
+    from tsm_video.train.stages import base_weights
+
+    weights = base_weights(cfg)
+    if weights is None:
+        return {"backbone": cfg.model.backbone, "weights": None, "init_seed": cfg.run.seed}
+    size = weights.stat().st_size if weights.is_file() else None
+    return {"backbone": cfg.model.backbone, "weights": weights.name, "bytes": size}
+
+
+def _autocast(cfg: RunConfig, device: torch.device):
+    """bf16/fp16 autocast on CUDA as ``model.mixed_precision`` says; full fp32 elsewhere."""
+    precision = cfg.model.mixed_precision
+    if device.type != "cuda" or precision == "no":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _clip_fn(model: nn.Module, settings: GenerateSettings, switcher: ExpertSwitcher | None, cfg: RunConfig,
+             device: torch.device):
+    def clips(prompts, seeds):
+        with _autocast(cfg, device):
+            return generate_clips(model, prompts, seeds, settings, switcher, keep_merged=True)
+
+    return clips
+
+
+def run_generate(
+    cfg: RunConfig,
+    items: Sequence[PromptItem],
+    out_dir: str | Path,
+    settings: GenerateSettings,
+    *,
+    seed: int,
+    batch_size: int,
+    adapter: Path | None,
+    options: OutputOptions,
+    device: str | torch.device,
+    progress: bool = True,
+) -> RunSummary:
+    """Generate ``{id}.mp4`` (+ extras) for every item not already in ``out_dir``."""
+    out_dir, device = Path(out_dir), torch.device(device)
+    spec = prepare(cfg, settings, [Variant("model", adapter)]).get("model")
+    check_manifest(out_dir, {"mode": "generate", "base": _base_identity(cfg), "seed": seed,
+                             "adapter": spec.describe() if spec else None, "settings": settings.to_dict()})
+    todo, done = pending(items, out_dir)
+    if not todo:
+        return RunSummary(skipped=done)
+    model = load_backbone(cfg, device)
+    switcher = attach_adapter(model, spec) if spec else None
+    try:
+        return run_prompts(_clip_fn(model, settings, switcher, cfg, device), items, out_dir, seed=seed,
+                           batch_size=batch_size, options=options, progress=progress)
+    finally:
+        if switcher is not None:
+            switcher.close()
+
+
+def run_compare(
+    cfg: RunConfig,
+    items: Sequence[PromptItem],
+    out_dir: str | Path,
+    settings: GenerateSettings,
+    *,
+    seed: int,
+    batch_size: int,
+    variants: Sequence[Variant],
+    options: OutputOptions,
+    device: str | torch.device,
+    progress: bool = True,
+) -> RunSummary:
+    """Same prompts and seeds through every variant → ``{id}.mp4``: one labelled grid per prompt.
+
+    Each variant's clips go to ``out_dir/<label>/{id}.mp4`` (+ the exact frames as ``{id}.npy``)
+    first, one model in memory at a time and resumable like a plain run; the grids are then
+    composed from the ``.npy`` frames, so they are encoded once.
+    """
+    out_dir, device = Path(out_dir), torch.device(device)
+    specs = prepare(cfg, settings, variants)
+    check_manifest(out_dir, {"mode": "compare", "base": _base_identity(cfg), "seed": seed,
+                             "variants": {v.label: specs[v.label].describe() if v.adapter else None
+                                          for v in variants},
+                             "settings": settings.to_dict()})
+    for variant in variants:
+        if not pending(items, out_dir / variant.label)[0]:
+            continue
+        model = load_backbone(cfg, device)
+        switcher = attach_adapter(model, specs[variant.label]) if variant.adapter else None
+        try:
+            run_prompts(_clip_fn(model, settings, switcher, cfg, device), items, out_dir / variant.label,
+                        seed=seed, batch_size=batch_size, options=replace(options, npy=True),
+                        progress=progress)
+        finally:
+            if switcher is not None:
+                switcher.close()
+        del model, switcher
+    todo, done = pending(items, out_dir)
+    labels = [v.label for v in variants]
+    for item in todo:
+        clips = [np.load(out_dir / label / f"{item.id}.npy") for label in labels]
+        write_clip(out_dir, item.id, compare_grid(clips, labels), options)
+    return RunSummary(written=[it.id for it in todo], skipped=done)
