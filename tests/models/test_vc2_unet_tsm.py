@@ -43,7 +43,7 @@ def test_mixed_timestep_batch_equals_samples_alone():
             if "lora_B" in name or "router" in name:
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))
 
-    x = torch.randn(3, 4, 2, 8, 8, generator=g)
+    x = torch.randn(3, 4, 2, 4, 4, generator=g)
     context = torch.randn(3, 5, 24, generator=g)
     t = torch.tensor([10, 900, 480])  # three different intervals at scale 4
     fps = torch.tensor([8, 28, 16])
