@@ -107,9 +107,18 @@ def test_over_reported_frame_count_redraws_inside_present_frames(video_dir, fram
 
 
 def test_rank_resolution(monkeypatch):
+    from accelerate import PartialState
+
+    monkeypatch.setattr(PartialState, "_shared_state", {})  # as if no Accelerator existed yet
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert resolve_rank() == (3, 4)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    PartialState(cpu=True)  # an initialised accelerate state wins over the environment
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert resolve_rank() == (0, 1)
     assert resolve_rank(rank=1, world_size=2) == (1, 2)
     with pytest.raises(ValueError):
         resolve_rank(rank=2, world_size=2)

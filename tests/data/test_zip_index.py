@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 
+import numpy as np
 import pytest
 
 from tsm_video.data import read_frames, read_index
@@ -96,3 +97,17 @@ def test_jsonl_with_custom_columns(video_dir, tmp_path):
     assert index[0].fps is None
     with pytest.raises(KeyError, match="no column"):
         read_index(path, video_dir)
+
+
+def test_zip_parts_stream_through_forked_workers(video_dir, zip_parts, tmp_path, frame_ids):
+    from tsm_video.data import StreamLoader, VideoClipDataset
+
+    index = read_index(video_dir / "index.csv", zip_parts, zip_cache_dir=tmp_path)
+    index[0].store.read("good_0.mp4")  # handles opened in the parent before the workers fork
+    ds = VideoClipDataset(index, num_frames=4, frame_stride=3, size=None, train=False)
+    batches = list(StreamLoader(ds, batch_size=1, num_workers=2, multiprocessing_context="fork"))
+    assert sorted(i for b in batches for i in b["id"]) == [f"good_{i}.mp4" for i in range(6)]
+    assert ds.skipped == {"unreadable": 1}  # corrupt.mp4, a deflated member that is not a video
+    for b in batches:
+        frames = ((b["pixels"][0].permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()  # t h w c
+        assert np.diff(frame_ids(frames)).tolist() == [3, 3, 3]

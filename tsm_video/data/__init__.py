@@ -3,6 +3,7 @@
 from tsm_video.data.clips import ClipSampler, resize_center_crop, to_model_pixels
 from tsm_video.data.dataset import VideoClipDataset, load_clip
 from tsm_video.data.index import OPENVID_COLUMNS, VideoIndex, VideoRecord, iter_rows, read_index
+from tsm_video.data.latent_cache import LatentCacheDataset, read_uncond, write_latent_cache
 from tsm_video.data.stream import ShardedStream, SkipSample, StreamLoader, collate, resolve_rank
 from tsm_video.data.video_io import VideoReadError, probe_video, read_frames, write_mp4
 from tsm_video.data.zipstore import ZipStore
@@ -10,6 +11,7 @@ from tsm_video.data.zipstore import ZipStore
 __all__ = [
     "OPENVID_COLUMNS",
     "ClipSampler",
+    "LatentCacheDataset",
     "ShardedStream",
     "SkipSample",
     "StreamLoader",
@@ -24,8 +26,10 @@ __all__ = [
     "probe_video",
     "read_frames",
     "read_index",
+    "read_uncond",
     "resize_center_crop",
     "resolve_rank",
     "to_model_pixels",
+    "write_latent_cache",
     "write_mp4",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 __all__ = ["register"]
 
@@ -106,6 +107,8 @@ def _cache(args) -> int:
     except ImportError as err:
         raise SystemExit(f"tsm_video.models.build_backbone is not available: {err}") from err
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda":  # one GPU per rank under `accelerate launch` / torchrun
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
     model = build_backbone(args.backbone, args.checkpoint).to(device).eval()
     index = _read_index(args)
     dataset = VideoClipDataset(

@@ -120,7 +120,7 @@ class ZipStore:
     ``name`` is the member's path inside its archive or, when unique, its base name (OpenVid's
     CSV names videos by file name). ``cache_dir`` holds the JSON member table (default
     ``~/.cache/tsm_video/zip_index``); it is rebuilt when a part's size or mtime changes.
-    Picklable: open file handles are per process and reopened lazily.
+    Picklable and fork-safe: file handles are per process, opened lazily.
     """
 
     def __init__(self, parts: list[str | os.PathLike], cache_dir: str | os.PathLike | None = None) -> None:
@@ -140,6 +140,7 @@ class ZipStore:
         for base in ambiguous:
             del self.members[base]
         self._files: dict[int, io.RawIOBase] = {}
+        self._pid = os.getpid()
 
     def __contains__(self, name: str) -> bool:
         return name in self.members
@@ -149,7 +150,7 @@ class ZipStore:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._files = {}
+        self._files, self._pid = {}, os.getpid()
 
     @staticmethod
     def _member_table(group: list[Path], cache_dir: Path) -> dict[str, tuple[int, int, int, int]]:
@@ -176,6 +177,8 @@ class ZipStore:
     def read(self, name: str) -> bytes:
         """The member's uncompressed bytes. KeyError if absent, ValueError if damaged."""
         member = self.members[name]
+        if self._pid != os.getpid():  # a forked worker: never share file offsets with the parent
+            self._files, self._pid = {}, os.getpid()
         f = self._files.get(member.archive)
         if f is None:
             f = self._files[member.archive] = _ConcatFile(self.groups[member.archive])
