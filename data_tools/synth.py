@@ -29,6 +29,7 @@ __all__ = [
     "SceneSpec",
     "sample_spec",
     "render_scene",
+    "scene_masks",
     "estimate_attributes",
     "make_synthetic_dataset",
 ]
@@ -76,6 +77,10 @@ def sample_spec(rng: np.random.Generator, max_count: int = 3) -> SceneSpec:
     )
 
 
+def _radius(size: tuple[int, int]) -> int:
+    return max(2, int(min(size) * 0.07))
+
+
 def _draw(frame: np.ndarray, shape: str, center: np.ndarray, radius: int, color) -> None:
     x, y = (int(round(v)) for v in center)
     if shape == "circle":
@@ -99,7 +104,7 @@ def render_scene(
     """
     rng = rng or np.random.default_rng(0)
     h, w = size
-    radius = max(2, int(min(h, w) * 0.07))
+    radius = _radius(size)
     dx, dy = DIRECTIONS[spec.direction]
     along, across = (w, h) if dx else (h, w)
     travel = SPEEDS[spec.speed] * along
@@ -121,6 +126,17 @@ def render_scene(
         for c in centres[i]:
             _draw(frames[i], spec.shape, c, radius, COLORS[spec.color])
     return frames, centres
+
+
+def scene_masks(spec: SceneSpec, centres: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Per-object masks (T, count, H, W) bool for the centres :func:`render_scene` returned."""
+    h, w = size
+    radius = _radius(size)
+    masks = np.zeros((*centres.shape[:2], h, w), np.uint8)
+    for t, frame_centres in enumerate(centres):
+        for k, c in enumerate(frame_centres):
+            _draw(masks[t, k], spec.shape, c, radius, 1)
+    return masks.astype(bool)
 
 
 def estimate_attributes(frames: np.ndarray, min_area: int = 4) -> dict:

@@ -11,7 +11,7 @@ import torch
 
 from data_tools.probe import probe_dataset
 from data_tools.subset import allocate, make_subset
-from data_tools.synth import SceneSpec, estimate_attributes, make_synthetic_dataset, render_scene
+from data_tools.synth import SceneSpec, estimate_attributes, make_synthetic_dataset, render_scene, scene_masks
 from tsm_video.cli import main
 from tsm_video.data import OPENVID_COLUMNS, read_frames, read_index
 
@@ -36,6 +36,16 @@ def test_render_moves_as_specified():
     travel = centres[-1, :, 0] - centres[0, :, 0]
     np.testing.assert_allclose(travel, 0.6 * 80)  # fast = 60 % of the width over the clip
     np.testing.assert_allclose(centres[:, :, 1], centres[:1, :, 1].repeat(10, 0))  # lanes stay put
+
+
+def test_masks_cover_exactly_the_drawn_shapes():
+    spec = SceneSpec("red", "square", 3, "slow", "down")
+    frames, centres = render_scene(spec, (64, 48), 6, np.random.default_rng(1))
+    masks = scene_masks(spec, centres, (64, 48))
+    assert masks.shape == (6, 3, 64, 48)
+    drawn = (frames != 20).any(-1)  # anything but the background
+    np.testing.assert_array_equal(masks.any(1), drawn)
+    assert not (masks.sum(1) > 1).any()  # lanes keep the shapes apart
 
 
 def test_synthetic_dataset_format_and_ground_truth(synth):
@@ -177,7 +187,7 @@ def test_cli_synth_subset_probe_cache(tmp_path, monkeypatch, capsys):
         def encode_text(self, prompts):
             return torch.zeros(len(prompts), 5, 6)
 
-    monkeypatch.setattr(tsm_video.models, "build_backbone", lambda name, ckpt: Tiny(), raising=False)
+    monkeypatch.setattr(tsm_video.models, "build_backbone", lambda name, ckpt, device: Tiny())
     assert (
         main(
             [

@@ -109,7 +109,7 @@ def _cache(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":  # one GPU per rank under `accelerate launch` / torchrun
         device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-    model = build_backbone(args.backbone, args.checkpoint).to(device).eval()
+    model = build_backbone(args.backbone, args.checkpoint, device=device).eval()
     index = _read_index(args)
     dataset = VideoClipDataset(
         index,
