@@ -147,9 +147,8 @@ class ShardedStream(IterableDataset):
             if in_worker:
                 skips = Counter()
             yield sample
-        if (
-            in_worker and skips
-        ):  # items skipped after the shard's last sample: a marker carries them (no data)
+        if in_worker and skips:
+            # items skipped after the shard's last sample: a data-less marker carries them
             yield {
                 "_position": torch.tensor([self.epoch, shard, num_shards, taken]),
                 "_skips": json.dumps(skips),
