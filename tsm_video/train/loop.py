@@ -219,9 +219,8 @@ def train_stage(
     unwrapped = accelerator.unwrap_model(objective).model
     if accelerator.is_main_process:
         if run.stage == "base":
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in unwrapped.state_dict().items()}, str(run.output)
-            )
+            state = unwrapped.checkpoint_state_dict()  # official VC2 keys: loads like a model.ckpt
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(run.output))
         else:
             save_adapter(unwrapped, run.output, adapter_metadata(cfg, run))
         extra = {"stage": run.stage, "run_scales": list(run.scales)}

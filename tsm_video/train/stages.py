@@ -39,6 +39,7 @@ __all__ = [
     "check_prerequisites",
     "adapter_metadata",
     "base_weights",
+    "load_trained",
     "ADAPTER_FILE",
     "BASE_FILE",
 ]
@@ -175,10 +176,8 @@ def build_stage_model(
     from tsm_video.models import build_backbone
 
     torch.manual_seed(cfg.run.seed)  # random-init backbones are the same in every run of this config
-    model = build_backbone(cfg.model.backbone, device=device)
-    base = base_weights(cfg) if load_weights else None
-    if run.stage != "base" and base is not None:
-        model.load_checkpoint(base)
+    base = base_weights(cfg) if load_weights and run.stage != "base" else None
+    model = build_backbone(cfg.model.backbone, checkpoint=base, device=device)
     if cfg.model.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
     if run.stage == "base":
@@ -218,3 +217,14 @@ def build_stage_model(
             load_adapter(model, stage1_adapter(cfg, n), expect=expect)
     configure_stage(model, "assemble" if run.stage == "assemble" else "foster")
     return model, ctx
+
+
+def load_trained(cfg: RunConfig, run: StageRun, device: torch.device | str | None = None) -> nn.Module:
+    """A finished run's model for inference: base weights + the run's output, frozen, eval mode."""
+    model, _ = build_stage_model(cfg, run, device)
+    if run.stage == "base":
+        model.load_checkpoint(run.output)  # the base stage's own output, official keys
+    else:
+        load_adapter(model, run.output, expect={"backbone": cfg.model.backbone})
+    model.requires_grad_(False)
+    return model.eval()

@@ -1,60 +1,88 @@
-"""Validation clips during training: fixed prompts → DDIM → VAE decode → mp4, on the main process."""
+"""Clips from fixed prompts with the model being trained: validation every N steps, and the demo.
+
+``sample_clips`` runs the VC2 sampler (DDIM with classifier-free guidance on the empty prompt)
+and decodes; TSM layers follow ``t`` through ``model.predict_noise``. It draws from its own
+seeded generator, so the training RNG is untouched.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 
 from tsm_video.config import RunConfig
 from tsm_video.data.video_io import write_mp4
 from tsm_video.diffusion import VC2Schedule, ddim_sample
+from tsm_video.generation.media import to_uint8_frames
 
-__all__ = ["write_validation_clips", "to_uint8_video"]
-
-
-def to_uint8_video(pixels: torch.Tensor):
-    """(3, F, H, W) in [-1, 1] → (F, H, W, 3) uint8 numpy."""
-    frames = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return frames.permute(1, 2, 3, 0).cpu().numpy()  # f h w c
+__all__ = ["write_validation_clips", "sample_clips"]
 
 
 @torch.no_grad()
+def sample_clips(
+    model: torch.nn.Module,
+    prompts: list[str],
+    size: tuple[int, int, int],
+    steps: int,
+    guidance_scale: float,
+    fps: int,
+    seed: int,
+    eta: float = 0.0,
+    num_timesteps: int = 1000,
+) -> list[np.ndarray]:
+    """One clip per prompt, ``size`` = (frames, height, width) → list of (F, H, W, 3) uint8.
+
+    ``x_T`` and the sampler noise come from ``torch.Generator().manual_seed(seed)``, so two
+    models sampled with the same seed start from the same noise (side-by-side comparisons).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    frames, height, width = size
+    cond = model.encode_text(list(prompts))  # (P, 77, D)
+    uncond = model.encode_text([""])  # (1, 77, D)
+    shape = (len(prompts), model.unet.config["in_channels"], frames, height // 8, width // 8)
+    x_T = torch.randn(shape, generator=generator).to(device)
+    z = ddim_sample(
+        model.predict_noise,
+        x_T,
+        cond,
+        uncond,
+        fps=fps,
+        steps=steps,
+        eta=eta,
+        guidance_scale=guidance_scale,
+        schedule=VC2Schedule(num_timesteps),
+        generator=generator,
+    )
+    video = model.decode(z)  # (P, 3, F, H, W)
+    model.train(was_training)
+    return [to_uint8_frames(clip) for clip in video]
+
+
 def write_validation_clips(
     cfg: RunConfig, model: torch.nn.Module, out_dir: Path, accelerator: Accelerator
 ) -> None:
-    """One clip per ``train.validation.prompts`` at the training resolution; ``<i>.mp4`` in ``out_dir``.
-
-    Uses its own seeded generator (the training RNG is untouched) and restores train mode.
-    """
+    """``train.validation.prompts`` at the training clip size → ``out_dir/<i>.mp4`` (main process only)."""
     if not accelerator.is_main_process:
         return
     v, d = cfg.train.validation, cfg.data
-    was_training = model.training
-    model.eval()
-    device = accelerator.device
-    generator = torch.Generator().manual_seed(v.seed)
     with accelerator.autocast():
-        cond = model.encode_text(list(v.prompts))  # (P, 77, D)
-        uncond = model.encode_text([""])  # (1, 77, D)
-        shape = (len(v.prompts), model.latent_channels, d.num_frames, d.height // 8, d.width // 8)
-        x_T = torch.randn(shape, generator=generator).to(device)
-        z = ddim_sample(
-            model.predict_noise,
-            x_T,
-            cond,
-            uncond,
-            fps=cfg.generate.fps,
-            steps=v.steps,
-            eta=0.0,
-            guidance_scale=v.guidance_scale,
-            schedule=VC2Schedule(cfg.tsm.num_timesteps),
-            generator=generator,
+        clips = sample_clips(
+            model,
+            list(v.prompts),
+            (d.num_frames, d.height, d.width),
+            v.steps,
+            v.guidance_scale,
+            cfg.generate.fps,
+            v.seed,
+            num_timesteps=cfg.tsm.num_timesteps,
         )
-        video = model.decode(z)  # (P, 3, F, H, W)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for i, clip in enumerate(video):
-        write_mp4(out_dir / f"{i:02d}.mp4", to_uint8_video(clip), fps=cfg.generate.fps)
+    for i, clip in enumerate(clips):
+        write_mp4(out_dir / f"{i:02d}.mp4", clip, fps=cfg.generate.fps)
     (out_dir / "prompts.txt").write_text("\n".join(v.prompts) + "\n")
-    model.train(was_training)
