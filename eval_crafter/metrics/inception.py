@@ -137,4 +137,4 @@ class InceptionScore(Metric):
             order = list(probs)
         return {"value": mean, "std": std, "n": len(probs),
                 "frames": int(sum(len(p) for p in probs.values())),
-                "official_key": "IS", "official_value": mean, "order": order}
+                "official": {"IS": mean}, "order": order}
