@@ -130,3 +130,10 @@ def test_construction_does_no_io(tmp_path):
     records = [VideoRecord(f"v{i}", "c", str(tmp_path / f"absent{i}.mp4")) for i in range(10_000)]
     ds = VideoClipDataset(records, seed=0)
     assert len(ds) == 10_000 and not ds.skipped
+
+
+def test_drop_last_yields_only_full_batches(video_dir):
+    ds = _dataset(video_dir, seed=5, rank=0, world_size=1)
+    batches = list(StreamLoader(ds, batch_size=3, num_workers=2, drop_last=True))
+    assert batches and all(len(b["id"]) == 3 and b["pixels"].shape[0] == 3 for b in batches)
+    assert sum(ds.skipped.values()) == 3  # the skips still reach the counter, markers or not

@@ -222,8 +222,10 @@ class StreamLoader:
     """A DataLoader over a :class:`ShardedStream` that keeps the dataset's position current.
 
     Each iteration is the rest of the current epoch; exhausting it advances the epoch. Workers
-    are not persistent, so each iteration's workers start from the saved position. Do not pass
-    it through ``accelerator.prepare``: the stream is already split across ranks.
+    are not persistent, so each iteration's workers start from the saved position. With
+    ``drop_last=True`` every yielded batch is full (a shard's last batch can also be short by
+    skip markers; it is dropped like any partial batch, after its bookkeeping is recorded). Do
+    not pass it through ``accelerator.prepare``: the stream is already split across ranks.
     """
 
     def __init__(
@@ -233,7 +235,9 @@ class StreamLoader:
             raise ValueError(
                 "StreamLoader collates with tsm_video.data.stream.collate (it handles skip markers)"
             )
-        self.dataset = dataset
+        self.dataset, self.batch_size = dataset, batch_size
+        # partial batches are dropped here, after their positions and skips are recorded
+        self.drop_last = loader_kwargs.pop("drop_last", False)
         loader_kwargs["collate_fn"] = collate
         self.loader = DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=False, **loader_kwargs
@@ -242,6 +246,7 @@ class StreamLoader:
     def __iter__(self) -> Iterator[dict]:
         for batch in self.loader:
             self.dataset.observe(batch)
-            if batch:  # a batch of skip markers only carries no data
+            rows = len(next(iter(batch.values()))) if batch else 0  # markers carry no data rows
+            if rows and not (self.drop_last and rows < self.batch_size):
                 yield batch
         self.dataset.end_epoch()
