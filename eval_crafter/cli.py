@@ -50,6 +50,16 @@ def register(subparsers) -> None:
     cmp.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     cmp.set_defaults(func=_run_compare)
 
+    syn = sub.add_parser(
+        "synth-metadata", help="EvalCrafter-format metadata.json for synthetic clips (light backend)",
+        description="Turns data_tools.synth's ground_truth.json into prompts + attributes; pass it "
+                    "to `tsm-video generate --prompts` and `tsm-video eval evalcrafter --backend light "
+                    "--prompts`.")
+    syn.add_argument("--ground-truth", type=Path, required=True,
+                     help="ground_truth.json of make_synthetic_dataset")
+    syn.add_argument("--out", type=Path, required=True)
+    syn.set_defaults(func=_run_synth_metadata)
+
 
 def _run_evalcrafter(args: argparse.Namespace) -> int:
     from eval_crafter.report import markdown_table, write_report
@@ -77,4 +87,16 @@ def _run_compare(args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     if args.out is not None:
         atomic_write_text(args.out, text)
+    return 0
+
+
+def _run_synth_metadata(args: argparse.Namespace) -> int:
+    import json
+
+    from eval_crafter.cache import atomic_write_text
+    from eval_crafter.synthetic import synthetic_metadata
+
+    metadata = synthetic_metadata(json.loads(args.ground_truth.read_text(encoding="utf-8")))
+    atomic_write_text(args.out, json.dumps(metadata, indent=1))
+    sys.stdout.write(f"wrote {len(metadata)} prompts to {args.out}\n")
     return 0

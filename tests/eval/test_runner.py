@@ -42,8 +42,13 @@ def _light_args(videos, prompts, out, *extra):
             "--out", str(out), "--no-progress", *extra]
 
 
-def test_synthetic_metadata_format(synth):
-    _, meta = synth
+def test_synthetic_metadata_format(synth, tmp_path, capsys):
+    root, meta = synth
+    out = tmp_path / "meta.json"
+    assert main(["eval", "synth-metadata", "--ground-truth", str(root / "raw" / "ground_truth.json"),
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == meta and load_metadata(out).keys() == meta.keys()
+    assert "wrote 4 prompts" in capsys.readouterr().out
     entry = meta["0000"]
     assert set(entry) == {"prompt", "attributes", "video"}
     color, count, amp = (entry["attributes"][k] for k in ("color", "count", "amp"))
