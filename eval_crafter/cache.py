@@ -1,15 +1,16 @@
 """Per-video record cache, so an interrupted evaluation resumes where it stopped.
 
 Layout: ``<cache_dir>/<metric>/<video id>.json`` (the record, plus a ``_source``
-fingerprint of the video file: size and mtime) and ``<video id>.<key>.npy`` for every
-numpy array in the record (NaN kept as Python's json ``NaN`` token, so records
-round-trip exactly; reports use :func:`to_jsonable` instead). Writes are atomic (temp file
-+ rename): a killed run leaves only whole records. A record whose video changed since it
-was written is recomputed.
+fingerprint: the video's size and mtime and a digest of its metadata entry) and
+``<video id>.<key>.npy`` for every numpy array in the record. NaN is kept as Python's
+json ``NaN`` token, so records round-trip exactly (reports use :func:`to_jsonable`
+instead). Writes are atomic (temp file + rename): a killed run leaves only whole records.
+A record whose video or prompt entry changed since it was written is recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -66,9 +67,11 @@ def _numpy_scalar(value):
     raise TypeError(f"record value of type {type(value).__name__} is not JSON-able")
 
 
-def _fingerprint(video_path: Path) -> list:
+def _fingerprint(video_path: Path, meta: dict) -> list:
+    """Video file size and mtime, and a digest of the metadata entry it was scored against."""
     stat = video_path.stat()
-    return [stat.st_size, stat.st_mtime_ns]
+    digest = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
+    return [stat.st_size, stat.st_mtime_ns, digest]
 
 
 class RecordCache:
@@ -80,19 +83,19 @@ class RecordCache:
     def _json(self, video_id: str) -> Path:
         return self.root / f"{video_id}.json"
 
-    def load(self, video_id: str, video_path: Path) -> dict | None:
-        """The cached record, or None if absent or written for a different file."""
+    def load(self, video_id: str, video_path: Path, meta: dict) -> dict | None:
+        """The cached record, or None if absent or written for another file or prompt entry."""
         path = self._json(video_id)
         if not path.exists():
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.pop("_source", None) != _fingerprint(video_path):
+        if data.pop("_source", None) != _fingerprint(video_path, meta):
             return None
         for key, name in data.pop("_arrays", {}).items():
             data[key] = np.load(self.root / name, allow_pickle=False)
         return data
 
-    def save(self, video_id: str, video_path: Path, record: dict) -> None:
+    def save(self, video_id: str, video_path: Path, meta: dict, record: dict) -> None:
         """Store ``record``; numpy arrays go to .npy files, written before the JSON."""
         self.root.mkdir(parents=True, exist_ok=True)
         plain, arrays = {}, {}
@@ -106,5 +109,5 @@ class RecordCache:
                 arrays[key] = name
             else:
                 plain[key] = value
-        plain.update(_source=_fingerprint(video_path), _arrays=arrays)
+        plain.update(_source=_fingerprint(video_path, meta), _arrays=arrays)
         atomic_write_text(self._json(video_id), json.dumps(plain, default=_numpy_scalar))  # NaN round-trips

@@ -115,7 +115,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
         for name, metric in metrics.items():
             if not metric.applies_to(meta):
                 continue
-            record = caches[name].load(vid, path)
+            record = caches[name].load(vid, path, meta)
             if record is None:
                 todo.append(name)
             else:
@@ -139,7 +139,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
             except ValueError as err:  # bad input for this metric (e.g. too short)
                 failures.setdefault(name, {})[vid] = str(err)
                 continue
-            caches[name].save(vid, path, record)
+            caches[name].save(vid, path, meta, record)
             records[name][vid] = dict(record)
     # every metric aggregates its records in visiting order (compat IS depends on it)
     order = {p.stem: i for i, p in enumerate(videos)}
