@@ -61,19 +61,15 @@ def _fail(key: str, given: Any, valid: str) -> ConfigError:
     return ConfigError(f"config key `{key}`: got {given!r}; {valid}")
 
 
-def _backbone_names() -> list[str] | None:
-    try:  # TEMPORARY until the registry lands (H3)
-        from tsm_video.models import BACKBONES
-    except ImportError:
-        return None
+def _backbone_names() -> list[str]:
+    from tsm_video.models import BACKBONES
+
     return sorted(BACKBONES)
 
 
-def _preset_names() -> list[str] | None:
-    try:  # TEMPORARY until the presets land (H1)
-        from tsm_video.tsm import PRESETS
-    except ImportError:
-        return None
+def _preset_names() -> list[str]:
+    from tsm_video.tsm import PRESETS
+
     return sorted(PRESETS)
 
 
@@ -84,7 +80,7 @@ def _check_targets(key: str, targets: str | list[str]) -> None:
             raise _fail(key, targets, "a preset name or a non-empty list of module-name suffixes")
         return
     presets = _preset_names()
-    if presets is not None and targets not in presets:
+    if targets not in presets:
         raise _fail(key, targets, f"valid presets: {presets}{_did_you_mean(targets, presets)}")
 
 
@@ -124,7 +120,7 @@ class ModelConfig:
 
     def _validate(self, p: str) -> None:
         names = _backbone_names()
-        if names is not None and self.backbone not in names:
+        if self.backbone not in names:
             raise _fail(f"{p}.backbone", self.backbone,
                         f"valid backbones: {names}{_did_you_mean(self.backbone, names)}")
 

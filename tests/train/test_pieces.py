@@ -44,10 +44,18 @@ def test_rng_state_round_trip_reproduces_every_draw():
     a = TrainRNG(7)
     a.randn_like(torch.zeros(3))
     state = a.state_dict()
-    first = (TimestepSampler("stratified", 4)(8, a), a.randn_like(torch.zeros(2, 5)), a.drop_captions(["x"] * 9, 0.5))
+    first = (
+        TimestepSampler("stratified", 4)(8, a),
+        a.randn_like(torch.zeros(2, 5)),
+        a.drop_captions(["x"] * 9, 0.5),
+    )
     b = TrainRNG(123)
     b.load_state_dict(state)
-    second = (TimestepSampler("stratified", 4)(8, b), b.randn_like(torch.zeros(2, 5)), b.drop_captions(["x"] * 9, 0.5))
+    second = (
+        TimestepSampler("stratified", 4)(8, b),
+        b.randn_like(torch.zeros(2, 5)),
+        b.drop_captions(["x"] * 9, 0.5),
+    )
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]) and first[2] == second[2]
 
 

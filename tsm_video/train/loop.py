@@ -9,6 +9,7 @@ the stage's result (``adapter.safetensors``, or ``model.safetensors`` for ``base
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from tsm_video.train.stages import StageRun, adapter_metadata, build_stage_model
 from tsm_video.train.validation import write_validation_clips
 from tsm_video.tsm import save_adapter
 
-__all__ = ["StageResult", "train_stage", "timestep_sampler", "rank_seed"]
+__all__ = ["StageResult", "train_stage", "timestep_sampler", "rank_seed", "trainable_digest"]
 
 
 @dataclass
@@ -49,6 +50,8 @@ class StageResult:
     steps: int
     interval_loss: list[float | None]  # mean ε-MSE per interval of the core scale over the run
     seconds: float
+    sample_ids: list[str]  # clip ids this rank consumed in this invocation (data audit)
+    digest: str  # sha256 of the trainable tensors at the end (equal on every rank)
 
 
 def timestep_sampler(cfg: RunConfig, run: StageRun) -> TimestepSampler:
@@ -66,6 +69,16 @@ def rank_seed(seed: int, rank: int, run: StageRun) -> int:
     """A distinct, reproducible stream per (run seed, rank, stage run)."""
     words = [seed, rank, sum(run.name.encode())]
     return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def trainable_digest(model: torch.nn.Module) -> str:
+    """sha256 over the trainable tensors' names and bytes (compare ranks, runs, resumes)."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _mixed_precision(cfg: RunConfig) -> str:
@@ -148,11 +161,13 @@ def train_stage(
     # 4. the loop
     device = accelerator.device
     cache = cfg.data.source == "cache"
+    train_text = accelerator.unwrap_model(objective).train_text
     uncond = None
-    if cache:
+    if cache and not train_text:  # cached contexts; dropped captions take the cached "" embedding
         from tsm_video.data.latent_cache import read_uncond
 
         uncond = read_uncond(cfg.data.cache_dir).to(device)
+    seen_ids: list[str] = []
     objective.train()
     bar = tqdm(
         total=run.steps,
@@ -166,17 +181,22 @@ def train_stage(
     batches = forever(loader)
     while progress.step < run.steps:
         batch = next(batches)
+        seen_ids += batch["id"]
         with accelerator.accumulate(objective):
             bsz = len(batch["caption"])
             t = sampler(bsz, rng, device)
             fps = batch["fps"].to(device)
-            if cache:
+            inputs = (
+                {"latents": batch["latents"].to(device)} if cache else {"pixels": batch["pixels"].to(device)}
+            )
+            if uncond is not None:
                 keep = rng.keep_mask(bsz, cfg.data.caption_dropout).to(device)
-                context = torch.where(keep[:, None, None], batch["context"].to(device), uncond)  # (B, L, D)
-                per_sample = objective(t, fps, rng, latents=batch["latents"].to(device), context=context)
-            else:
-                captions = rng.drop_captions(batch["caption"], cfg.data.caption_dropout)
-                per_sample = objective(t, fps, rng, pixels=batch["pixels"].to(device), captions=captions)
+                inputs["context"] = torch.where(
+                    keep[:, None, None], batch["context"].to(device), uncond
+                )  # B L D
+            else:  # text encoded live (through the text LoRA when it trains)
+                inputs["captions"] = rng.drop_captions(batch["caption"], cfg.data.caption_dropout)
+            per_sample = objective(t, fps, rng, **inputs)
             loss = per_sample.mean()
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
@@ -242,4 +262,5 @@ def train_stage(
     )
     if math.isnan(sum(v for v in totals if v is not None)):
         raise FloatingPointError(f"[{run.name}] the loss became NaN")
-    return StageResult(run, run.output, progress.step, totals, time.perf_counter() - start)
+    digest = trainable_digest(unwrapped)
+    return StageResult(run, run.output, progress.step, totals, time.perf_counter() - start, seen_ids, digest)

@@ -23,6 +23,7 @@ from torch import nn
 
 from tsm_video.config import ConfigError, RunConfig
 from tsm_video.tsm import (
+    PRESETS,
     AdapterError,
     TimestepContext,
     configure_stage,
@@ -40,6 +41,7 @@ __all__ = [
     "adapter_metadata",
     "base_weights",
     "load_trained",
+    "text_lora_targets",
     "ADAPTER_FILE",
     "BASE_FILE",
 ]
@@ -160,8 +162,26 @@ def check_prerequisites(cfg: RunConfig, run: StageRun, produced: frozenset[Path]
     return problems
 
 
-def _text_encoder(model: nn.Module) -> nn.Module:
-    return model.text_encoder
+def text_lora_targets(model: nn.Module, targets: str | list[str]) -> list[str]:
+    """The text-LoRA target names inside the text blocks that actually run.
+
+    VC2 reads OpenCLIP at the penultimate layer, so the last block never runs: a LoRA there would
+    never get a gradient (and DDP refuses parameters without one). ``targets``: a preset name or
+    a list of name suffixes.
+    """
+    from tsm_video.models.vc2.text_encoder import LAYERS
+
+    text = model.text_encoder
+    suffixes = PRESETS[targets] if isinstance(targets, str) else targets
+    used = len(text.transformer.resblocks) - LAYERS[text.layer]
+    names = []
+    for name, _ in text.named_modules():
+        if any(name == s or name.endswith("." + s) for s in suffixes):
+            parts = name.split(".")
+            block = int(parts[2]) if name.startswith("transformer.resblocks.") else -1
+            if block < used:
+                names.append(name)
+    return names
 
 
 def build_stage_model(
@@ -200,8 +220,8 @@ def build_stage_model(
     text = cfg.tsm.text_lora
     if text.enabled:
         inject(
-            _text_encoder(model),
-            text.targets,
+            model.text_encoder,
+            text_lora_targets(model, text.targets),
             ctx=None,
             scales=[1],
             rank=text.rank,

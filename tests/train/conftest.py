@@ -1,0 +1,53 @@
+"""Shared fixtures: a small synthetic OpenVid-format dataset and tiny run configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data_tools.synth import make_synthetic_dataset
+from tsm_video.config import RunConfig, parse_config
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """12 synthetic 32x32 clips of 8 frames; returns the CSV (videos/ beside it)."""
+    root = tmp_path_factory.mktemp("synth")
+    return make_synthetic_dataset(root, num_videos=12, seed=0, size=(32, 32), num_frames=8, fps=8.0)
+
+
+def _tiny_config(csv: Path, out: Path, *overrides: str) -> RunConfig:
+    """vc2-tiny on 4x32x32 clips, scales [2, 1], rank 2, text LoRA on, 2 clips per device."""
+    raw = {
+        "run": {"name": "tiny", "output_dir": str(out), "seed": 0},
+        "model": {"backbone": "vc2-tiny", "mixed_precision": "no", "gradient_checkpointing": True},
+        "tsm": {"scales": [2, 1], "rank": 2, "text_lora": {"enabled": True, "rank": 2}},
+        "data": {
+            "csv": str(csv),
+            "videos": str(csv.parent / "videos"),
+            "num_frames": 4,
+            "height": 32,
+            "width": 32,
+            "num_workers": 0,
+            "caption_dropout": 0.5,
+        },
+        "train": {
+            "stages": ["foster", "assemble"],
+            "steps": {"base": 1, "foster": 2, "assemble": 1},
+            "global_batch_size": 4,
+            "per_device_batch_size": 2,
+            "checkpoint_every": 1,
+            "log_every": 1,
+            "keep_last": 2,
+            "validation": {"every": 0},
+        },
+        "generate": {"fps": 8},
+    }
+    return parse_config(raw, overrides)
+
+
+@pytest.fixture
+def tiny_config():
+    """``tiny_config(csv, out_dir, *overrides)`` → a validated tiny :class:`RunConfig`."""
+    return _tiny_config
