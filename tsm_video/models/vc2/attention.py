@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ATTENTION_BACKENDS", "CrossAttention", "RelativePosition", "attention", "xformers_available"]
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "CrossAttention",
+    "RelativePosition",
+    "attention",
+    "check_backend",
+    "xformers_available",
+]
 
 ATTENTION_BACKENDS = ("auto", "sdpa", "math", "xformers")
 
