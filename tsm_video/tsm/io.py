@@ -114,6 +114,8 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, expect: dict | None 
     layers = dict(tsm_layers(model))
     targets: dict[str, nn.Parameter] = {}
     for name, cfg in meta["layers"].items():
+        cfg = {k: cfg.get(k) for k in ("kind", "rank", "alpha", "num_timesteps", "mode", "gate_activation",
+                                       "router")} | {"scales": cfg.get("scales") or []}
         layer = layers.get(name)
         if layer is None:
             problems.append(f"unexpected module {name!r}: not a TSM layer of this model")

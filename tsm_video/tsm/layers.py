@@ -30,7 +30,8 @@ class TSMLayer(nn.Module):
     - ``foster``: one scale, its expert of ``t`` with ``w = 1`` (scale 1 = vanilla LoRA, no ctx).
     - ``assemble``: finest scale = core (``w = 1``); the other scales' experts of ``t`` are
       context experts weighted per token by a centred :class:`Router` (zero at init).
-    - ``moe``: symmetric ablation; every selected expert is gated by an uncentred router.
+    - ``moe``: symmetric ablation; every selected expert is gated by an uncentred router (with
+      activation ``none`` it starts at ``W0`` alone, with ``softmax`` at the experts' mean).
 
     Input rows may fold extra axes into the batch (``(b f)``, ``(b h w)``), batch outermost:
     with ``N`` rows and ``B`` timesteps, rows ``[b·N/B, (b+1)·N/B)`` belong to sample ``b``.
@@ -90,9 +91,16 @@ class TSMLayer(nn.Module):
     def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
         raise NotImplementedError
 
-    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor, g: Tensor | None) -> Tensor:
-        """``(α/r)·Σ_k g_k B_k A_k x`` per sample (``g`` None: all weights 1), shaped like ``base(x)``."""
+    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        """``(α/r)·Σ_k w_k B_k A_k x`` per sample with the gathered experts, shaped like ``base(x)``."""
         raise NotImplementedError
+
+    def _weights(self, logits: Tensor) -> Tensor:
+        """Per-token expert weights from router logits ``FC(x)``; in assemble the core's weight 1 first."""
+        g = self.router.activate(logits, self.ctx.timestep_index().to(logits.device))
+        if self.mode == "assemble" and self.merged_interval is None:
+            g = torch.cat([torch.ones_like(g.narrow(self._channel_dim, 0, 1)), g], dim=self._channel_dim)
+        return g
 
     @property
     def adapter_dtype(self) -> torch.dtype:
@@ -138,12 +146,7 @@ class TSMLayer(nn.Module):
                 "batch outermost ((b f) / (b h w)) and set one timestep per sample"
             )
         xa = x.to(self.adapter_dtype)
-        g = None
-        if self.router is not None:
-            g = self.router(xa, self.ctx.timestep_index().to(x.device))
-            if self.mode == "assemble" and self.merged_interval is None:  # core expert: weight 1
-                g = torch.cat([torch.ones_like(g.narrow(self._channel_dim, 0, 1)), g], dim=self._channel_dim)
-        d = self._lowrank(xa, self._bank("lora_A")[ids], self._bank("lora_B")[ids], g)
+        d = self._lowrank(xa, self._bank("lora_A")[ids], self._bank("lora_B")[ids])
         return y.add_(d.to(y.dtype))  # in place: a Linear/Conv backward never reads its output
 
     def delta_weight(self, scale: int, interval: int) -> Tensor:
@@ -188,13 +191,22 @@ class TSMLinear(TSMLayer):
     def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
         return nn.Linear(self.base.in_features, gates, bias=False, **dd)
 
-    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor, g: Tensor | None) -> Tensor:
-        """x (N, ..., in); a (B, k, r, in); b (B, k, out, r); g (N, ..., k) or None → (N, ..., out)."""
+    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        """x (N, ..., in); a (B, k, r, in); b (B, k, out, r) → (N, ..., out).
+
+        The router's ``FC`` rows ride along in the ``A`` matmul: one pass over ``x`` and one input
+        gradient for both.
+        """
         nb, k, r = a.shape[:3]
         xs = x.reshape(nb, -1, x.shape[-1])  # (B, M, in): a sample's rows are contiguous
-        h = torch.bmm(xs, a.reshape(nb, k * r, -1).transpose(1, 2)) * self.scaling  # (B, M, k·r)
-        if g is not None:
-            h = (h.view(nb, -1, k, r) * g.reshape(nb, -1, k, 1)).view(nb, -1, k * r)  # (B, M, k·r)
+        w = a.reshape(nb, k * r, -1)  # (B, k·r, in)
+        if self.router is not None:
+            w = torch.cat([w, self.router.fc.weight.expand(nb, -1, -1)], dim=1)  # (B, k·r + G, in)
+        p = torch.bmm(xs, w.transpose(1, 2))  # (B, M, k·r [+ G])
+        h = p[..., : k * r] * self.scaling  # (B, M, k·r)
+        if self.router is not None:
+            g = self._weights(p[..., k * r :])  # logits (B, M, G) → weights (B, M, k)
+            h = (h.view(nb, -1, k, r) * g.unsqueeze(-1)).view(nb, -1, k * r)  # (B, M, k·r)
         d = torch.bmm(h, b.transpose(2, 3).reshape(nb, k * r, -1))  # (B, M, out)
         return d.reshape(*x.shape[:-1], -1)  # (N, ..., out)
 
@@ -225,8 +237,8 @@ class TSMConv(TSMLayer):
         return _CONV_CLS[self.dims](self.base.in_channels, gates, self.base.kernel_size, bias=False,
                                     **self._geometry(), **dd)
 
-    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor, g: Tensor | None) -> Tensor:
-        """x (N, C, *S); a (B, k, r, C, *K); b (B, k, out, r); g (N, k, *S') or None → (N, out, *S')."""
+    def _lowrank(self, x: Tensor, a: Tensor, b: Tensor) -> Tensor:
+        """x (N, C, *S); a (B, k, r, C, *K); b (B, k, out, r) → (N, out, *S')."""
         nb, k, r = a.shape[:3]
         n, f = x.shape[0], x.shape[0] // nb
         xg = x.reshape(nb, f, *x.shape[1:]).transpose(0, 1).reshape(f, -1, *x.shape[2:])  # f (B C) *S
@@ -234,7 +246,8 @@ class TSMConv(TSMLayer):
                                 **self._geometry())  # f (B k r) *S'
         out_spatial = h.shape[2:]
         h = h.reshape(f, nb, k, r, -1) * self.scaling  # f B k r (S')
-        if g is not None:
-            h = h * g.reshape(nb, f, k, 1, -1).transpose(0, 1)  # gates (b f) k *S' → f B k 1 (S')
+        if self.router is not None:
+            g = self._weights(self.router.fc(x))  # (B f) k *S'
+            h = h * g.reshape(nb, f, k, 1, -1).transpose(0, 1)  # f B k 1 (S')
         d = torch.einsum("fbkrs,bkor->bfos", h, b)  # B f out (S')
         return d.reshape(n, -1, *out_spatial)  # (B f) out *S'

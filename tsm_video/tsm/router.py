@@ -49,7 +49,10 @@ class Router(nn.Module):
 
         Returns ``fc(x)``'s layout with ``G`` channels: (N, ..., G) for linear, (N, G, *S) for conv.
         """
-        z = self.fc(x)
+        return self.activate(self.fc(x), t_index)
+
+    def activate(self, z: Tensor, t_index: Tensor) -> Tensor:
+        """Gates from precomputed logits ``z = fc(x)`` (N, ..., G) or (N, G, *S), N a multiple of B."""
         n, b = z.shape[0], t_index.shape[0]
         e = self.emb(t_index).repeat_interleave(n // b, dim=0)  # (N, G), batch outermost
         ones = [1] * (z.ndim - 2)
