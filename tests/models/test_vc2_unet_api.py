@@ -98,6 +98,7 @@ def test_structure_follows_flags():
         ({"num_head_channels": -1, "num_heads": 2}, "addition_attention"),
         ({"dropout": 1.5}, "dropout"),
         ({"num_head_channels": 128}, "num_head_channels"),
+        ({"attention_resolutions": [2, 4]}, "attention_resolutions"),
     ],
 )
 def test_bad_params_fail_at_init_naming_the_key(overrides, key):
@@ -136,6 +137,9 @@ def test_bad_inputs_are_rejected():
         unet(x[..., :3], t, context, fps=fps)
     with pytest.raises(ValueError, match="x must be"):
         unet(x[:, :3], t, context, fps=fps)
+    image_unet = VC2UNet.from_lvdm_config({**TINY, "use_image_attention": True})
+    with pytest.raises(ValueError, match="image tokens"):
+        image_unet(x, t, context, fps=fps)
     with pytest.raises(ValueError, match="unknown attention backend"):
         unet.set_attention_backend("flash")
     with torch.no_grad():  # an int fps is broadcast, as in the official forward

@@ -164,7 +164,10 @@ class TemporalTransformer(nn.Module):
     With ``only_self_att`` (VC2), ``attn2`` is a second self-attention: context is ignored and
     ``to_k``/``to_v`` map ``inner → inner``; ``causal`` masks future frames in both attentions.
     Otherwise ``attn2`` cross-attends every position to its sample's context and, as in the
-    official code, the causal mask is not applied.
+    official code, the causal mask is not applied. (The official code builds the causal mask at
+    ``temporal_length`` frames and tiles the context over ``h*w // f`` positions, so it only runs when
+    ``f == temporal_length`` and ``f`` divides ``h*w``; where it runs, this computes the same values,
+    and it also runs for any other ``f``.)
 
     Shapes: x ``(b f) c h w``; context ``(b, L, D)`` per sample (not repeated over frames) or ``None``
     → ``(b f) c h w``. Tokens are ``(b h w) f c`` (batch outermost).

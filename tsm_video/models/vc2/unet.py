@@ -250,6 +250,12 @@ class VC2UNet(nn.Module):
             raise ValueError(f"timesteps must be (B,) = ({b},), got {tuple(timesteps.shape)}")
         if context.ndim != 3 or context.shape[0] != b or context.shape[2] != cfg["context_dim"]:
             raise ValueError(f"context must be ({b}, L, {cfg['context_dim']}), got {tuple(context.shape)}")
+        text_length = CrossAttention.TEXT_CONTEXT_LEN
+        if cfg["use_image_attention"] and context.shape[1] <= text_length:
+            raise ValueError(
+                f"use_image_attention: context must hold {text_length} text tokens followed by image tokens, "
+                f"got length {context.shape[1]}"
+            )
         if not self.fps_cond:
             return None
         if fps is None:

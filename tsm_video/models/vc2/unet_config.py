@@ -170,6 +170,13 @@ def _check_values(cfg: dict[str, Any]) -> None:
             raise ValueError(f"unet param {key!r}: true needs 'temporal_length'")
     if cfg["temporal_length"] is not None and cfg["temporal_length"] < 1:
         raise ValueError(f"unet param 'temporal_length' must be >= 1, got {cfg['temporal_length']}")
+    reachable = [2**level for level in range(len(cfg["channel_mult"]))]
+    unreachable = sorted(set(cfg["attention_resolutions"]) - set(reachable))
+    if unreachable:
+        raise ValueError(
+            f"unet param 'attention_resolutions': {unreachable} never occur; with "
+            f"{len(cfg['channel_mult'])} levels the downsampling factors are {reachable}"
+        )
     for mult in [1, *cfg["channel_mult"]]:
         channels = mult * cfg["model_channels"]
         if channels % _GROUPS:
