@@ -115,18 +115,19 @@ def amp_video(tmp_path_factory, raft_source):
     return video, direct
 
 
-@pytest.mark.parametrize("mode", ["compat", "fixed"])
-def test_amplitude_end_to_end(models, amp_video, mode):
+def test_amplitude_end_to_end(models, amp_video):
     video, direct = amp_video
-    metric = MotionAmplitude(models, mode=mode, batch_size=2)
+    metric = MotionAmplitude(models, batch_size=2)
     meta = {"prompt": "x", "attributes": {"amp": "large"}}
     record = metric.score(video, meta)  # weights converted from the original layout
     assert record["pair_means"] == pytest.approx(scoring.pair_flow_means(direct), rel=1e-4)
-    expected = (scoring.motion_ac_score_fixed(direct, "large", (122, 126)) if mode == "fixed"
-                else scoring.motion_ac_score(direct, "large"))
-    assert record["flow_score"] == pytest.approx(expected[0], rel=1e-4)
-    assert record["motion_ac_score"] == int(record["amp_pred"] == "large") and record["amp"] == "large"
-    no_amp = amplitude_record(direct, {"prompt": "x", "attributes": {}}, (122, 126), mode)
+    flow, pred, hit = scoring.motion_ac_score(direct, "large")
+    assert record["flow_score"] == pytest.approx(flow, rel=1e-4)
+    assert (record["amp_pred"], record["motion_ac_score"], record["amp"]) == (pred, hit, "large")
+    # fixed mode differs only in the scoring rule applied to the same flows
+    fixed = amplitude_record(direct, meta, (122, 126), "fixed")
+    assert fixed["flow_score"] == pytest.approx(scoring.motion_ac_score_fixed(direct, "large", (122, 126))[0])
+    no_amp = amplitude_record(direct, {"prompt": "x", "attributes": {}}, (122, 126), "compat")
     assert "motion_ac_score" not in no_amp and np.isfinite(no_amp["flow_score"])
     agg = metric.aggregate({"0004": record, "0005": no_amp}, {})
     assert agg["n"] == 1 and agg["n_flow"] == 2

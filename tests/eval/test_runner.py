@@ -172,3 +172,23 @@ def test_full_backend_amplitude_with_official_metadata(tmp_path):
     assert math.isnan(reported["IS"])
     assert math.isnan(report["evalcrafter"]["motion_quality"])  # no action score measured
     assert report["label"] == "EvalCrafter (compat)"
+
+
+def test_record_cache_round_trip_and_invalidation(tmp_path):
+    from eval_crafter.cache import RecordCache, from_jsonable, to_jsonable
+
+    video = tmp_path / "0000.mp4"
+    video.write_bytes(b"frames")
+    meta = {"prompt": "a red car", "attributes": {"color": "red car"}}
+    cache = RecordCache(tmp_path / "cache")
+    record = {"probs": np.arange(6, dtype=np.float32).reshape(2, 3), "flow_score": float("nan"), "n": 2}
+    cache.save("0000", video, meta, record)
+    loaded = cache.load("0000", video, meta)
+    np.testing.assert_array_equal(loaded["probs"], record["probs"])
+    assert math.isnan(loaded["flow_score"]) and loaded["n"] == 2
+    assert cache.load("0000", video, {**meta, "prompt": "a blue car"}) is None  # other prompt entry
+    video.write_bytes(b"other frames")
+    assert cache.load("0000", video, meta) is None  # other file
+    assert cache.load("0001", video, meta) is None
+    assert from_jsonable(to_jsonable({"a": [float("nan"), float("inf"), 1.5, "x"]})) == {
+        "a": [pytest.approx(float("nan"), nan_ok=True), float("inf"), 1.5, "x"]}
