@@ -154,3 +154,12 @@ def test_model_level_merge_helpers(perturb):
     merge_interval(net, 1, scale=4)
     merge_timestep(net, 10)  # scale-1 layers merge interval 0, scale-4 layers interval 0
     assert {m.merged_interval for _, m in tsm_layers(net)} == {0}
+
+
+def test_model_level_merge_skips_symmetric_moe_layers():
+    net, ctx = TinyNet(), TimestepContext(T)
+    inject(net, "vc2", ctx, [4, 2], rank=2, mode="moe")
+    with pytest.raises(ValueError, match="no TSM layer has core scale"):
+        merge_interval(net, 0, scale=4)
+    merge_timestep(net, 500)
+    assert all(m.merged_interval is None for _, m in tsm_layers(net))

@@ -45,9 +45,10 @@ def merge_interval(model: nn.Module, interval: int, scale: int | None = None) ->
     """Merge core expert ``interval`` into ``W0`` in every TSM layer whose core scale is ``scale``.
 
     ``scale=None`` requires all layers to share one core scale. Layers stay merged until
-    :func:`unmerge_all`; a merged layer refuses batches outside that interval.
+    :func:`unmerge_all`; a merged layer refuses batches outside that interval. Symmetric-MoE
+    layers have no core expert and are skipped (as in :func:`merge_timestep`).
     """
-    layers = [layer for _, layer in tsm_layers(model)]
+    layers = [layer for _, layer in tsm_layers(model) if layer.mode != "moe"]
     cores = sorted({layer.scales[0] for layer in layers})
     if scale is None:
         if len(cores) != 1:
@@ -67,6 +68,8 @@ def merge_timestep(model: nn.Module, t: int | float) -> None:
     only re-merges at interval boundaries.
     """
     for _, layer in tsm_layers(model):
+        if layer.mode == "moe":
+            continue
         core = layer.scales[0]
         at = layer.ctx.schedule.interval_index(torch.tensor([t]), core) if layer.ctx is not None else [0]
         layer.merge(int(at[0]))
