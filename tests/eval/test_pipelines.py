@@ -115,6 +115,7 @@ def amp_video(tmp_path_factory, raft_source):
     return video, direct
 
 
+@pytest.mark.slow
 def test_amplitude_end_to_end(models, amp_video):
     video, direct = amp_video
     metric = MotionAmplitude(models, batch_size=2)
@@ -154,6 +155,7 @@ def test_fid_inception_blocks_pool_as_the_tf_graph(inception_saved):
     assert torch.allclose(out[:, -pool.shape[1]:], pool)
 
 
+@pytest.mark.slow
 def test_inception_score_end_to_end(tmp_path, models, inception_saved):
     metric = InceptionScore(models, batch_size=3)
     videos = [_video(tmp_path / f"000{i}.mp4", num_frames=n, size=(24, 32), seed=i)
@@ -194,6 +196,7 @@ def test_mmaction_test_sampling_and_crops():
     assert views[0, 0, 0, 0, 0] < views[2, 0, 0, 0, 0] < views[1, 0, 0, 0, 0]
 
 
+@pytest.mark.slow
 def test_action_end_to_end(tmp_path, models, action_source):
     metric = ActionScore(models, batch_size=4)
     x = torch.randn(2, 16, 3, 224, 224)

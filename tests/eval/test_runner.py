@@ -147,6 +147,7 @@ def test_missing_models_fail_before_any_video(synth, tmp_path):
         EvalSettings(videos=root / "videos", models=None, out=tmp_path / "r.json")
 
 
+@pytest.mark.slow
 def test_full_backend_amplitude_with_official_metadata(tmp_path):
     """Official prompt ids: motion_ac over the amp prompts, flow_score over all, the official
     aggregation fed with the measured values."""
