@@ -1,0 +1,197 @@
+"""Seconds per generated clip: plain VC2 vs vanilla LoRA merged vs TSM stage 1 (merged per
+interval) vs TSM stage 2 (core merged per interval + router-gated context experts).
+
+Side by side in one process: four models with identical base weights (same seed), the same
+prompt and clip seed, the real sampling path (``generate_clips``: text encoder, DDIM with CFG,
+the ``ExpertSwitcher`` DDIM callback, VAE decode). Adapters: ``vc2`` targets (to_k/to_v of
+every attention), rank 4, random non-zero experts and router. LoRA = scale 1; stage 1 = scale
+8; stage 2 = scales 8, 4, 2, 1. Every call merges and unmerges its experts (``W0`` restored
+afterwards), so switching costs are included.
+
+CPU (default): the ``vc2-tiny`` backbone at 64×64, 8 frames, 10 steps (``--quick``: 32×32,
+4 frames, 4 steps). CUDA when available: the full ``vc2`` config (1.85 B parameters, random
+weights) at 320×512, 16 frames, 50 steps (``--quick``: 10 steps) under bf16 autocast.
+Time: the best of interleaved repetitions (variants round-robin with a rotating start, after one
+warm-up each; the minimum is the estimate least disturbed by other jobs on a shared machine;
+medians are recorded too), wall seconds and, on CPU, process CPU seconds.
+Writes ``benchmarks/results/generate.json`` (top-level ``ratios``: ``merged_vs_base`` = the
+slower of LoRA and stage 1, ``router_vs_base`` = stage 2; also ``lora_vs_base``,
+``foster_vs_base``) and the ``generate`` section of ``benchmarks/RESULTS.md``.
+
+    python benchmarks/generate.py [--quick] [--reps N] [--device cpu|cuda] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from tsm_video.generation import ExpertSwitcher, GenerateSettings, clip_seed, generate_clips
+from tsm_video.models import build_backbone
+from tsm_video.tsm import TimestepContext, inject, tsm_layers
+
+ROOT = Path(__file__).resolve().parent
+VARIANTS = {"base": None, "lora": ([1], "foster"), "foster": ([8], "foster"),
+            "assemble": ([8, 4, 2, 1], "assemble")}
+GOALS = {"merged_vs_base": 1.02, "router_vs_base": 1.10}
+PROMPT = "a corgi running on the beach at sunset"
+
+
+def _model(backbone: str, device: str, variant: str, dtype: torch.dtype | None):
+    """Base weights from one seed; the variant's TSM layers with random non-zero parameters."""
+    torch.manual_seed(0)
+    model = build_backbone(backbone, device=device, dtype=dtype).eval().requires_grad_(False)
+    switcher = None
+    if VARIANTS[variant] is not None:
+        scales, mode = VARIANTS[variant]
+        ctx = TimestepContext(model.schedule.num_timesteps)
+        inject(model.unet, "vc2", ctx=ctx, scales=scales, rank=4, alpha=4.0, mode=mode)
+        gen = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for _, layer in tsm_layers(model):
+                for p in layer.parameters():
+                    if p is not layer.base.weight and p is not layer.base.bias:
+                        p.copy_(torch.randn(p.shape, generator=gen).to(p) * 0.05)
+        model.tsm_ctx = ctx
+        switcher = ExpertSwitcher(model, model.schedule.num_timesteps)
+    return model, switcher
+
+
+def _time_one(model, switcher, settings, device: str, autocast) -> tuple[float, float]:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
+    with autocast():
+        generate_clips(model, [PROMPT], [clip_seed(0, PROMPT)], settings, switcher)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes and few steps (< 1 min on 2 cores)")
+    parser.add_argument("--reps", type=int, help="timed repetitions per variant (default 2 quick, 5 full)")
+    parser.add_argument("--device", choices=["cpu", "cuda"],
+                        default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 avoids "
+                        "spinning GEMM barriers on a machine shared with other jobs")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reps = args.reps or (3 if args.quick else 15)
+    if args.device == "cuda":
+        backbone, dtype = "vc2", torch.bfloat16
+        settings = GenerateSettings(steps=10 if args.quick else 50)  # VC2: 320×512, 16 frames, eta 1, CFG 12
+
+        def autocast():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+    else:
+        backbone, dtype = "vc2-tiny", None
+        settings = (GenerateSettings(height=32, width=32, num_frames=4, steps=4) if args.quick
+                    else GenerateSettings(height=64, width=64, num_frames=8, steps=10))
+        autocast = contextlib.nullcontext
+    load_start = os.getloadavg()[0]
+    models = {v: _model(backbone, args.device, v, dtype) for v in VARIANTS}
+    times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
+    for model, switcher in models.values():  # warm-up (kernels, allocator, first merges)
+        _time_one(model, switcher, settings, args.device, autocast)
+    order = list(models)
+    for rep in range(reps):  # round robin, rotating who goes first
+        for v in order[rep % len(order):] + order[:rep % len(order)]:
+            times[v].append(_time_one(*models[v], settings, args.device, autocast))
+    results = {v: {"seconds_per_clip": min(w for w, _ in t),
+                   "median_seconds_per_clip": statistics.median(w for w, _ in t),
+                   "cpu_seconds_per_clip": min(c for _, c in t),
+                   "reps_wall": [round(w, 4) for w, _ in t]} for v, t in times.items()}
+    base = results["base"]["seconds_per_clip"]
+    per = {f"{v}_vs_base": results[v]["seconds_per_clip"] / base for v in ("lora", "foster", "assemble")}
+    ratios = {"merged_vs_base": max(per["lora_vs_base"], per["foster_vs_base"]),
+              "router_vs_base": per["assemble_vs_base"], **per}
+    base_cpu = results["base"]["cpu_seconds_per_clip"]
+    cpu_ratios = {f"{v}_vs_base": results[v]["cpu_seconds_per_clip"] / base_cpu
+                  for v in ("lora", "foster", "assemble")}
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    record = {
+        "benchmark": "generate",
+        "quick": args.quick,
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+                    "device": device_name, "torch": torch.__version__, "python": platform.python_version(),
+                    "load_average_start_end": [load_start, os.getloadavg()[0]]},
+        "setup": {"backbone": backbone, "dtype": str(dtype or torch.float32), "settings": settings.to_dict(),
+                  "batch": 1, "reps": reps, "rank": 4, "targets": "vc2",
+                  "tsm_layers": len(tsm_layers(models["assemble"][0]))},
+        "results": results,
+        "ratios": ratios,
+        "cpu_time_ratios": cpu_ratios if args.device == "cpu" else None,
+        "goals": GOALS,
+        "goals_met": {k: ratios[k] <= GOALS[k] for k in GOALS},
+    }
+    out = ROOT / "results" / "generate.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    _write_section(record)
+    print(json.dumps({"results": results, "ratios": ratios, "cpu_time_ratios": record["cpu_time_ratios"]},
+                     indent=2))
+
+
+def _write_section(record: dict) -> None:
+    """Replace this benchmark's section of benchmarks/RESULTS.md (other sections kept)."""
+    path = ROOT / "RESULTS.md"
+    start, end = "<!-- generate:start -->", "<!-- generate:end -->"
+    m, s, r = record["machine"], record["setup"], record["results"]
+    st = s["settings"]
+    cpu = record["cpu_time_ratios"]
+    names = {"base": "plain VC2", "lora": "vanilla LoRA, merged once", "foster": "TSM stage 1 (n=8), merged "
+             "per interval", "assemble": "TSM stage 2 (8,4,2,1), core merged + context experts"}
+    rows = [f"| {names[v]} | {r[v]['seconds_per_clip']:.3f} | {r[v]['cpu_seconds_per_clip']:.3f} | "
+            f"{r[v]['seconds_per_clip'] / r['base']['seconds_per_clip']:.3f} |" for v in VARIANTS]
+    section = "\n".join([
+        start,
+        "## generate — seconds per clip (`benchmarks/generate.py`)",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, device {m['device']}, torch "
+        f"{m['torch']}. Backbone `{s['backbone']}` ({s['dtype']}, random weights), {st['height']}×"
+        f"{st['width']}, {st['num_frames']} frames, DDIM {st['steps']} steps, eta {st['eta']}, CFG "
+        f"{st['guidance_scale']}, batch 1, {s['tsm_layers']} TSM layers (rank 4). "
+        f"{'Quick run. ' if record['quick'] else ''}Best of {s['reps']} interleaved reps after a warm-up "
+        "(medians in the JSON); "
+        f"load average {m['load_average_start_end'][0]:.1f} → {m['load_average_start_end'][1]:.1f}.",
+        "",
+        "| model | s / clip | CPU s / clip | × base |",
+        "| --- | --- | --- | --- |",
+        *rows,
+        "",
+        "Ratios (wall time): " + ", ".join(
+            f"{k} **{record['ratios'][k]:.3f}** (goal ≤ {GOALS[k]:.2f}"
+            f"{'' if record['goals_met'][k] else ', not met'})" for k in GOALS) + "."
+        + ("" if cpu is None else
+           " CPU-time ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in cpu.items()) + "."),
+        end,
+    ])
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if start in text:
+        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
