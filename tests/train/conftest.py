@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
+import torch
 
 from data_tools.synth import make_synthetic_dataset
 from tsm_video.config import RunConfig, parse_config
@@ -17,11 +19,35 @@ def synth_data(tmp_path_factory) -> Path:
     return make_synthetic_dataset(root, num_videos=12, seed=0, size=(32, 32), num_frames=8, fps=8.0)
 
 
-def _tiny_config(csv: Path, out: Path, *overrides: str) -> RunConfig:
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A vc2-tiny base checkpoint (official keys) whose zero-initialised branches (every proj_out,
+    out_layers.3, ...) are pushed off zero, so attention LoRA experts get real gradients."""
+    from safetensors.torch import save_file
+
+    from tsm_video.models import build_backbone
+
+    torch.manual_seed(0)
+    model = build_backbone("vc2-tiny")
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("base") / "tiny_base.safetensors"
+    save_file({k: v.contiguous() for k, v in model.checkpoint_state_dict().items()}, str(path))
+    return path
+
+
+def _tiny_config(csv: Path, out: Path, *overrides: str, base: Path | None = None) -> RunConfig:
     """vc2-tiny on 4x32x32 clips, scales [2, 1], rank 2, text LoRA on, 2 clips per device."""
     raw = {
         "run": {"name": "tiny", "output_dir": str(out), "seed": 0},
-        "model": {"backbone": "vc2-tiny", "mixed_precision": "no", "gradient_checkpointing": True},
+        "model": {
+            "backbone": "vc2-tiny",
+            "mixed_precision": "no",
+            "gradient_checkpointing": True,
+            "checkpoint": None if base is None else str(base),
+        },
         "tsm": {"scales": [2, 1], "rank": 2, "text_lora": {"enabled": True, "rank": 2}},
         "data": {
             "csv": str(csv),
@@ -47,7 +73,7 @@ def _tiny_config(csv: Path, out: Path, *overrides: str) -> RunConfig:
     return parse_config(raw, overrides)
 
 
-@pytest.fixture
-def tiny_config():
-    """``tiny_config(csv, out_dir, *overrides)`` → a validated tiny :class:`RunConfig`."""
-    return _tiny_config
+@pytest.fixture(scope="session")
+def tiny_config(tiny_base):
+    """``tiny_config(csv, out_dir, *overrides)`` → a validated tiny :class:`RunConfig` on ``tiny_base``."""
+    return functools.partial(_tiny_config, base=tiny_base)

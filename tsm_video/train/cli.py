@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["register"]
 
 
 def _train(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
     from tsm_video.config import ConfigError, load_config
     from tsm_video.train.plan import describe_plan
     from tsm_video.train.runner import run_training
@@ -19,7 +18,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.cfg, args.overrides)
         if args.dry_run:
-            print(describe_plan(cfg, plan_stages(cfg, args.stage, args.scale), PartialState().num_processes))
+            processes = int(os.environ.get("WORLD_SIZE", 1))  # set by accelerate launch / torchrun
+            print(describe_plan(cfg, plan_stages(cfg, args.stage, args.scale), processes))
             return 0
         run_training(cfg, args.stage, args.scale, resume=args.resume)
     except ConfigError as e:

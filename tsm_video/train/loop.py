@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
@@ -107,13 +107,13 @@ def train_stage(
 ) -> StageResult:
     """Train one stage run to ``run.steps`` optimizer steps and write its outputs."""
     start = time.perf_counter()
-    accum = cfg.train.gradient_accumulation(PartialState().num_processes)
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg),
-        gradient_accumulation_steps=accum,
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(run.dir), logging_dir=str(run.dir / "logs")),
     )
+    accum = cfg.train.gradient_accumulation(accelerator.num_processes)
+    accelerator.gradient_accumulation_steps = accum
     say = accelerator.print if print_fn is print else (lambda s: accelerator.is_main_process and print_fn(s))
 
     # 1. model: base weights, TSM layers, the stage's trainable set

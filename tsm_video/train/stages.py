@@ -126,10 +126,10 @@ def check_prerequisites(cfg: RunConfig, run: StageRun, produced: frozenset[Path]
     found from file headers only — before any model is built. Files in ``produced`` (outputs
     of earlier runs of the same command) count as present."""
     problems = []
-    base = base_weights(cfg)
-    if run.stage != "base" and base is not None and base not in produced and not base.is_file():
-        hint = "run `--stage base` first" if "base" in cfg.train.stages else "set model.checkpoint"
-        problems.append(f"base model {base} not found: {hint}")
+    base = base_weights(cfg)  # a missing model.checkpoint is reported by config.missing_paths
+    own_base = "base" in cfg.train.stages
+    if run.stage != "base" and own_base and base not in produced and not base.is_file():
+        problems.append(f"base model {base} not found: run `--stage base` first")
     if run.stage != "assemble":
         return problems
     for n in cfg.tsm.scales:
