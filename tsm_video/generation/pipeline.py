@@ -58,22 +58,23 @@ def _skeleton(cfg: RunConfig) -> nn.Module:
     return build_backbone(cfg.model.backbone, device="meta")
 
 
-def spatial_multiple(model: nn.Module) -> int:
+def spatial_multiple(arch: dict) -> int:
     """Pixel sizes must be multiples of this: VAE downscale × 2^(UNet levels − 1) (64 for VC2)."""
-    return model.vae.downscale * 2 ** (model.unet.num_levels - 1)
+    return 2 ** (len(arch["vae"]["ch_mult"]) - 1) * 2 ** (len(arch["unet"]["channel_mult"]) - 1)
 
 
 def prepare(
     cfg: RunConfig, settings: GenerateSettings, variants: Sequence[Variant]
 ) -> dict[str, AdapterSpec]:
-    """Check sizes and adapters against a weightless (meta-device) build of the backbone.
-
-    Each adapter is injected and strictly loaded into its own skeleton, so a file made for another
-    backbone, config or model size fails here. Returns ``{label: spec}`` for adapter variants.
+    """Check sizes against the backbone's arch and each adapter against a weightless (meta-device)
+    build of it: the adapter is injected and strictly loaded into its own skeleton, so a file made
+    for another backbone, config or model size fails here. Returns ``{label: spec}``.
     """
-    skeleton = _skeleton(cfg)
-    num_timesteps = skeleton.schedule.num_timesteps
-    settings.validate(spatial_multiple(skeleton), num_timesteps)
+    from tsm_video.models import BACKBONES
+
+    arch = BACKBONES[cfg.model.backbone]
+    num_timesteps = arch["schedule"]["num_timesteps"]
+    settings.validate(spatial_multiple(arch), num_timesteps)
     specs = {}
     for variant in variants:
         if variant.adapter is not None:
