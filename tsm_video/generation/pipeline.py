@@ -18,7 +18,7 @@ from torch import nn
 
 from tsm_video.config import RunConfig
 
-from .experts import AdapterSpec, ExpertSwitcher, attach_adapter, inspect_adapter
+from .experts import AdapterSpec, attach_adapter, inspect_adapter
 from .media import compare_grid
 from .prompts import PromptItem
 from .runner import OutputOptions, RunSummary, check_manifest, pending, run_prompts, write_clip
@@ -114,13 +114,21 @@ def _autocast(cfg: RunConfig, device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def _clip_fn(model: nn.Module, settings: GenerateSettings, switcher: ExpertSwitcher | None, cfg: RunConfig,
-             device: torch.device):
+def _generate_into(cfg: RunConfig, spec: AdapterSpec | None, items: Sequence[PromptItem], out_dir: Path,
+                   settings: GenerateSettings, device: torch.device, **run_options) -> RunSummary:
+    """Load the base, attach ``spec`` (if any), generate the missing clips, restore ``W0``."""
+    model = load_backbone(cfg, device)
+    switcher = attach_adapter(model, spec) if spec else None
+
     def clips(prompts, seeds):
         with _autocast(cfg, device):
             return generate_clips(model, prompts, seeds, settings, switcher, keep_merged=True)
 
-    return clips
+    try:
+        return run_prompts(clips, items, out_dir, **run_options)
+    finally:
+        if switcher is not None:
+            switcher.close()
 
 
 def run_generate(
@@ -144,14 +152,8 @@ def run_generate(
     todo, done = pending(items, out_dir)
     if not todo:
         return RunSummary(skipped=done)
-    model = load_backbone(cfg, device)
-    switcher = attach_adapter(model, spec) if spec else None
-    try:
-        return run_prompts(_clip_fn(model, settings, switcher, cfg, device), items, out_dir, seed=seed,
-                           batch_size=batch_size, options=options, progress=progress)
-    finally:
-        if switcher is not None:
-            switcher.close()
+    return _generate_into(cfg, spec, items, out_dir, settings, device, seed=seed, batch_size=batch_size,
+                          options=options, progress=progress)
 
 
 def run_compare(
@@ -180,18 +182,10 @@ def run_compare(
                                           for v in variants},
                              "settings": settings.to_dict()})
     for variant in variants:
-        if not pending(items, out_dir / variant.label)[0]:
-            continue
-        model = load_backbone(cfg, device)
-        switcher = attach_adapter(model, specs[variant.label]) if variant.adapter else None
-        try:
-            run_prompts(_clip_fn(model, settings, switcher, cfg, device), items, out_dir / variant.label,
-                        seed=seed, batch_size=batch_size, options=replace(options, npy=True),
-                        progress=progress)
-        finally:
-            if switcher is not None:
-                switcher.close()
-        del model, switcher
+        if pending(items, out_dir / variant.label)[0]:
+            _generate_into(cfg, specs.get(variant.label), items, out_dir / variant.label, settings, device,
+                           seed=seed, batch_size=batch_size, options=replace(options, npy=True),
+                           progress=progress)
     todo, done = pending(items, out_dir)
     labels = [v.label for v in variants]
     for item in todo:
