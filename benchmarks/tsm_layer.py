@@ -12,10 +12,11 @@ layer); ``foster`` (scale 8, the two clips in different intervals); ``assemble``
 8,4,2,1, experts frozen, router trains). Inference (forward, no grad): ``base_infer`` vs
 ``merged`` (scale-8 expert merged into W0).
 
-Time: median over interleaved repetitions. Peak memory: Linux peak resident set (``VmHWM``)
-growth during one iteration after resetting it through ``/proc/self/clear_refs``, with glibc's
-mmap threshold pinned at 64 KiB so every tensor buffer is mapped on allocation and unmapped on
-free (otherwise freed buffers stay resident and the growth reads 0).
+Time: median over interleaved repetitions (order alternating; inference rows get 3× the reps).
+Peak memory: Linux peak resident set (``VmHWM``) growth during one iteration after resetting
+it through ``/proc/self/clear_refs``, with glibc's mmap threshold pinned at 64 KiB so every
+tensor buffer is mapped on allocation and unmapped on free (otherwise freed buffers stay
+resident and the growth reads 0).
 ``--quick`` shrinks width to 320 and the latent grid to 16×32 (stated in the JSON).
 Writes ``benchmarks/results/tsm_layer.json`` (``ratios``: ``foster_vs_lora``,
 ``assemble_vs_lora``, ``merged_vs_base``; time, lower is better, worst layout) and the
@@ -140,8 +141,9 @@ def run_layout(name: str, shape: tuple[int, ...], width: int, reps: int) -> dict
             peaks = {v: _peak_mib(fn) for v, fn in steps.items()}  # also the warm-up
             times: dict[str, list[float]] = {v: [] for v in variants}
             cpu: dict[str, list[float]] = {v: [] for v in variants}
-            for _ in range(reps):  # interleaved, so load changes hit every variant alike
-                for v, fn in steps.items():
+            order = list(steps.items())
+            for rep in range(reps if group else 3 * reps):  # inference rows are cheap: 3× the reps
+                for v, fn in order if rep % 2 == 0 else order[::-1]:  # interleaved, alternating order
                     t0, c0 = time.perf_counter(), time.process_time()
                     fn()
                     times[v].append(time.perf_counter() - t0)
@@ -237,8 +239,8 @@ def _write_section(record: dict) -> None:
         f"Layouts: spatial {lay['spatial']}, temporal {lay['temporal']} (two {s['frames_per_clip']}-frame "
         f"clips of {s['latents'][1]}×{s['latents'][2]} latents, mixed timesteps), rank 4. Load average "
         f"{m['load_average_start_end'][0]:.1f} → {m['load_average_start_end'][1]:.1f}. Training rows: "
-        f"forward + backward, base frozen; inference rows: forward only. Median of {s['reps']} interleaved "
-        "reps (wall and process CPU time); "
+        f"forward + backward, base frozen; inference rows: forward only. Median of {s['reps']} (inference: "
+        f"{3 * s['reps']}) interleaved reps, alternating order (wall and process CPU time); "
         f"memory: {s['memory_method']}.",
         "",
         "| variant | spatial s | spatial CPU s | spatial peak MiB | temporal s | temporal CPU s "
