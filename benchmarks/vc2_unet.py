@@ -6,7 +6,8 @@ einsum + softmax path (the parity reference), side by side in one process, inter
 median over repetitions; peak memory is the growth of the Linux peak resident set (``VmHWM``, reset
 through ``/proc/self/clear_refs``) during one forward, with glibc's mmap threshold pinned at 64 KiB
 so freed tensor buffers leave the resident set.
-``--quick`` runs ``1×4×4×8×8`` latents instead (stated in the JSON); the model is full-size either way.
+``--quick`` runs ``1×4×4×8×8`` latents without warm-up (stated in the JSON); the model is full-size
+either way.
 
 GPU part (only when CUDA is available, skipped cleanly otherwise): one bf16 training step
 (autocast, frozen bf16 base weights, fp32 adapters, AdamW, activation checkpointing) at batch 1 of
@@ -16,7 +17,7 @@ vs TSM assembling (scales 8,4,2,1; the router trains): median step time and peak
 Writes ``benchmarks/results/vc2_unet.json`` (top-level ``ratios``, ``machine``) and the
 ``vc2_unet`` section of ``benchmarks/RESULTS.md``.
 
-    python benchmarks/vc2_unet.py [--quick] [--reps N] [--threads N]
+    python benchmarks/vc2_unet.py [--quick] [--reps N] [--threads N] [--out PATH] [--no-results-md]
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def timed_peak(fn: Callable[[], torch.Tensor]) -> tuple[float, float | None, tor
     return seconds, peak, result
 
 
-def cpu_part(shape: tuple[int, ...], reps: int) -> dict:
+def cpu_part(shape: tuple[int, ...], reps: int, warmup: bool) -> dict:
     torch.manual_seed(0)
     build_start = time.perf_counter()
     unet = build_unet("cpu").eval()
@@ -125,7 +126,7 @@ def cpu_part(shape: tuple[int, ...], reps: int) -> dict:
         return run
 
     runs: dict[str, list[tuple[float, float | None]]] = {b: [] for b in BACKENDS}
-    for backend in BACKENDS:  # warm-up (kernels, allocator) on a tiny clip
+    for backend in BACKENDS if warmup else ():  # warm-up (kernels, allocator) on a tiny clip
         unet.set_attention_backend(backend)
         forward(warm)()
     eps = {}
@@ -145,6 +146,7 @@ def cpu_part(shape: tuple[int, ...], reps: int) -> dict:
         }
     return {
         "shape": list(shape),
+        "warmup": warmup,
         "build_seconds": round(build_seconds, 1),
         "results": results,
         "max_abs_diff_sdpa_vs_math": (eps["sdpa"] - eps["math"]).abs().max().item(),
@@ -239,7 +241,7 @@ def _write_section(record: dict) -> None:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} torch threads, torch {m['torch']}; "
         f"load average {m['load_average_start_end'][0]:.1f} → {m['load_average_start_end'][1]:.1f}. "
         f"CPU forward (no grad, fp32) at {shape} latents"
-        f"{' (--quick; the full run uses 1×4×16×40×64)' if record['quick'] else ''}, "
+        f"{' (--quick, no warm-up; the full run uses 1×4×16×40×64)' if record['quick'] else ''}, "
         f"context 1×77×1024; median of {record['reps']} interleaved reps; memory: {record['memory_method']}.",
         "",
         "| attention | forward s | peak RSS growth MiB |",
@@ -290,6 +292,7 @@ def main() -> None:
     parser.add_argument("--gpu-reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", default=str(ROOT / "results" / "vc2_unet.json"))
+    parser.add_argument("--no-results-md", action="store_true", help="do not update benchmarks/RESULTS.md")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -297,7 +300,7 @@ def main() -> None:
     pinned = _pin_mmap_threshold()
     load_start = os.getloadavg()[0]
 
-    cpu = cpu_part(QUICK_SHAPE if args.quick else FULL_SHAPE, reps)
+    cpu = cpu_part(QUICK_SHAPE if args.quick else FULL_SHAPE, reps, warmup=not args.quick)
     if torch.cuda.is_available():
         gpu = train_step_part("cuda", lambda: build_unet("cuda"), FULL_SHAPE, args.gpu_reps)
     else:
@@ -315,7 +318,9 @@ def main() -> None:
     record = {
         "benchmark": "vc2_unet",
         "quick": args.quick,
-        "quick_note": f"CPU shape {list(QUICK_SHAPE)} instead of {list(FULL_SHAPE)}" if args.quick else None,
+        "quick_note": f"CPU shape {list(QUICK_SHAPE)} instead of {list(FULL_SHAPE)}, no warm-up"
+        if args.quick
+        else None,
         "reps": reps,
         "gpu_reps": args.gpu_reps,
         "memory_method": "peak RSS growth during one forward (VmHWM after /proc/self/clear_refs; "
@@ -337,7 +342,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({"ratios": ratios, "cpu": cpu["results"]}, indent=1))
-    _write_section(record)
+    if not args.no_results_md:
+        _write_section(record)
 
 
 if __name__ == "__main__":
