@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import torch
+
 from tsm_video.config import RunConfig
 from tsm_video.data import StreamLoader, VideoClipDataset, read_index
 from tsm_video.data.latent_cache import LatentCacheDataset
@@ -39,8 +41,14 @@ def build_stream(cfg: RunConfig, rank: int, world_size: int) -> tuple[ShardedStr
         dataset = LatentCacheDataset(
             d.cache_dir, train=True, seed=cfg.run.seed, rank=rank, world_size=world_size
         )
+    # The loader's own generator: creating an iterator must not draw from the global torch RNG,
+    # which the model's dropout (VC2's temporal convs) uses and a resumed run restores exactly.
     loader = StreamLoader(
-        dataset, batch_size=cfg.train.per_device_batch_size, num_workers=d.num_workers, drop_last=True
+        dataset,
+        batch_size=cfg.train.per_device_batch_size,
+        num_workers=d.num_workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.run.seed),
     )
     return dataset, loader
 
