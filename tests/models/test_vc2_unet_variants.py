@@ -1,6 +1,6 @@
 """VC2UNet equals the official LVDM UNet on flag combinations beyond VC2's (fixture unet_variants.*).
 
-Weights are rebuilt from keys and a seed (see tests/fixtures/vc2/make_unet_variants.py), so this also
+Weights are rebuilt from keys and a seed (see tests/tools/make_unet_variants.py), so this also
 checks that every variant's state-dict keys and shapes equal the official ones.
 """
 
@@ -17,7 +17,9 @@ from safetensors.torch import load_file
 from tsm_video.models.vc2 import VC2UNet
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "vc2"
-_spec = importlib.util.spec_from_file_location("make_unet_variants", FIXTURES / "make_unet_variants.py")
+_spec = importlib.util.spec_from_file_location(
+    "make_unet_variants", Path(__file__).resolve().parent.parent / "tools" / "make_unet_variants.py"
+)
 variants = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(variants)
 
