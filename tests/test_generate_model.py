@@ -46,16 +46,6 @@ def _perturb(module: torch.nn.Module, seed: int, std: float) -> None:
             p.add_(torch.randn(p.shape, generator=gen) * std)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread here: on a shared 2-core machine, 2-thread GEMMs on these tiny tensors
-    spin at their barriers and run ~10× slower. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny() -> VC2Model:
     torch.manual_seed(0)

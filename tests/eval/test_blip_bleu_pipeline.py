@@ -34,15 +34,6 @@ IMAGE_SIZE = 32  # the tiny processor's (and vision tower's) input size
 WORDS = ["a", "dog", "cat", "red", "car", "on", "the", "beach", "is", "running"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models are tiny: a second intra-op thread only adds contention on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _write_opt_tokenizer(folder: Path) -> GPT2Tokenizer:
     """A byte-level BPE tokenizer (OPT's class) over a tiny vocab: specials, words, letters."""
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}

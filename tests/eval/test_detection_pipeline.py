@@ -49,15 +49,6 @@ NUM_QUERIES = 10
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "dog", "car", "red", "fire", "hydrant", "person"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models are tiny: a second intra-op thread only adds contention on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _save_grounding_dino(folder: Path, vocab_dir: Path) -> None:
     (vocab_dir / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     processor = GroundingDinoProcessor(
