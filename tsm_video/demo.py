@@ -36,7 +36,7 @@ from tsm_video.train.validation import sample_clips
 __all__ = ["run_demo", "DEMO_CONFIG"]
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-NUM_TRAIN_VIDEOS = 96
+NUM_TRAIN_VIDEOS = 64
 NUM_HELDOUT_VIDEOS = 16
 NUM_PROMPTS = 3
 

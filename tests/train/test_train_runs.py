@@ -137,15 +137,17 @@ def test_two_processes_see_disjoint_data_and_end_identical(tmp_path, synth_data,
 
     save_config(cfg, tmp_path / "cfg.yaml")
     worker = Path(__file__).with_name("ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # `--cpu` alone starts one process unless mpirun is installed; the torchrun launcher with
+    # ACCELERATE_USE_CPU runs two CPU processes over gloo (see docs/training.md)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "accelerate.commands.launch",
+            "--multi_gpu",
             "--num_processes",
             "2",
-            "--cpu",
             "--num_machines",
             "1",
             "--mixed_precision",
@@ -162,6 +164,8 @@ def test_two_processes_see_disjoint_data_and_end_identical(tmp_path, synth_data,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = sorted(p.name for p in (tmp_path / "ranks").iterdir())
+    assert written == ["rank0.json", "rank1.json"], (written, proc.stdout[-2000:], proc.stderr[-2000:])
     ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
     ids = [set(r["ids"]) for r in ranks]
