@@ -121,8 +121,11 @@ class ModelConfig:
     def _validate(self, p: str) -> None:
         names = _backbone_names()
         if self.backbone not in names:
-            raise _fail(f"{p}.backbone", self.backbone,
-                        f"valid backbones: {names}{_did_you_mean(self.backbone, names)}")
+            raise _fail(
+                f"{p}.backbone",
+                self.backbone,
+                f"valid backbones: {names}{_did_you_mean(self.backbone, names)}",
+            )
 
 
 @dataclass
@@ -166,15 +169,20 @@ class TSMConfig:
         if any(n <= 0 for n in s):
             raise _fail(f"{p}.scales", s, "every interval count must be a positive integer")
         if len(set(s)) != len(s):
-            raise _fail(f"{p}.scales", s,
-                        f"scales must not repeat; did you mean {sorted(set(s), reverse=True)}?")
+            raise _fail(
+                f"{p}.scales", s, f"scales must not repeat; did you mean {sorted(set(s), reverse=True)}?"
+            )
         if s != sorted(s, reverse=True):
-            raise _fail(f"{p}.scales", s,
-                        f"scales must be strictly decreasing (finest = core first); "
-                        f"did you mean {sorted(s, reverse=True)}?")
+            raise _fail(
+                f"{p}.scales",
+                s,
+                f"scales must be strictly decreasing (finest = core first); "
+                f"did you mean {sorted(s, reverse=True)}?",
+            )
         if max(s) > self.num_timesteps:
-            raise _fail(f"{p}.scales", s,
-                        f"an interval count cannot exceed num_timesteps={self.num_timesteps}")
+            raise _fail(
+                f"{p}.scales", s, f"an interval count cannot exceed num_timesteps={self.num_timesteps}"
+            )
         if self.rank <= 0:
             raise _fail(f"{p}.rank", self.rank, "the LoRA rank must be a positive integer")
         if self.alpha is not None and self.alpha <= 0:
@@ -310,14 +318,22 @@ class TrainConfig:
             raise _fail(f"{p}.adam_betas", self.adam_betas, "two numbers in [0, 1)")
         if self.max_grad_norm < 0:
             raise _fail(f"{p}.max_grad_norm", self.max_grad_norm, "must be >= 0 (0 = no clipping)")
-        positive = ("global_batch_size", "per_device_batch_size", "checkpoint_every", "keep_last",
-                    "log_every")
+        positive = (
+            "global_batch_size",
+            "per_device_batch_size",
+            "checkpoint_every",
+            "keep_last",
+            "log_every",
+        )
         for key in positive:
             if getattr(self, key) <= 0:
                 raise _fail(f"{p}.{key}", getattr(self, key), "must be a positive integer")
         if self.global_batch_size % self.per_device_batch_size:
-            raise _fail(f"{p}.global_batch_size", self.global_batch_size,
-                        f"must be divisible by per_device_batch_size={self.per_device_batch_size}")
+            raise _fail(
+                f"{p}.global_batch_size",
+                self.global_batch_size,
+                f"must be divisible by per_device_batch_size={self.per_device_batch_size}",
+            )
         if self.warmup_steps < 0:
             raise _fail(f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
         if self.foster_interval is not None and self.foster_interval < 0:
@@ -328,9 +344,12 @@ class TrainConfig:
         """Accumulation steps so that per-device batch x accumulation x processes = global batch."""
         per_step = self.per_device_batch_size * num_processes
         if self.global_batch_size % per_step:
-            raise _fail("train.global_batch_size", self.global_batch_size,
-                        f"must be divisible by per_device_batch_size x processes = "
-                        f"{self.per_device_batch_size} x {num_processes} = {per_step}")
+            raise _fail(
+                "train.global_batch_size",
+                self.global_batch_size,
+                f"must be divisible by per_device_batch_size x processes = "
+                f"{self.per_device_batch_size} x {num_processes} = {per_step}",
+            )
         return self.global_batch_size // per_step
 
 
@@ -371,12 +390,18 @@ class RunConfig:
         for f in dataclasses.fields(self):
             getattr(self, f.name)._validate(f.name)
         if "assemble" in self.train.stages and len(self.tsm.scales) < 2:
-            raise _fail("tsm.scales", self.tsm.scales,
-                        "stage `assemble` needs at least two scales (a core and a context scale)")
+            raise _fail(
+                "tsm.scales",
+                self.tsm.scales,
+                "stage `assemble` needs at least two scales (a core and a context scale)",
+            )
         fi = self.train.foster_interval
         if fi is not None and fi >= min(self.tsm.scales, default=1) and "foster" in self.train.stages:
-            raise _fail("train.foster_interval", fi,
-                        f"must be < every fostered scale (smallest is {min(self.tsm.scales)})")
+            raise _fail(
+                "train.foster_interval",
+                fi,
+                f"must be < every fostered scale (smallest is {min(self.tsm.scales)})",
+            )
 
     @property
     def run_dir(self) -> Path:
@@ -459,8 +484,10 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     for k, v in data.items():
         key = f"{prefix}.{k}" if prefix else str(k)
         if k not in names:
-            raise ConfigError(f"unknown config key `{key}`{_did_you_mean(k, names)}; "
-                              f"valid keys{' of ' + prefix if prefix else ''}: {names}")
+            raise ConfigError(
+                f"unknown config key `{key}`{_did_you_mean(k, names)}; "
+                f"valid keys{' of ' + prefix if prefix else ''}: {names}"
+            )
         kwargs[k] = _convert(hints[k], v, key)
     return cls(**kwargs)
 
@@ -478,7 +505,7 @@ def _apply_override(raw: dict, override: str) -> None:
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: `{'.'.join(parts[:i + 1])}` is not a section")
+            raise ConfigError(f"override {override!r}: `{'.'.join(parts[: i + 1])}` is not a section")
         node = child
     node[parts[-1]] = value
 
