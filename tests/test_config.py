@@ -36,8 +36,17 @@ def test_recipe_values():
 
 
 def test_overrides_are_yaml_scalars_and_lists():
-    cfg = parse_config({}, ["tsm.scales=[16, 8]", "train.lr=1e-4", "model.checkpoint=null",
-                            "model.mixed_precision=no", "run.name=x", "data.videos=[a.zip, b.zip]"])
+    cfg = parse_config(
+        {},
+        [
+            "tsm.scales=[16, 8]",
+            "train.lr=1e-4",
+            "model.checkpoint=null",
+            "model.mixed_precision=no",
+            "run.name=x",
+            "data.videos=[a.zip, b.zip]",
+        ],
+    )
     assert cfg.tsm.scales == [16, 8]
     assert cfg.train.lr == pytest.approx(1e-4)
     assert cfg.model.checkpoint is None
@@ -58,8 +67,10 @@ def test_overrides_do_not_mutate_the_input():
         ("train.lrr=1", ["`train.lrr`", "did you mean 'lr'", "valid keys of train"]),
         ("tsm.scale=[4]", ["`tsm.scale`", "did you mean 'scales'"]),
         ("tsm.scales=[]", ["`tsm.scales`", "at least one"]),
-        ("tsm.scales=[2, 8, 4]",
-         ["`tsm.scales`", "[2, 8, 4]", "strictly decreasing", "did you mean [8, 4, 2]"]),
+        (
+            "tsm.scales=[2, 8, 4]",
+            ["`tsm.scales`", "[2, 8, 4]", "strictly decreasing", "did you mean [8, 4, 2]"],
+        ),
         ("tsm.scales=[8, 4, 4]", ["`tsm.scales`", "must not repeat", "[8, 4]"]),
         ("tsm.scales=[4, 0]", ["`tsm.scales`", "positive"]),
         ("tsm.scales=[a]", ["`tsm.scales[0]`", "integer"]),
@@ -78,6 +89,8 @@ def test_overrides_do_not_mutate_the_input():
         ("model.gradient_checkpointing=1", ["`model.gradient_checkpointing`", "true or false"]),
         ("train.validation.every=-1", ["`train.validation.every`"]),
         ("lr", ["key.sub=value"]),
+        ("generate.steps=3", ["`generate.steps`", "reaches 1000"]),
+        ("train.validation.steps=0", ["`train.validation.steps`"]),
     ],
 )
 def test_bad_values_name_key_and_fix(override, needles):
@@ -114,8 +127,12 @@ def test_file_errors(tmp_path):
 
 
 def test_missing_paths_listed(tmp_path):
-    cfg = parse_config({"model": {"checkpoint": str(tmp_path / "model.ckpt")},
-                        "data": {"csv": str(tmp_path / "x.csv"), "videos": [str(tmp_path / "p0.zip")]}})
+    cfg = parse_config(
+        {
+            "model": {"checkpoint": str(tmp_path / "model.ckpt")},
+            "data": {"csv": str(tmp_path / "x.csv"), "videos": [str(tmp_path / "p0.zip")]},
+        }
+    )
     missing = missing_paths(cfg)
     assert any(m.startswith("model.checkpoint") for m in missing)
     assert any(m.startswith("data.csv") for m in missing)

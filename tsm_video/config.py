@@ -84,6 +84,21 @@ def _check_targets(key: str, targets: str | list[str]) -> None:
         raise _fail(key, targets, f"valid presets: {presets}{_did_you_mean(targets, presets)}")
 
 
+def _check_ddim_steps(key: str, steps: int, num_timesteps: int = 1000) -> None:
+    """VC2's DDIM grid ``range(0, T, T // S) + 1`` must stay below ``T`` (e.g. S = 3 reaches 1000)."""
+    if steps <= 0 or steps > num_timesteps:
+        raise _fail(key, steps, f"DDIM steps must be in [1, {num_timesteps}]")
+    last = range(0, num_timesteps, num_timesteps // steps)[-1] + 1
+    if last >= num_timesteps:
+        ok = [n for n in (10, 20, 25, 50, 100) if n != steps]
+        raise _fail(
+            key,
+            steps,
+            f"the DDIM grid range(0, {num_timesteps}, {num_timesteps // steps}) + 1 reaches "
+            f"{last} >= T; use a step count such as {ok}",
+        )
+
+
 def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(str(word), list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -268,8 +283,7 @@ class ValidationConfig:
             raise _fail(f"{p}.every", self.every, "must be >= 0 (0 = off)")
         if self.every and not self.prompts:
             raise _fail(f"{p}.prompts", self.prompts, "give at least one prompt, or set every: 0")
-        if self.steps <= 0:
-            raise _fail(f"{p}.steps", self.steps, "must be a positive integer")
+        _check_ddim_steps(f"{p}.steps", self.steps)
 
 
 @dataclass
@@ -370,7 +384,8 @@ class GenerateConfig:
             v = getattr(self, key)
             if v <= 0 or v % 8:
                 raise _fail(f"{p}.{key}", v, "must be a positive multiple of 8 (the VAE downsamples by 8)")
-        for key in ("num_frames", "steps", "fps", "batch_size"):
+        _check_ddim_steps(f"{p}.steps", self.steps)
+        for key in ("num_frames", "fps", "batch_size"):
             if getattr(self, key) <= 0:
                 raise _fail(f"{p}.{key}", getattr(self, key), "must be a positive integer")
         if self.eta < 0:
