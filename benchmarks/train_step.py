@@ -7,9 +7,9 @@ the stage's trainable set (gradient checkpointing off), with
 - ``foster``: TSM stage 1 at scale 8, timesteps stratified so one batch mixes 8 intervals;
 - ``assemble``: TSM stage 2 with scales 8,4,2,1 (experts frozen, routers train).
 
-Time is the median over repetitions; peak memory is CUDA's peak allocation above the resident
-model and optimizer state on a GPU, or on the CPU the peak resident-set growth of a fresh
-subprocess per variant (model + optimizer state + step). Writes
+All variants are built and warmed up first, then timed in interleaved rounds (median per
+variant). Memory: on a GPU, the step's peak allocation above the resident model; on the CPU,
+the bytes autograd saves for backward + gradients + AdamW state of the trainable set. Writes
 ``benchmarks/results/train_step.json`` (``ratios``: ``foster_vs_lora``, ``assemble_vs_lora``,
 time ratios, lower is better; goals ≤ 1.10 and ≤ 1.30) and the section of ``benchmarks/RESULTS.md``.
 
@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import platform
-import resource
 import statistics
 import time
 from pathlib import Path
@@ -74,7 +72,7 @@ def _setup(variant: str, device: str, batch: int, frames: int, size: int):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return step, sum(p.numel() for p in params)
+    return step, params, opt
 
 
 def _sync(device: str) -> None:
@@ -82,36 +80,57 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(variant: str, device: str, reps: int, batch: int, frames: int, size: int) -> dict:
-    """Time (median s/step) and peak memory (MiB) of one variant, in this process."""
-    step, trainable = _setup(variant, device, batch, frames, size)
-    step()  # warm-up (allocates optimizer state)
-    _sync(device)
+def _saved_bytes(step) -> int:
+    """Bytes of every tensor autograd saves for backward during one step (the activation memory)."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()
+    return total
+
+
+def _memory_mib(step, params, opt, device: str) -> float:
+    """CUDA: peak allocation of one step above the resident model; CPU: activations saved for
+    backward + trainable parameters' gradients + AdamW state (what the step adds to the model)."""
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
         step()
         _sync(device)
-        times.append(time.perf_counter() - start)
-    # CUDA: peak allocation above the resident model + optimizer state; CPU: filled in by _child
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.startswith("cuda") else None
-    return {
-        "seconds_per_step": statistics.median(times),
-        "times": times,
-        "peak_mib": peak,
-        "trainable_params": trainable,
-    }
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    state = sum(
+        v.numel() * v.element_size() for st in opt.state.values() for v in st.values() if torch.is_tensor(v)
+    )
+    grads = sum(p.numel() * p.element_size() for p in params)
+    return (_saved_bytes(step) + state + grads) / 2**20
 
 
-def _child(variant: str, device: str, reps: int, batch: int, frames: int, size: int, queue) -> None:
-    """CPU: peak resident-set growth of a fresh process over build + steps (model, state, activations)."""
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = measure(variant, device, reps, batch, frames, size)
-    result["peak_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    queue.put(result)
+def measure_all(device: str, reps: int, batch: int, frames: int, size: int) -> dict:
+    """Build every variant, warm each up, then time them in interleaved rounds (drift hits all alike)."""
+    setups = {v: _setup(v, device, batch, frames, size) for v in VARIANTS}
+    results = {}
+    for v, (step, params, opt) in setups.items():
+        step()  # warm-up (allocates optimizer state, primes kernels)
+        _sync(device)
+        results[v] = {
+            "times": [],
+            "peak_mib": _memory_mib(step, params, opt, device),
+            "trainable_params": sum(p.numel() for p in params),
+        }
+    for _ in range(reps):
+        for v, (step, _, _) in setups.items():
+            start = time.perf_counter()
+            step()
+            _sync(device)
+            results[v]["times"].append(time.perf_counter() - start)
+    for r in results.values():
+        r["seconds_per_step"] = statistics.median(r["times"])
+    return results
 
 
 def main() -> None:
@@ -123,23 +142,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "results" / "train_step.json"))
     args = parser.parse_args()
-    reps = 2 if args.quick else 5
+    reps = 3 if args.quick else 7
     frames, size = (8, 16) if args.quick else (8, 32)  # --quick: 16x16 latents (< 1 minute on 2 cores)
-    results = {}
-    for variant in VARIANTS:
-        if args.device == "cpu":  # fresh process per variant: its peak RSS growth is its memory
-            queue = mp.get_context("spawn").Queue()
-            proc = mp.get_context("spawn").Process(
-                target=_child, args=(variant, "cpu", reps, args.batch, frames, size, queue)
-            )
-            proc.start()
-            results[variant] = queue.get()
-            proc.join()
-        else:
-            results[variant] = measure(variant, args.device, reps, args.batch, frames, size)
-        r = results[variant]
+    results = measure_all(args.device, reps, args.batch, frames, size)
+    for variant, r in results.items():
         print(
-            f"{variant:>9}: {r['seconds_per_step'] * 1e3:8.1f} ms/step, peak {r['peak_mib']:8.1f} MiB, "
+            f"{variant:>9}: {r['seconds_per_step'] * 1e3:8.1f} ms/step, memory {r['peak_mib']:8.1f} MiB, "
             f"{r['trainable_params']:,} trainable"
         )
     lora = results["lora"]
@@ -208,7 +216,7 @@ def _write_section(record: dict) -> None:
             f"{record['setup']['unet']['channel_mult']}, batch {record['setup']['batch']}, latents "
             f"{record['setup']['latents']}, rank 4, mixed timesteps, no gradient checkpointing.",
             "",
-            "| variant | ms / step | peak MiB | trainable params |",
+            "| variant | ms / step | memory MiB | trainable params |",
             "| --- | --- | --- | --- |",
             *rows,
             "",
