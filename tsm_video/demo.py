@@ -131,7 +131,6 @@ def run_demo(
             g.fps,
             g.seed,
             eta=g.eta,
-            num_timesteps=cfg.tsm.num_timesteps,
         )
         for label, run in shown.items()
     }
