@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_md import write_section
 from torch import nn
 
 from tsm_video.generation import ExpertSwitcher, GenerateSettings, clip_seed, generate_clips
@@ -243,12 +244,7 @@ def _write_section(record: dict) -> None:
             + ", ".join(f"{k} **{v:.3f}**" for k, v in step["ratios"].items()) + "."]),
         end,
     ])
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if start in text:
-        text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    write_section(path, start, end, section)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_md import write_section
 
 from tsm_video.data.video_io import DECORD_THREADS
 
@@ -170,13 +171,7 @@ def _write_results_md(result: dict) -> None:
         ]
     )
     start, end = "<!-- loader:start -->", "<!-- loader:end -->"
-    block = f"{start}\n{body}{end}\n"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if start in text and end in text:  # replace our block, keep everyone else's
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    write_section(path, start, end, f"{start}\n{body}{end}")
 
 
 def main() -> int:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_md import write_section
 
 from tsm_video.diffusion import VC2Schedule
 from tsm_video.models.vc2 import VC2UNet
@@ -225,12 +226,7 @@ def _write_section(record: dict) -> None:
             end,
         ]
     )
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if start in text and end in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    write_section(path, start, end, section)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from results_md import write_section
 from torch import nn
 
 from tsm_video.tsm import TimestepContext, TSMLinear, configure_stage
@@ -254,12 +255,7 @@ def _write_section(record: dict) -> None:
             f"{k} {v:.3f}" for k, v in record["cpu_time_ratios"].items()) + ".",
         end,
     ])
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if start in text and end in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    write_section(path, start, end, section)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from results_md import write_section
 
 from tsm_video.models.vc2 import VC2UNet
 from tsm_video.models.vc2.unet_config import VC2_UNET_PARAMS
@@ -275,12 +276,7 @@ def _write_section(record: dict) -> None:
             )
     lines += ["", "Ratios: " + ", ".join(f"{k} **{v:.3f}**" for k, v in record["ratios"].items()) + ".", end]
     section = "\n".join(lines)
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if start in text and end in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
+    write_section(path, start, end, section)
 
 
 def main() -> None:
