@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 
 __all__ = [
+    "BASE_FILE",
     "ConfigError",
     "RunConfig",
     "RunSection",
@@ -46,6 +47,8 @@ __all__ = [
     "config_to_dict",
     "missing_paths",
 ]
+
+BASE_FILE = "model.safetensors"  # the demo-only `base` stage writes the full denoiser here
 
 STAGES = ("base", "lora", "foster", "assemble")
 """Stage names: ``base`` trains the whole denoiser (the demo's own base model), ``lora`` is
@@ -421,6 +424,14 @@ class RunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.run.output_dir) / self.run.name
+
+    def base_weights(self) -> Path | None:
+        """The base model every TSM stage (and generation) starts from: the run's own ``base``
+        stage output when ``train.stages`` has ``base``, else ``model.checkpoint`` (None = seeded
+        random init)."""
+        if "base" in self.train.stages:
+            return self.run_dir / "base" / BASE_FILE
+        return None if self.model.checkpoint is None else Path(self.model.checkpoint)
 
 
 # --------------------------------------------------------------------------------------

@@ -88,18 +88,14 @@ def load_backbone(cfg: RunConfig, device: torch.device | str) -> nn.Module:
     """The base model of ``cfg`` for inference: the run's own trained base when ``train.stages``
     has ``base``, else ``model.checkpoint``, else a ``run.seed``-seeded random init (tiny models)."""
     from tsm_video.models import build_backbone
-    from tsm_video.train.stages import base_weights
-
     torch.manual_seed(cfg.run.seed)  # the random init the trainer builds for this config
-    model = build_backbone(cfg.model.backbone, checkpoint=base_weights(cfg), device=device)
+    model = build_backbone(cfg.model.backbone, checkpoint=cfg.base_weights(), device=device)
     model.requires_grad_(False)
     return model.eval()
 
 
 def _base_identity(cfg: RunConfig) -> dict:
-    from tsm_video.train.stages import base_weights
-
-    weights = base_weights(cfg)
+    weights = cfg.base_weights()
     if weights is None:
         return {"backbone": cfg.model.backbone, "weights": None, "init_seed": cfg.run.seed}
     size = weights.stat().st_size if weights.is_file() else None

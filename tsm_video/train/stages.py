@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tsm_video.config import ConfigError, RunConfig
+from tsm_video.config import BASE_FILE, ConfigError, RunConfig
 from tsm_video.tsm import (
     PRESETS,
     AdapterError,
@@ -39,15 +39,12 @@ __all__ = [
     "stage1_adapter",
     "check_prerequisites",
     "adapter_metadata",
-    "base_weights",
     "load_trained",
     "text_lora_targets",
     "ADAPTER_FILE",
-    "BASE_FILE",
 ]
 
 ADAPTER_FILE = "adapter.safetensors"
-BASE_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -100,14 +97,6 @@ def plan_stages(cfg: RunConfig, stage: str | None = None, scale: int | None = No
     return runs
 
 
-def base_weights(cfg: RunConfig) -> Path | None:
-    """The base model every TSM stage starts from: the run's own ``base`` stage output when
-    ``train.stages`` has ``base``, else ``model.checkpoint`` (None = seeded random init)."""
-    if "base" in cfg.train.stages:
-        return cfg.run_dir / "base" / BASE_FILE
-    return None if cfg.model.checkpoint is None else Path(cfg.model.checkpoint)
-
-
 def adapter_metadata(cfg: RunConfig, run: StageRun) -> dict:
     """Metadata written into a stage's adapter file (beside what ``save_adapter`` records)."""
     return {
@@ -126,7 +115,7 @@ def check_prerequisites(cfg: RunConfig, run: StageRun, produced: frozenset[Path]
     found from file headers only — before any model is built. Files in ``produced`` (outputs
     of earlier runs of the same command) count as present."""
     problems = []
-    base = base_weights(cfg)  # a missing model.checkpoint is reported by config.missing_paths
+    base = cfg.base_weights()  # a missing model.checkpoint is reported by config.missing_paths
     own_base = "base" in cfg.train.stages
     if run.stage != "base" and own_base and base not in produced and not base.is_file():
         problems.append(f"base model {base} not found: run `--stage base` first")
@@ -196,7 +185,7 @@ def build_stage_model(
     from tsm_video.models import build_backbone
 
     torch.manual_seed(cfg.run.seed)  # random-init backbones are the same in every run of this config
-    base = base_weights(cfg) if load_weights and run.stage != "base" else None
+    base = cfg.base_weights() if load_weights and run.stage != "base" else None
     model = build_backbone(cfg.model.backbone, checkpoint=base, device=device)
     if cfg.model.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
