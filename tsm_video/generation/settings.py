@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from tsm_video.config import GenerateConfig
+
 __all__ = ["GenerateSettings", "SettingsError", "VC2_SAVE_FPS"]
 
 VC2_SAVE_FPS = 10.0
 """Frame rate of the written files in VC2's own inference script (``--savefps``); the model is
 conditioned on ``fps`` (28), which is a different number."""
+
+
+_DEFAULTS = GenerateConfig()  # one source for VC2's sampling defaults: the config's `generate` section
 
 
 class SettingsError(ValueError):
@@ -23,13 +28,13 @@ class GenerateSettings:
     ``save_fps`` is the frame rate written into mp4/gif files.
     """
 
-    height: int = 320
-    width: int = 512
-    num_frames: int = 16
-    steps: int = 50
-    eta: float = 1.0
-    guidance_scale: float = 12.0
-    fps: int = 28
+    height: int = _DEFAULTS.height
+    width: int = _DEFAULTS.width
+    num_frames: int = _DEFAULTS.num_frames
+    steps: int = _DEFAULTS.steps
+    eta: float = _DEFAULTS.eta
+    guidance_scale: float = _DEFAULTS.guidance_scale
+    fps: int = _DEFAULTS.fps
     save_fps: float = VC2_SAVE_FPS
 
     @classmethod
