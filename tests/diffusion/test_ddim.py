@@ -18,6 +18,18 @@ from tsm_video.models.vc2 import VC2VAE, VC2UNet
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "vc2"
 STEPS, GUIDANCE = 5, 12.0
+F32_EPS = torch.finfo(torch.float32).eps  # 1.19e-7: one ulp at 1.0
+
+
+def within_ulps(x: torch.Tensor, ref: torch.Tensor, ulps: float) -> bool:
+    """|x - ref| <= ulps float32 ulps of max|ref|.
+
+    A DDIM update is ~6 float32 ops per element (two products with the table coefficients, CFG
+    mix, sums); each rounds by ≤ 0.5 ulp, and a CPU may or may not fuse them (FMA, AVX2 vs
+    AVX-512, thread split), so one step may differ by a few ulps of the magnitude, and replayed
+    steps accumulate it. A wrong coefficient or timestep changes x by ≥ 1e-3 relative.
+    """
+    return bool((x - ref).abs().max() <= ulps * F32_EPS * ref.abs().max())
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +94,9 @@ def test_every_step_update_matches_official(ref):
         x_prev, pred_x0 = ddim_step(
             ref[f"step.{i}.x_in"], e_u + GUIDANCE * (e_c - e_u), tables, STEPS - 1 - i
         )
-        # tolerance: 1e-6 abs (observed: exact) on |x| <= 33
-        assert (pred_x0 - ref[f"step.{i}.pred_x0"]).abs().max() <= 1e-6, i
-        assert (x_prev - ref[f"step.{i}.x_out"]).abs().max() <= 1e-6, i
+        # tolerance: 8 ulps of max|x| (one step's rounding, fused or not; observed exact here)
+        assert within_ulps(pred_x0, ref[f"step.{i}.pred_x0"], 8), i
+        assert within_ulps(x_prev, ref[f"step.{i}.x_out"], 8), i
 
 
 @pytest.mark.parametrize("batched_cfg", [False, True])
@@ -111,8 +123,10 @@ def test_sampler_replays_official_run(ref, batched_cfg):
     for i in range(STEPS):
         x_in, _, fps = denoiser.calls[i * calls_per_step]
         assert torch.equal(fps, torch.full((x_in.shape[0],), 28))  # fps in both CFG branches
-        assert (x_in[:1] - ref[f"step.{i}.x_in"]).abs().max() <= 1e-6, i  # tolerance: 1e-6 abs
-    assert (x0 - ref["output.x0"]).abs().max() <= 1e-6  # tolerance: 1e-6 abs on |x0| <= 33
+        # tolerance: 8 ulps of max|x| per replayed step (errors of earlier steps carry over;
+        # a fresh machine measured 1.9e-6 = 0.5 ulps of 3.6 at step 2)
+        assert within_ulps(x_in[:1], ref[f"step.{i}.x_in"], 8 * (i + 1)), i
+    assert within_ulps(x0, ref["output.x0"], 8 * (STEPS + 1))
 
 
 def test_eta_noise_is_seeded_and_guidance_one_is_single_call():

@@ -15,10 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PromptItem", "PromptError", "read_prompts", "parse_shard", "select_shard", "clip_seed"]
+__all__ = [
+    "PromptItem",
+    "PromptError",
+    "read_prompts",
+    "prompt_items",
+    "parse_shard",
+    "select_shard",
+    "clip_seed",
+]
 
 
 class PromptError(ValueError):
@@ -104,3 +113,19 @@ def clip_seed(base_seed: int, prompt: str) -> int:
     """Seed of one clip: a stable 63-bit hash of ``(base_seed, prompt)`` (not Python's ``hash``)."""
     digest = hashlib.sha256(f"{int(base_seed)}\0{prompt}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def prompt_items(prompts: list[str]):
+    """``--prompt`` texts → items named by a slug of the text (``a_cat_on_a_bike``), duplicates dropped."""
+    from tsm_video.generation.prompts import PromptError, PromptItem
+
+    items: dict[str, PromptItem] = {}
+    for prompt in (p.strip() for p in prompts):
+        if not prompt:
+            raise PromptError("--prompt is empty")
+        slug = "_".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:80].strip("_") or "prompt"
+        if slug in items and items[slug].prompt != prompt:
+            raise PromptError(f"prompts {items[slug].prompt!r} and {prompt!r} would share the file name "
+                              f"{slug}.mp4; write them to a --prompts file instead")
+        items[slug] = PromptItem(slug, prompt)
+    return list(items.values())

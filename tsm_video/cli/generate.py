@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-__all__ = ["register", "prompt_items"]
-
-
-def prompt_items(prompts: list[str]):
-    """``--prompt`` texts → items named by a slug of the text (``a_cat_on_a_bike``), duplicates dropped."""
-    from .prompts import PromptError, PromptItem
-
-    items: dict[str, PromptItem] = {}
-    for prompt in (p.strip() for p in prompts):
-        if not prompt:
-            raise PromptError("--prompt is empty")
-        slug = "_".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:80].strip("_") or "prompt"
-        if slug in items and items[slug].prompt != prompt:
-            raise PromptError(f"prompts {items[slug].prompt!r} and {prompt!r} would share the file name "
-                              f"{slug}.mp4; write them to a --prompts file instead")
-        items[slug] = PromptItem(slug, prompt)
-    return list(items.values())
+__all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
     import torch
 
     from tsm_video.config import ConfigError, load_config
-
-    from .experts import AdapterSpecError
-    from .pipeline import parse_compare, run_compare, run_generate
-    from .prompts import PromptError, parse_shard, read_prompts, select_shard
-    from .runner import ManifestError, OutputOptions
-    from .settings import GenerateSettings, SettingsError
+    from tsm_video.generation.experts import AdapterSpecError
+    from tsm_video.generation.pipeline import parse_compare, run_compare, run_generate
+    from tsm_video.generation.prompts import (
+        PromptError,
+        parse_shard,
+        prompt_items,
+        read_prompts,
+        select_shard,
+    )
+    from tsm_video.generation.runner import ManifestError, OutputOptions
+    from tsm_video.generation.settings import GenerateSettings, SettingsError
 
     try:
         cfg = load_config(args.cfg, args.overrides)

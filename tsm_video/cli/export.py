@@ -1,0 +1,36 @@
+"""``tsm-video export <what>``: one-time format conversions (implemented in :mod:`tsm_video.export`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _run_vc2_safetensors(args: argparse.Namespace) -> int:
+    from tsm_video.export import export_vc2_safetensors
+    from tsm_video.models.vc2.checkpoint import CheckpointError
+
+    try:
+        count = export_vc2_safetensors(args.ckpt, args.out, args.backbone)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({count} tensors, {args.out.stat().st_size / 2**30:.2f} GiB)")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``export`` and its conversions to the ``tsm-video`` parser."""
+    parser = subparsers.add_parser("export", help="convert checkpoints and adapters to other formats")
+    what = parser.add_subparsers(dest="export_what", metavar="WHAT", required=True)
+    vc2 = what.add_parser(
+        "vc2-safetensors",
+        help="official VideoCrafter2 model.ckpt -> safetensors (strict key check, no pickle afterwards)",
+    )
+    vc2.add_argument("--ckpt", type=Path, required=True, help="official model.ckpt (read with weights_only)")
+    vc2.add_argument("--out", type=Path, required=True, help="output .safetensors path (written atomically)")
+    vc2.add_argument("--backbone", default="vc2", help="registry name of the architecture (default: vc2)")
+    vc2.set_defaults(func=_run_vc2_safetensors)
