@@ -152,6 +152,11 @@ class AVReader:
         return self._stream.codec_context.height, self._stream.codec_context.width
 
     @property
+    def reported_frames(self) -> int:
+        """The frame count the container header claims (0 when it has none)."""
+        return int(self._stream.frames)
+
+    @property
     def nominal_fps(self) -> float:
         """The container's average frame rate (header), for one-frame clips; 0 when absent."""
         rate = self._stream.average_rate or self._stream.guessed_rate
@@ -294,6 +299,35 @@ class AVReader:
         if out is None or count == 0:
             raise VideoReadError("corrupt", f"{failure}")
         return out[:count]
+
+    def scan(self, segments: int | None = None) -> str | None:
+        """Decode packets without converting them; the first damage found, or None when clean.
+
+        ``segments=None`` decodes every packet from the start; ``segments=k`` decodes k evenly
+        spaced keyframe-to-keyframe stretches (all of them when the video has fewer).
+        """
+        self._configure()
+        safe = self.table.safe_keyframes
+        if segments is None or not self.table.timed or len(safe) <= segments:
+            starts = [None]
+            ends = [None]
+        else:
+            chosen = np.unique(np.linspace(0, len(safe) - 1, segments).round().astype(int))
+            starts = [int(safe[i]) for i in chosen]
+            ends = [int(safe[i + 1]) if i + 1 < len(safe) else None for i in chosen]
+        for start, end in zip(starts, ends):
+            keyframe = self._restart(start)
+            try:
+                for frame in self._decoded(keyframe):
+                    if keyframe is not None and frame.pts is not None and frame.pts < keyframe:
+                        continue
+                    if frame.is_corrupt:
+                        return f"frame at pts {frame.pts} decoded with errors"
+                    if end is not None and frame.pts is not None and frame.pts >= end:
+                        break
+            except VideoReadError as err:
+                return str(err)
+        return None
 
     def _decoded(self, keyframe: int | None):
         """Frames from the pending packets; decoder errors → corrupt.
