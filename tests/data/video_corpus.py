@@ -14,6 +14,7 @@ file with random bytes over its middle.
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -76,12 +77,15 @@ def read_barcodes(frames: np.ndarray) -> list[int]:
 
 
 class CorpusFile:
-    """One corpus video: its path, frame count, display timestamps (s) and expected shape."""
+    """One corpus video: its path, display times (s), displayed (H, W) and rotation (° CCW)."""
 
-    def __init__(
-        self, path: Path, times: list[float], display_hw: tuple[int, int], damaged: range | None = None
-    ):
-        self.path, self.times, self.display_hw, self.damaged = path, times, display_hw, damaged
+    def __init__(self, path: Path, times: list[float], display_hw: tuple[int, int], rotation: int = 0):
+        self.path, self.times, self.display_hw, self.rotation = path, times, display_hw, rotation
+        self.damaged = False
+
+    def ids(self, frames: np.ndarray) -> list[int]:
+        """Barcodes of decoded (display-orientation) frames, read in the stored orientation."""
+        return read_barcodes(np.rot90(frames, -self.rotation // 90, axes=(1, 2)) if self.rotation else frames)
 
     @property
     def num_frames(self) -> int:
@@ -133,12 +137,16 @@ def _encode(
 def build_corpus(root: Path, num_frames: int = 72) -> dict[str, CorpusFile]:
     """Write the corpus into ``root``; name → :class:`CorpusFile`. Skips codecs PyAV lacks."""
     root.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner per file
     out: dict[str, CorpusFile] = {}
     hw = (GRID[0] * CELL, GRID[1] * CELL)
 
-    def add(name: str, *args, display_hw=hw, **kwargs) -> None:
+    def add(name: str, *args, **kwargs) -> None:
         path = root / name
-        out[name] = CorpusFile(path, _encode(path, *args, **kwargs), display_hw)
+        rotation = kwargs.get("rotation") or 0
+        out[name] = CorpusFile(
+            path, _encode(path, *args, **kwargs), hw[::-1] if rotation % 180 else hw, rotation
+        )
 
     x264 = "bframes=3:b-pyramid=normal:open-gop=1:keyint=24:min-keyint=24:scenecut=0:b-adapt=0"
     add("h264_opengop_bpyramid.mp4", "libx264", num_frames, options={"x264-params": x264, "crf": "20"})
@@ -158,7 +166,6 @@ def build_corpus(root: Path, num_frames: int = 72) -> dict[str, CorpusFile]:
         "libx264",
         num_frames,
         rotation=90,
-        display_hw=hw[::-1],
         options={"x264-params": x264, "crf": "20"},
     )
     add("h264_damaged.mp4", "libx264", num_frames, options={"x264-params": x264, "crf": "20"})
@@ -166,5 +173,5 @@ def build_corpus(root: Path, num_frames: int = 72) -> dict[str, CorpusFile]:
     middle, width = len(data) // 2, max(64, len(data) // 20)  # 5% of the file, mid-file
     data[middle : middle + width] = np.random.default_rng(0).integers(0, 256, width, dtype=np.uint8).tobytes()
     out["h264_damaged.mp4"].path.write_bytes(bytes(data))
-    out["h264_damaged.mp4"].damaged = range(0)  # filled in by whoever learns which frames it hit
+    out["h264_damaged.mp4"].damaged = True
     return out
