@@ -205,7 +205,7 @@ def render_scene(
     color = _color_of(spec.color)
     plain = spec.camera == "static" and not spec.texture_amplitude
     texture = None if plain else _background(spec, size, rng)
-    pan = np.zeros(2) if spec.camera == "static" else -np.array(DIRECTIONS[spec.camera.split()[1]], float)
+    pan = np.zeros(2) if spec.camera == "static" else np.array(DIRECTIONS[spec.camera.split()[1]], float)
     frames = np.empty((num_frames, h, w, 3), np.uint8)
     for i in range(num_frames):
         if texture is None:

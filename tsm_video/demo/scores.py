@@ -1,7 +1,9 @@
 """Light EvalCrafter-style scores of generated clips against the synthetic ground truth.
 
-Colour, count and amplitude are the light backend's metrics (:mod:`eval_crafter.metrics.light`,
-official scoring rules, ``compat`` mode); motion direction is read the same way the light backend
+Colour, count and amplitude are the light backend's metrics (:mod:`eval_crafter.metrics.light`);
+colour uses the ``fixed`` hue rule (the official ``compat`` rule multiplies hues by uint8 object
+ids, so a frame with several objects reads a wrong hue), count and amplitude the official
+rules; motion direction is read the same way the light backend
 reads travel — the segmented foreground's centroid from the first to the last frame where it is
 visible — and compared with the prompted direction. Colour is only scored for prompts whose
 colour the official hue rule can name (:data:`eval_crafter.scoring.COLOR_BINS`).
@@ -52,7 +54,7 @@ def light_scores(clips: list[np.ndarray], truths: list[dict], fps: float = 8.0) 
     if len(clips) != len(truths):
         raise ValueError(f"{len(clips)} clips but {len(truths)} ground-truth scenes")
     hue_names = {name for _, name in COLOR_BINS}
-    metrics = {"color": LightColor(), "count": LightCount(), "amplitude": LightAmplitude()}
+    metrics = {"color": LightColor(mode="fixed"), "count": LightCount(), "amplitude": LightAmplitude()}
     keys = {"color": "color_score", "count": "count_score", "amplitude": "light_motion_ac_score"}
     values: dict[str, list[float]] = {name: [] for name in SCORE_NAMES}
     for i, (frames, truth) in enumerate(zip(clips, truths)):

@@ -42,11 +42,12 @@ class VAERecipe:
     videos_per_domain: int = 96  # synthetic videos of each of domains "a" and "b"
     size: int = 48  # frame side in pixels (the VAE is convolutional: it also serves 32 x 32)
     num_frames: int = 8
-    crop: int = 16  # random square crops the VAE trains on (cheaper than whole frames)
-    steps: int = 400
-    batch_size: int = 16  # crops per step
+    crop: int = 32  # random square crops the VAE trains on (the demo and study frame size)
+    steps: int = 600
+    batch_size: int = 8  # crops per step
     lr: float = 2e-3
     kl_weight: float = 1e-4
+    init_logvar: float = -6.0  # initial posterior log-variance (quant_conv bias of the logvar rows)
     seed: int = 0
 
 
@@ -89,6 +90,8 @@ def train_tiny_vae(
 
     torch.manual_seed(recipe.seed)
     vae = build_backbone("vc2-tiny").vae.train()
+    with torch.no_grad():  # start with a small posterior variance: a near-deterministic code learns fast
+        vae.quant_conv.bias[vae.quant_conv.out_channels // 2 :] = recipe.init_logvar
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, recipe.steps)
     g = torch.Generator().manual_seed(recipe.seed)
