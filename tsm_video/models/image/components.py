@@ -154,30 +154,27 @@ def required_files(name: str) -> list[str]:
     for key in _model_parts(spec):
         weights = _TRANSFORMERS_WEIGHTS if key in _TEXT else _DIFFUSERS_WEIGHTS
         files += [f"{key}/config.json", f"{key}/{weights}"]
-    for key in ("tokenizer", "tokenizer_2", "tokenizer_3"):
-        if key in spec:
-            clip = spec[key.replace("tokenizer", "text_encoder")]["_class_name"] != "T5EncoderModel"
-            files += [f"{key}/vocab.json", f"{key}/merges.txt"] if clip else [f"{key}/tokenizer_config.json"]
+    files += [
+        f"{key}/tokenizer_config.json" for key in ("tokenizer", "tokenizer_2", "tokenizer_3") if key in spec
+    ]
     return files
 
 
 def check_folder(name: str, root: Path) -> None:
     """Raise :class:`ImageBackboneError` naming the first :func:`required_files` entry missing in ``root``."""
-    release = arch_spec(name).get("release") or "(no published release)"
+    release = arch_spec(name).get("release")
+    where = f"the diffusers release https://huggingface.co/{release}" if release else "a diffusers folder"
     if not root.is_dir():
         raise ImageBackboneError(
-            f"backbone {name!r}: diffusers folder not found: {root} (download the release "
-            f"https://huggingface.co/{release} to a local folder and pass it as "
-            "model.checkpoint)"
+            f"backbone {name!r}: diffusers folder not found: {root} (download {where} to a local folder "
+            "and pass it as model.checkpoint)"
         )
     for rel in required_files(name):
-        if not (root / rel).is_file():
-            sharded = rel.replace(".safetensors", ".safetensors.index.json")
-            if rel.endswith(".safetensors") and (root / sharded).is_file():
-                continue
+        sharded = rel.replace(".safetensors", ".safetensors.index.json")
+        if not (root / rel).is_file() and not (rel.endswith(".safetensors") and (root / sharded).is_file()):
             raise ImageBackboneError(
-                f"backbone {name!r}: {root / rel} is missing (safetensors weights of the "
-                f"release https://huggingface.co/{release} are expected)"
+                f"backbone {name!r}: {root / rel} is missing; {root} must hold {where} "
+                "(safetensors weights; .bin files are not read)"
             )
 
 

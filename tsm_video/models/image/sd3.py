@@ -66,8 +66,15 @@ class FlowTimesteps:
         """(B,) interval ids (CPU) → (B,) float32 ``t`` drawn from ``p`` restricted to each interval."""
         if bool(((intervals < 0) | (intervals >= scale)).any()):
             raise ValueError(f"interval ids must lie in [0, {scale}) for scale {scale}")
-        inside = self.interval_ids(scale)[None, :] == intervals.long()[:, None]  # (B, T)
-        k = torch.multinomial(self.mass[None, :] * inside, 1, generator=generator).squeeze(1)
+        ids = self.interval_ids(scale)
+        k = torch.empty(intervals.shape, dtype=torch.long)
+        for i in torch.unique(intervals).tolist():  # sorted: a fixed draw order for the generator
+            rows = intervals == i
+            inside = torch.nonzero(ids == i).squeeze(1)
+            pick = torch.multinomial(
+                self.mass[inside], int(rows.sum()), replacement=True, generator=generator
+            )
+            k[rows] = inside[pick]
         return self.grid[k]
 
 
