@@ -153,10 +153,7 @@ def run_demo(
     }
     models = {label: load_trained(cfg, run) for label, run in compared.items()}
     batches = _heldout_batches(cfg, heldout_csv)
-    losses = {
-        label: interval_eps_mse(model, batches, core, seed=0, num_timesteps=cfg.tsm.num_timesteps)
-        for label, model in models.items()
-    }
+    losses = {label: interval_eps_mse(model, batches, core, seed=0) for label, model in models.items()}
     timings["held-out evaluation"] = time.perf_counter() - t0
 
     # 4. clips for held-out captions from every model (same noise) and their light scores
