@@ -18,8 +18,8 @@ from transformers import (
 )
 
 from eval_crafter import scoring
+from eval_crafter.errors import IncompatibleModelError
 from eval_crafter.metrics import METRICS, ModelNotFoundError, VideoInput
-from eval_crafter.metrics.base import IncompatibleModelError
 from eval_crafter.metrics.blip_bleu import (
     BLIP2_DIR,
     CAPTION_FRAME_SIZE,
