@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from tsm_video.config import RunConfig
+from tsm_video.models.backbone import Backbone
 
 from .experts import AdapterSpec, attach_adapter, inspect_adapter
 from .media import compare_grid
@@ -25,8 +25,7 @@ from .runner import OutputOptions, RunSummary, check_manifest, pending, run_prom
 from .sampling import generate_clips
 from .settings import GenerateSettings, SettingsError
 
-__all__ = ["Variant", "parse_compare", "spatial_multiple", "prepare", "load_backbone", "run_generate",
-           "run_compare"]
+__all__ = ["Variant", "parse_compare", "prepare", "load_backbone", "run_generate", "run_compare"]
 
 
 @dataclass(frozen=True)
@@ -52,29 +51,23 @@ def parse_compare(spec: str) -> list[Variant]:
     return variants
 
 
-def _skeleton(cfg: RunConfig) -> nn.Module:
+def _skeleton(cfg: RunConfig) -> Backbone:
     from tsm_video.models import build_backbone
 
     return build_backbone(cfg.model.backbone, device="meta")
 
 
-def spatial_multiple(arch: dict) -> int:
-    """Pixel sizes must be multiples of this: VAE downscale × 2^(UNet levels − 1) (64 for VC2)."""
-    return 2 ** (len(arch["vae"]["ch_mult"]) - 1) * 2 ** (len(arch["unet"]["channel_mult"]) - 1)
-
-
 def prepare(
     cfg: RunConfig, settings: GenerateSettings, variants: Sequence[Variant]
 ) -> dict[str, AdapterSpec]:
-    """Check sizes against the backbone's arch and each adapter against a weightless (meta-device)
-    build of it: the adapter is injected and strictly loaded into its own skeleton, so a file made
-    for another backbone, config or model size fails here. Returns ``{label: spec}``.
+    """Check sizes against the backbone's registry entry and each adapter against a weightless
+    (meta-device) build of it: the adapter is injected and strictly loaded into its own skeleton,
+    so a file made for another backbone, config or model size fails here. Returns ``{label: spec}``.
     """
     from tsm_video.models import BACKBONES
 
-    arch = BACKBONES[cfg.model.backbone]
-    num_timesteps = arch["schedule"]["num_timesteps"]
-    settings.validate(spatial_multiple(arch), num_timesteps)
+    num_timesteps = _skeleton(cfg).num_timesteps
+    settings.validate(BACKBONES[cfg.model.backbone].pixel_multiple, num_timesteps)
     specs = {}
     for variant in variants:
         if variant.adapter is not None:
@@ -84,7 +77,7 @@ def prepare(
     return specs
 
 
-def load_backbone(cfg: RunConfig, device: torch.device | str) -> nn.Module:
+def load_backbone(cfg: RunConfig, device: torch.device | str) -> Backbone:
     """The base model of ``cfg`` for inference: the run's own trained base when ``train.stages``
     has ``base``, else ``model.checkpoint``, else a ``run.seed``-seeded random init (tiny models)."""
     from tsm_video.models import build_backbone

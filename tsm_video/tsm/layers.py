@@ -4,6 +4,14 @@ Expert ``i`` of scale ``n`` is row ``i`` of the banks ``lora_A[f"s{n}"]`` (n, r,
 ``lora_B[f"s{n}"]`` (n, out, r); its export name is ``s{n}_i{i}``. A forward gathers each
 sample's experts from the concatenated banks (one index op) and applies them with batched
 matmuls (or one grouped conv): no Python loop over samples or experts.
+
+Merging (inference) writes ``W0 + ΔW_i`` of the core expert into a separate buffer
+(``merged_weight``); the base weight ``W0`` is never written, so unmerging is exact after any
+number of switches and costs nothing. The layer's ``forward`` is bound at merge/unmerge time,
+so the merged hot path carries no state checks: a merged stage-1 layer is one base-sized
+linear/conv with the merged weight; a merged stage-2 ``TSMLinear`` adds the context experts of
+its interval, gathered once per switch, with the router's ``FC`` rows and ``Emb(t)`` in the same
+matmul (``[A_ctx; FC]·x + [0; Emb(t)]``).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ class TSMLayer(nn.Module):
     router_param_names = ("router",)
 
     _channel_dim = -1  # channel axis of the layer's input/output (and of the router's gates)
+    _fused_buffers = ("fused_a", "fused_b", "fused_bias", "fused_tables_a", "fused_tables_b")
 
     def __init__(
         self,
@@ -61,8 +70,9 @@ class TSMLayer(nn.Module):
         if not scales or len(set(scales)) != len(scales) or scales[-1] < 1:
             raise ValueError(f"scales must be distinct positive integers, got {scales}")
         if (mode == "foster") != (len(scales) == 1):
-            raise ValueError(f"mode {mode!r} needs {'one scale' if mode == 'foster' else '>= 2 scales'}, "
-                             f"got {scales}")
+            raise ValueError(
+                f"mode {mode!r} needs {'one scale' if mode == 'foster' else '>= 2 scales'}, got {scales}"
+            )
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
         if ctx is None and scales != [1]:
@@ -73,6 +83,14 @@ class TSMLayer(nn.Module):
         self.offsets = tuple(sum(scales[:k]) for k in range(len(scales)))
         self.merged_interval: int | None = None
         self.tsm_name = ""
+        # Inference state (non-persistent, allocated while merged): W0 + ΔW of the merged core;
+        # for a merged stage-2 TSMLinear, [A_ctx; FC] (k·r + G, in) and (α/r)·[B_ctx] (out, k·r)
+        # of the interval, and the rows [0; Emb(t)] (T, k·r + G) added to the first matmul.
+        # The per-interval values of fused_a / fused_b are gathered for every core interval at the
+        # first merge (fused_tables_*: adapter-sized), so a switch is two copies.
+        self.register_buffer("merged_weight", None, persistent=False)
+        for name in self._fused_buffers:
+            self.register_buffer(name, None, persistent=False)
         w = base.weight
         dd = {"device": w.device, "dtype": dtype or w.dtype}
         out = w.shape[0]
@@ -85,8 +103,14 @@ class TSMLayer(nn.Module):
         self.router: Router | None = None
         if mode != "foster":
             gates = len(scales) - 1 if mode == "assemble" else len(scales)
-            self.router = Router(self._gate_fc(gates, dd), ctx.num_timesteps, gates, gate_activation,
-                                 centred=mode == "assemble", channel_dim=self._channel_dim)
+            self.router = Router(
+                self._gate_fc(gates, dd),
+                ctx.num_timesteps,
+                gates,
+                gate_activation,
+                centred=mode == "assemble",
+                channel_dim=self._channel_dim,
+            )
 
     def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
         raise NotImplementedError
@@ -112,52 +136,46 @@ class TSMLayer(nn.Module):
         parts = [banks[f"s{n}"] for n in self.scales]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _expert_ids(self, device: torch.device) -> Tensor | None:
-        """Rows (B, k) of the stacked banks used by each sample; None when nothing is left to add."""
-        core = self.scales[0]
-        if self.ctx is None or (self.mode == "foster" and core == 1):  # one expert for every row
-            merged = self.merged_interval is not None
-            return None if merged else torch.zeros(1, 1, dtype=torch.long, device=device)
-        if self.merged_interval is not None:
-            got = self.ctx.single_interval(core)
-            if got != self.merged_interval:
-                where = "several intervals" if got is None else f"interval {got}"
-                raise RuntimeError(
-                    f"TSM layer {self.tsm_name!r} has interval {self.merged_interval} of scale {core} "
-                    f"merged, but the batch's timesteps fall in {where}; merge the right interval "
-                    "(merge_timestep) or unmerge first"
-                )
-            if self.mode == "foster":
-                return None
-            return self.ctx.expert_ids(self.scales, self.offsets)[:, 1:]  # core already in W0
-        return self.ctx.expert_ids(self.scales, self.offsets)
+    def _expert_ids(self) -> Tensor:
+        """Rows (B, k) of the stacked banks used by each sample (without the core when merged)."""
+        if self.ctx is None or (self.mode == "foster" and self.scales[0] == 1):  # one expert for every row
+            return self._zero_id
+        ids = self.ctx.expert_ids(self.scales, self.offsets)
+        return ids if self.merged_interval is None else ids[:, 1:]  # a merged core is in W0
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` (N, ...) → base output plus the experts' low-rank terms, in ``x``'s dtype."""
-        y = self.base(x)
-        ids = self._expert_ids(x.device)
-        if ids is None:
-            return y
-        ids = ids.to(x.device)  # no-op when ctx.set got t on the model's device
-        if x.shape[0] % ids.shape[0]:
+    @property
+    def _zero_id(self) -> Tensor:
+        return torch.zeros(1, 1, dtype=torch.long, device=self.lora_A[f"s{self.scales[0]}"].device)
+
+    def _check_fold(self, rows: int, batch: int) -> None:
+        if rows % batch:
             raise ValueError(
-                f"TSM layer {self.tsm_name!r}: leading dim {x.shape[0]} is not a multiple of the "
-                f"{ids.shape[0]} timesteps set in the context; fold extra axes into the batch with the "
+                f"TSM layer {self.tsm_name!r}: leading dim {rows} is not a multiple of the "
+                f"{batch} timesteps set in the context; fold extra axes into the batch with the "
                 "batch outermost ((b f) / (b h w)) and set one timestep per sample"
             )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (N, ...) → base output plus the experts' low-rank terms, in ``x``'s dtype.
+
+        The general (training) path: every sample gathers its own experts. A merged layer
+        replaces it by a state-free path (see :meth:`_select_forward`).
+        """
+        y = self.base(x) if self.merged_weight is None else self._forward_merged(x)
+        ids = self._expert_ids().to(x.device)  # no-op when ctx.set got t on the model's device
+        self._check_fold(x.shape[0], ids.shape[0])
         xa = x.to(self.adapter_dtype)
         d = self._lowrank(xa, self._bank("lora_A")[ids], self._bank("lora_B")[ids])
         return y.add_(d.to(y.dtype))  # in place: a Linear/Conv backward never reads its output
 
-    def delta_weight(self, scale: int, interval: int) -> Tensor:
-        """``(α/r)·B_i A_i`` of expert ``s{scale}_i{interval}`` shaped like ``base.weight`` (fp32)."""
-        a = self.lora_A[f"s{scale}"][interval].float()
-        b = self.lora_B[f"s{scale}"][interval].float()
-        return (b @ a.reshape(self.rank, -1) * self.scaling).reshape(self.base.weight.shape)
-
     @torch.no_grad()
     def merge(self, interval: int) -> None:
-        """Merge the core expert of ``interval`` into ``W0`` (unmerging another one first)."""
+        """Merge the core expert of ``interval``: ``merged_weight = W0 + ΔW`` (replacing a merged one).
+
+        Computed in float32 from ``W0`` (never written) and rounded once to the weight's dtype, so
+        it depends only on ``(W0, expert)``. Inference only: the merged path snapshots the
+        experts and the router. Experts are checked for non-finite values on the first merge.
+        """
         core = self.scales[0]
         if self.mode == "moe":
             raise RuntimeError("a symmetric-MoE layer has no core expert to merge")
@@ -165,24 +183,83 @@ class TSMLayer(nn.Module):
             raise ValueError(f"interval {interval} out of range for core scale {core}")
         if self.merged_interval == interval:
             return
-        self.unmerge()
-        delta = self.delta_weight(core, interval)
-        if not torch.isfinite(delta).all():
-            raise ValueError(f"TSM layer {self.tsm_name!r}: expert s{core}_i{interval} is not finite")
-        self.base.weight += delta.to(self.base.weight.dtype)
+        bank_a, bank_b = self.lora_A[f"s{core}"], self.lora_B[f"s{core}"]
+        w0 = self.base.weight
+        first = self.merged_interval is None
+        if first:
+            bad = ~(torch.isfinite(bank_a).flatten(1).all(1) & torch.isfinite(bank_b).flatten(1).all(1))
+            if bad.any():
+                raise ValueError(
+                    f"TSM layer {self.tsm_name!r}: expert s{core}_i{int(bad.nonzero()[0])} is not finite"
+                )
+            self.merged_weight = torch.empty_like(w0)
+        elif self.ctx is not None:
+            self.ctx.unpin(core, self.merged_interval)
+        w = self.merged_weight.view(w0.shape[0], -1)
+        a, b = bank_a[interval].view(self.rank, -1), bank_b[interval]
+        if w.dtype == a.dtype == torch.float32:
+            torch.addmm(w0.view_as(w), b, a, alpha=self.scaling, out=w)
+        else:  # float32 sum, one rounding to the weight's dtype
+            w.copy_(torch.addmm(w0.view_as(w).float(), b.float(), a.float(), alpha=self.scaling))
         self.merged_interval = interval
+        if self.ctx is not None:
+            self.ctx.pin(core, interval)
+        if self.router is not None:
+            self._prepare_context_experts(first)
+        if first:
+            self._select_forward()
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Subtract the merged expert from ``W0`` (no-op when nothing is merged)."""
-        if self.merged_interval is not None:
-            delta = self.delta_weight(self.scales[0], self.merged_interval)
-            self.base.weight -= delta.to(self.base.weight.dtype)
-            self.merged_interval = None
+        """Back to ``W0`` (never written) and the per-sample path; no-op when nothing is merged."""
+        if self.merged_interval is None:
+            return
+        if self.ctx is not None:
+            self.ctx.unpin(self.scales[0], self.merged_interval)
+        for name in ("merged_weight", *self._fused_buffers):
+            setattr(self, name, None)
+        self.merged_interval = None
+        self._select_forward()
+
+    def _context_rows(self, interval: int) -> list[int] | None:
+        """Bank rows of the context experts shared by every ``t`` of core ``interval``; None when
+        a coarser scale's boundary cuts the interval (scales that do not nest)."""
+        n, rows = self.scales[0], []
+        for m, offset in zip(self.scales[1:], self.offsets[1:]):
+            first, last = interval * m // n, -(-(interval + 1) * m // n) - 1  # over t ∈ [iT/n, (i+1)T/n)
+            if first != last:
+                return None
+            rows.append(offset + first)
+        return rows
+
+    def _prepare_context_experts(self, first: bool) -> None:
+        """Precompute what the merged interval fixes; only :class:`TSMLinear` has such a path."""
+
+    def _forward_merged(self, x: Tensor) -> Tensor:
+        """The base layer's computation with ``merged_weight``."""
+        raise NotImplementedError
+
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _select_forward(self) -> None:
+        """Bind ``forward`` for the current state: the merged base alone when the merged expert is
+        all there is, the precomputed stage-2 path when it exists, else the per-sample path."""
+        if self.merged_interval is not None and self.mode == "foster":
+            path = self._forward_merged
+        elif self.merged_interval is not None and self.fused_a is not None:
+            path = self._forward_fused
+        else:
+            vars(self).pop("forward", None)
+            return
+        if vars(self).get("forward") != path:
+            self.forward = path
 
     def extra_repr(self) -> str:
-        return (f"scales={list(self.scales)}, rank={self.rank}, alpha={self.alpha}, mode={self.mode}, "
-                f"gate={self.gate_activation}, merged={self.merged_interval}")
+        return (
+            f"scales={list(self.scales)}, rank={self.rank}, alpha={self.alpha}, mode={self.mode}, "
+            f"gate={self.gate_activation}, merged={self.merged_interval}"
+        )
 
 
 class TSMLinear(TSMLayer):
@@ -210,6 +287,47 @@ class TSMLinear(TSMLayer):
         d = torch.bmm(h, b.transpose(2, 3).reshape(nb, k * r, -1))  # (B, M, out)
         return d.reshape(*x.shape[:-1], -1)  # (N, ..., out)
 
+    def _forward_merged(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.merged_weight, self.base.bias)
+
+    def _prepare_context_experts(self, first: bool) -> None:
+        """Set ``[A_ctx; FC]`` and ``(α/r)·B_ctx`` of the merged interval: tables for every interval
+        and ``[0; Emb]`` at the first merge, then two in-place copies per switch (a compiled graph
+        sees the same tensors after a switch). Only asymmetric layers whose scales nest."""
+        if first:
+            n = self.scales[0]
+            rows = [self._context_rows(i) for i in range(n)] if self.mode == "assemble" else [None]
+            if any(r is None for r in rows):
+                return
+            ids = torch.tensor(rows, device=self.router.fc.weight.device)  # (n, k)
+            a, b = self._bank("lora_A")[ids], self._bank("lora_B")[ids]  # (n, k, r, in), (n, k, out, r)
+            fc, emb = self.router.fc.weight, self.router.emb.weight  # (G, in), (T, G)
+            self.fused_tables_a = torch.cat(
+                [a.flatten(1, 2), fc.expand(n, -1, -1)], dim=1
+            )  # (n, k·r + G, in)
+            self.fused_tables_b = b.permute(0, 2, 1, 3).flatten(2) * self.scaling  # (n, out, k·r)
+            self.fused_a = torch.empty_like(self.fused_tables_a[0])
+            self.fused_b = torch.empty_like(self.fused_tables_b[0])
+            self.fused_bias = torch.cat([emb.new_zeros(emb.shape[0], a.shape[1] * a.shape[2]), emb], dim=1)
+        if self.fused_a is not None:
+            self.fused_a.copy_(self.fused_tables_a[self.merged_interval])
+            self.fused_b.copy_(self.fused_tables_b[self.merged_interval])
+
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        """Merged stage 2: ``(W0 + ΔW)x + (α/r)·Σ_k g_k B_k A_k x`` over the interval's context
+        experts with ``g = act(FC x + Emb(t))``; ``A_ctx``, ``FC`` and ``Emb(t)`` in one batched
+        matmul per sample. x (N, ..., in), N a multiple of the B timesteps."""
+        y = F.linear(x, self.merged_weight, self.base.bias)
+        t_index = self.ctx.timestep_index().to(x.device)  # (B,)
+        nb, kr = t_index.shape[0], self.fused_b.shape[1]
+        self._check_fold(x.shape[0], nb)
+        xs = x.reshape(nb, -1, x.shape[-1]).to(self.fused_a.dtype)  # (B, M, in)
+        rows = F.embedding(t_index, self.fused_bias).unsqueeze(1)  # (B, 1, k·r + G): [0; Emb(t)]
+        p = torch.baddbmm(rows, xs, self.fused_a.t().expand(nb, -1, -1))  # (B, M, k·r + G)
+        g = self.router.gate(p[..., kr:])  # (B, M, k)
+        h = (p[..., :kr].unflatten(-1, (-1, self.rank)) * g.unsqueeze(-1)).flatten(-2)  # (B, M, k·r)
+        return y.add_(F.linear(h, self.fused_b).view(y.shape).to(y.dtype))
+
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_CLS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -225,25 +343,32 @@ class TSMConv(TSMLayer):
 
     def __init__(self, base: nn.Conv1d | nn.Conv2d | nn.Conv3d, *args, **kwargs) -> None:
         if base.groups != 1 or base.padding_mode != "zeros":
-            raise ValueError(f"TSMConv supports groups=1 and padding_mode='zeros' only, got "
-                             f"groups={base.groups}, padding_mode={base.padding_mode!r}")
+            raise ValueError(
+                f"TSMConv supports groups=1 and padding_mode='zeros' only, got "
+                f"groups={base.groups}, padding_mode={base.padding_mode!r}"
+            )
         self.dims = len(base.kernel_size)
         super().__init__(base, *args, **kwargs)
+
+    def _forward_merged(self, x: Tensor) -> Tensor:
+        return self.base._conv_forward(x, self.merged_weight, self.base.bias)
 
     def _geometry(self) -> dict:
         return {"stride": self.base.stride, "padding": self.base.padding, "dilation": self.base.dilation}
 
     def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
-        return _CONV_CLS[self.dims](self.base.in_channels, gates, self.base.kernel_size, bias=False,
-                                    **self._geometry(), **dd)
+        return _CONV_CLS[self.dims](
+            self.base.in_channels, gates, self.base.kernel_size, bias=False, **self._geometry(), **dd
+        )
 
     def _lowrank(self, x: Tensor, a: Tensor, b: Tensor) -> Tensor:
         """x (N, C, *S); a (B, k, r, C, *K); b (B, k, out, r) → (N, out, *S')."""
         nb, k, r = a.shape[:3]
         n, f = x.shape[0], x.shape[0] // nb
         xg = x.reshape(nb, f, *x.shape[1:]).transpose(0, 1).reshape(f, -1, *x.shape[2:])  # f (B C) *S
-        h = _CONV_FN[self.dims](xg, a.reshape(nb * k * r, *a.shape[3:]), groups=nb,
-                                **self._geometry())  # f (B k r) *S'
+        h = _CONV_FN[self.dims](
+            xg, a.reshape(nb * k * r, *a.shape[3:]), groups=nb, **self._geometry()
+        )  # f (B k r) *S'
         out_spatial = h.shape[2:]
         h = h.reshape(f, nb, k, r, -1) * self.scaling  # f B k r (S')
         if self.router is not None:
