@@ -305,7 +305,9 @@ def tracked_models_dir(models_dir, tmp_path_factory) -> Path:
         (root / name).symlink_to(models_dir / name)
     shapes = {k: tuple(v.shape) for k, v in DeAOT().state_dict().items()}
     (root / DEAOT_FILE).parent.mkdir()
-    torch.save({"state_dict": deaot_state_dict(shapes)}, root / DEAOT_FILE)
+    # as the official file: a DataParallel "module." prefix under "state_dict"
+    state = {f"module.{k}": v for k, v in deaot_state_dict(shapes).items()}
+    torch.save({"state_dict": state}, root / DEAOT_FILE)
     return root
 
 
@@ -318,6 +320,9 @@ def test_count_and_color_follow_the_official_track_schedule(tracked_models_dir, 
     color = ColorMetric(tracked_models_dir, mode="fixed")
     assert count.models.tracker_model is color.models.tracker_model  # one network for both
     assert count.runtime["detection"] == "track" and DEAOT_FILE in count.runtime["weights"]
+    shapes = {k: tuple(v.shape) for k, v in DeAOT().state_dict().items()}
+    for key, value in deaot_state_dict(shapes).items():  # strictly loaded, prefix stripped
+        torch.testing.assert_close(count.models.tracker_model.state_dict()[key], value, rtol=0, atol=0)
     record = count.score(video, meta)
     assert record["frame_roles"] == ["detect", "track", "track"]
     detected, found = reference["dog"]
