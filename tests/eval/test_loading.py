@@ -265,3 +265,16 @@ def test_other_globals_are_still_refused(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "evil_pkg")
     with pytest.raises(pickle.UnpicklingError, match="evil_pkg"):
         load_checkpoint(tmp_path / "e.pth")
+
+
+def test_compare_notes_runtime_differences():
+    from eval_crafter.report import compare_reports
+
+    def report(device, digest):
+        runtime = {"device": device, "fp32": False, "dtypes": {"x": "float32"}, "weights": {"w": digest}}
+        return {"mode": "compat", "backend": "full", "label": "L", "videos": "v", "evalcrafter": None,
+                "metrics": {"tiny": {"value": 1.0}}, "runtime": {"tiny": runtime}}
+
+    assert "note:" not in compare_reports(report("cpu", "a"), report("cpu", "a"))
+    text = compare_reports(report("cpu", "a"), report("cuda:0", "b"))
+    assert "note: tiny ran differently: device cpu vs cuda:0; other weights files" in text
