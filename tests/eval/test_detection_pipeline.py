@@ -345,3 +345,26 @@ def test_track_schedule_without_detection_tracks_nothing(tracked_models_dir, vid
     record = counter.score(video, {"prompt": "x", "attributes": {"count": "2 dog"}})
     assert record["mask_dtypes"] == ["float64", "uint8", "uint8"]
     assert record["det_count_frames"] == [0, 0, 0] and record["count_score"] == 0.0
+
+
+def test_cli_runs_either_schedule_and_labels_the_alternative(tracked_models_dir, video, tmp_path):
+    from eval_crafter.report import load_report
+    from tsm_video.cli import main
+
+    meta = {"0000": {"prompt": "two dogs", "attributes": {"count": "2 dog"}}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    reports = {}
+    for schedule in ("track", "every-frame"):
+        out = tmp_path / f"{schedule}.json"
+        args = ["eval", "evalcrafter", "--videos", str(video.path.parent),
+                "--models", str(tracked_models_dir), "--metrics", "count",
+                "--prompts", str(tmp_path / "meta.json"), "--device", "cpu",
+                "--detection", schedule, "--out", str(out), "--no-progress"]
+        assert main(args) == 0
+        reports[schedule] = load_report(out)
+    assert reports["track"]["label"] == "EvalCrafter (compat)"
+    assert "detection on every frame, not the official tracker" in reports["every-frame"]["label"]
+    roles = {s: r["per_video"]["0000"]["count"]["frame_roles"] for s, r in reports.items()}
+    assert roles == {"track": ["detect", "track", "track"], "every-frame": ["detect"] * 3}
+    assert reports["track"]["runtime"]["count"]["detection"] == "track"
+    assert DEAOT_FILE not in reports["every-frame"]["runtime"]["count"]["weights"]
