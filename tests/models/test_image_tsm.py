@@ -102,7 +102,8 @@ def test_stock_pipeline_runs_tsm_layers_per_sample_and_merged_alike(tsm_models, 
         seen.append(tuple(t.shape))
         merge_timestep(bb.denoiser, float(t.reshape(-1)[0]))
 
-    handle = bb.denoiser.register_forward_pre_hook(merge, with_kwargs=True)
+    # prepend: swap experts before the backbone's own hook sets the context to this step's t
+    handle = bb.denoiser.register_forward_pre_hook(merge, with_kwargs=True, prepend=True)
     try:
         merged = run()
     finally:

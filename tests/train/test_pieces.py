@@ -8,6 +8,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
+from tsm_video.models import build_backbone
 from tsm_video.train.checkpoint import (
     TRAINABLE_FILE,
     RankStates,
@@ -19,7 +20,6 @@ from tsm_video.train.checkpoint import (
     save_checkpoint,
 )
 from tsm_video.train.interval_loss import IntervalLossTracker, plot_interval_losses
-from tsm_video.models import build_backbone
 from tsm_video.train.randomness import TimestepSampler, TrainRNG
 
 DDPM = build_backbone("vc2-tiny", device="meta")  # only its sample_t runs: uniform integers per interval

@@ -34,7 +34,8 @@ def test_gradients_reach_exactly_the_stage_parameters(which, tmp_path, synth_dat
     rng = TrainRNG(0)
     t = TimestepSampler("stratified", 2)(4, rng, model)  # both intervals in one batch
     pixels = torch.rand(4, 3, 4, 32, 32, generator=rng.generator) * 2 - 1
-    loss = objective(t, rng, pixels=pixels, captions=["a red circle", "", "b", "c"], fps=torch.full((4,), 8.0))
+    captions = ["a red circle", "", "b", "c"]
+    loss = objective(t, rng, pixels=pixels, captions=captions, fps=torch.full((4,), 8.0))
     assert loss.shape == (4,) and torch.isfinite(loss).all()
     loss.mean().backward()
     stage = run.stage
