@@ -200,6 +200,9 @@ class TSMConfig:
     gate_activation: Literal["none", "softmax", "sigmoid"] = "none"
     router: Literal["asymmetric", "symmetric"] = "asymmetric"
     """``asymmetric`` = TSM (core un-gated); ``symmetric`` = every expert gated (MoE ablation)."""
+    router_input: Literal["both", "x", "t"] = "both"
+    """What the stage-2 router reads: ``both`` = ``FC(x) + Emb(t)`` (TSM, Sec. 3.3); ``x`` / ``t``
+    = the router-input ablation of Sec. 4.4 (the other term stays frozen at its zero init)."""
     num_timesteps: int = 1000
 
     def _validate(self, p: str) -> None:
