@@ -349,9 +349,9 @@ def _report(
         "",
         "## Light EvalCrafter-style scores",
         "",
-        f"{len(scenes)} held-out prompts, one clip each (same initial noise for every model), scored against the "
-        "synthetic ground truth by the light backend (`eval_crafter.metrics.light`, official rules): colour "
-        "(official hue rule; only prompts whose colour it can name), count, motion direction (foreground "
+        f"{len(scenes)} held-out prompts, one clip each (same initial noise for every model), scored "
+        "against the synthetic ground truth by the light backend (`eval_crafter.metrics.light`): colour "
+        "(the fixed hue rule; only prompts whose colour it can name), count, motion direction (foreground "
         "centroid), amplitude (slow/fast travel). The held-out videos themselves give the ceiling.",
         "",
         _score_table(scores),
