@@ -73,6 +73,8 @@ __all__ = ["StudySettings", "FULL", "QUICK", "SMOKE", "ORDER", "run_study", "pai
 COMMAND = "study_post_pretraining"
 RESULTS = ROOT / "benchmarks" / "results" / "study_post_pretraining.json"
 DEFAULT_WORKDIR = ROOT / "benchmarks" / ".cache" / "study_post_pretraining"
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+MD_START, MD_END = "<!-- study_post_pretraining:start -->", "<!-- study_post_pretraining:end -->"
 
 
 @dataclass(frozen=True)
@@ -473,6 +475,8 @@ def plot(doc: dict, prefix: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     methods = {m: r for m, r in doc["methods"].items() if r.get("heldout_mse")}
+    if "lora" not in methods:
+        return []  # nothing to compare against yet
     n = doc["settings"]["n"]
     paths = [prefix.with_name(prefix.name + "_intervals.png"), prefix.with_name(prefix.name + "_diff.png")]
     ref = np.mean(methods["lora"]["heldout_mse_per_interval"], axis=0)
@@ -611,7 +615,7 @@ def results_section(doc: dict, plots: list[Path]) -> str:
         f"{doc['base_pretraining_seconds']:.0f} s (cached)."
     )
     return "\n".join([
-        "<!-- study_post_pretraining:start -->",
+        MD_START,
         "## Post-pretraining study: LoRA vs TSM at toy scale (`benchmarks/study_post_pretraining.py`)",
         "",
         f"{status}. {machine}",
@@ -623,7 +627,7 @@ def results_section(doc: dict, plots: list[Path]) -> str:
         *verdict(doc),
         "",
         *[f"![{p.stem}](results/{p.name})" for p in plots],
-        "<!-- study_post_pretraining:end -->",
+        MD_END,
     ])  # fmt: skip
 
 
@@ -637,9 +641,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     parser.add_argument("--no-results-md", action="store_true", help="do not touch benchmarks/RESULTS.md")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only redraw the plots and the RESULTS.md section from --out (e.g. of an interrupted run)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.report_only:
+        doc = json.loads(args.out.read_text())
+        write_section(RESULTS_MD, MD_START, MD_END, results_section(doc, plot(doc, args.out.with_suffix(""))))
+        return 0
     settings = replace(QUICK if args.quick else FULL, domain=args.domain)
     claim_output_dir(args.workdir, COMMAND, clean=False)
     log_path = args.workdir / f"log_{settings.name}.txt"
@@ -653,8 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = run_study(settings, args.workdir, args.out, log, is_full=not args.quick and args.domain == "b")
     plots = plot(doc, args.out.with_suffix(""))
     if not args.no_results_md:
-        write_section(ROOT / "benchmarks" / "RESULTS.md", "<!-- study_post_pretraining:start -->",
-                      "<!-- study_post_pretraining:end -->", results_section(doc, plots))  # fmt: skip
+        write_section(RESULTS_MD, MD_START, MD_END, results_section(doc, plots))
     return 0
 
 
