@@ -254,7 +254,7 @@ def prepare_data(s: StudySettings, work: Path) -> dict[str, Path]:
                 num_videos=count,
                 seed=seed,
                 size=(s.size, s.size),
-                num_frames=16,
+                num_frames=s.num_frames,  # a training clip is the whole video: its full motion
                 fps=8.0,
                 domain=domain,
             )
