@@ -62,7 +62,7 @@ from tsm_video.config import RunConfig, parse_config  # noqa: E402
 from tsm_video.data import StreamLoader, VideoClipDataset, read_index  # noqa: E402
 from tsm_video.demo.outdir import claim_output_dir, record_entries  # noqa: E402
 from tsm_video.demo.scores import SCORE_NAMES, light_scores  # noqa: E402
-from tsm_video.demo.vae import compose_checkpoint  # noqa: E402
+from tsm_video.demo.vae import VAE_WEIGHTS, compose_checkpoint  # noqa: E402
 from tsm_video.train.evaluate import interval_eps_mse  # noqa: E402
 from tsm_video.train.runner import run_training  # noqa: E402
 from tsm_video.train.stages import load_trained, plan_stages  # noqa: E402
@@ -366,6 +366,19 @@ def summarise(methods: dict[str, dict]) -> dict[str, dict]:
 # --------------------------------------------------------------------------------------
 
 
+def _vae_identity() -> dict:
+    """The tiny VAE the base started from: file sha256 and the recipe stored in its metadata."""
+    from safetensors import safe_open
+
+    meta = safe_open(str(VAE_WEIGHTS), "pt").metadata() or {}
+    digest = hashlib.sha256(VAE_WEIGHTS.read_bytes()).hexdigest()
+    return {
+        "sha256": digest,
+        "recipe": json.loads(meta.get("recipe", "{}")),
+        "stats": json.loads(meta.get("stats", "{}")),
+    }
+
+
 def _atomic_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -425,6 +438,7 @@ def run_study(
         "data_seconds": data_seconds,
         "machine_at_start": machine_start,
         "cost_unit": "optimizer steps of batch settings.batch_size (Tab. 8 accounting)",
+        "vae": _vae_identity(),
         "tsm1_schedule": "joint — n·S steps stratified over the n intervals (each expert sees S steps' worth "
         "of samples in expectation; the per-expert schedule is not on main yet)",
     }
