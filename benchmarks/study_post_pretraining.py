@@ -106,7 +106,7 @@ class StudySettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-FULL = StudySettings("full", seeds=(0, 1, 2), steps=50, base_steps=600, videos_heldout=24, prompts=6)
+FULL = StudySettings("full", seeds=(0, 1, 2), steps=40, base_steps=300, videos_heldout=24, prompts=6)
 QUICK = StudySettings(
     "quick", seeds=(0, 1), steps=12, base_steps=150, videos_b=64, videos_heldout=16, prompts=4
 )
@@ -410,7 +410,7 @@ def run_study(
     """
     start = time.perf_counter()
     work = claim_output_dir(workdir, COMMAND, clean=False)
-    runs = work / f"runs_{s.name}"
+    runs = work / f"runs_{s.name}_seeds_{'-'.join(map(str, s.seeds))}"  # own folder per parallel process
     record_entries(work, COMMAND, [runs.name])
     shutil.rmtree(runs, ignore_errors=True)  # this configuration's previous runs (ours)
     machine_start = _machine()
@@ -463,6 +463,38 @@ def run_study(
     doc["summary"] = summarise(methods)
     _atomic_json(results, doc)
     return doc
+
+
+def merge_documents(docs: list[dict]) -> dict:
+    """One document from per-seed documents of one configuration (``--seeds k`` runs in parallel).
+
+    Per-method lists are concatenated in seed order; ``full`` holds when the seeds together are
+    the configuration's and every part finished all methods; the summary is recomputed.
+    """
+    if len({d["configuration"] for d in docs}) != 1 or len({d["vae"]["sha256"] for d in docs}) != 1:
+        raise ValueError("merge: the documents come from different configurations or VAEs")
+    docs = sorted(docs, key=lambda d: d["settings"]["seeds"][0])
+    merged = {**docs[0], "methods": {m: {} for m in ORDER}, "parts": []}
+    seeds = []
+    for d in docs:
+        seeds += d["settings"]["seeds"]
+        merged["parts"].append({k: d.get(k) for k in ("seeds", "full", "wall_seconds", "machine_at_start",
+                                                      "machine_at_end")})  # fmt: skip
+        for m, rec in d["methods"].items():
+            for k, v in rec.items():
+                merged["methods"][m].setdefault(k, []).extend(v)
+    configured = {"full": FULL, "quick": QUICK, "smoke": SMOKE}[docs[0]["configuration"]].seeds
+    merged["seeds"] = seeds
+    merged["settings"] = {**docs[0]["settings"], "seeds": seeds}
+    merged["full"] = (
+        sorted(seeds) == sorted(configured)
+        and all(d.get("wall_seconds") for d in docs)
+        and (docs[0]["configuration"] == "full")
+    )
+    merged["wall_seconds"] = max(d.get("wall_seconds") or 0.0 for d in docs)
+    merged["machine_at_end"] = docs[-1].get("machine_at_end", {})
+    merged["summary"] = summarise(merged["methods"])
+    return merged
 
 
 # --------------------------------------------------------------------------------------
@@ -656,6 +688,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-results-md", action="store_true", help="do not touch benchmarks/RESULTS.md")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="run only these seeds (one process per seed)"
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="merge per-seed JSONs of one configuration into --out (then redraw the report)",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="only redraw the plots and the RESULTS.md section from --out (e.g. of an interrupted run)",
@@ -663,13 +705,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.report_only:
+    if args.merge:
+        _atomic_json(args.out, merge_documents([json.loads(p.read_text()) for p in args.merge]))
+    if args.report_only or args.merge:
         doc = json.loads(args.out.read_text())
         write_section(RESULTS_MD, MD_START, MD_END, results_section(doc, plot(doc, args.out.with_suffix(""))))
         return 0
     settings = replace(QUICK if args.quick else FULL, domain=args.domain)
+    every_seed = args.seeds is None or set(args.seeds) == set(settings.seeds)
+    if args.seeds is not None:
+        settings = replace(settings, seeds=tuple(args.seeds))
     claim_output_dir(args.workdir, COMMAND, clean=False)
-    log_path = args.workdir / f"log_{settings.name}.txt"
+    log_path = args.workdir / f"log_{settings.name}_seeds_{'-'.join(map(str, settings.seeds))}.txt"
     record_entries(args.workdir, COMMAND, [log_path.name])
 
     def log(msg: str) -> None:
@@ -677,7 +724,8 @@ def main(argv: list[str] | None = None) -> int:
         with log_path.open("a", encoding="utf-8") as f:
             f.write(msg + "\n")
 
-    doc = run_study(settings, args.workdir, args.out, log, is_full=not args.quick and args.domain == "b")
+    is_full = not args.quick and args.domain == "b" and every_seed
+    doc = run_study(settings, args.workdir, args.out, log, is_full=is_full)
     plots = plot(doc, args.out.with_suffix(""))
     if not args.no_results_md:
         write_section(RESULTS_MD, MD_START, MD_END, results_section(doc, plots))
