@@ -27,6 +27,7 @@ from eval_crafter.cache import RecordCache
 from eval_crafter.metrics import BACKENDS, MODES, Metric, VideoInput, get_metric
 from eval_crafter.prompts import entries_for_mode, load_metadata
 from tsm_video.data.video_io import read_frames
+from tsm_video.errors import TSMVideoError
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_METRICS", "UnknownVideoError", "EvalSettings", "list_videos",
            "evaluate"]
@@ -35,7 +36,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 DEFAULT_METRICS = ("is", "action", "amplitude", "blip_bleu", "color", "count")
 
 
-class UnknownVideoError(ValueError):
+class UnknownVideoError(TSMVideoError, ValueError):
     """Video names that are no prompt id of the metadata."""
 
 

@@ -28,8 +28,8 @@ def export_vc2_safetensors(ckpt: str | os.PathLike, out: str | os.PathLike, back
         raise CheckpointError(f"output {out} must end in .safetensors")
     if out.resolve() == ckpt.resolve():
         raise CheckpointError(f"output {out} would overwrite the input checkpoint")
+    model = build_backbone(backbone, device="meta")  # architecture only (no memory): a bad name fails first
     state = read_state_dict(ckpt)
-    model = build_backbone(backbone, device="meta")  # architecture only: no memory, no init
     model.validate_checkpoint_state(state, str(ckpt))
     state = {**model.schedule.checkpoint_buffers(), **state}
     save_safetensors(state, out, metadata={"format": "pt", "backbone": backbone, "source": ckpt.name})

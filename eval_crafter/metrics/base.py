@@ -35,6 +35,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from tsm_video.errors import TSMVideoError
+
 __all__ = [
     "MODES",
     "BACKENDS",
@@ -49,7 +51,7 @@ MODES = ("compat", "fixed")
 BACKENDS = ("full", "light")
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(TSMVideoError, FileNotFoundError):
     """A weight file or folder a metric needs is absent from ``--models``.
 
     The message names the expected path and where the official release publishes it.

@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 __all__ = ["register"]
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tsm_video.config import ConfigError, load_config
+    from tsm_video.config import load_config
     from tsm_video.train.plan import describe_plan
     from tsm_video.train.runner import run_training
     from tsm_video.train.stages import plan_stages
 
-    try:
-        cfg = load_config(args.cfg, args.overrides)
-        if args.dry_run:
-            processes = int(os.environ.get("WORLD_SIZE", 1))  # set by accelerate launch / torchrun
-            print(describe_plan(cfg, plan_stages(cfg, args.stage, args.scale), processes))
-            return 0
-        run_training(cfg, args.stage, args.scale, resume=args.resume)
-    except ConfigError as e:
-        print(f"tsm-video train: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.cfg, args.overrides)
+    if args.dry_run:
+        processes = int(os.environ.get("WORLD_SIZE", 1))  # set by accelerate launch / torchrun
+        print(describe_plan(cfg, plan_stages(cfg, args.stage, args.scale), processes))
+        return 0
+    run_training(cfg, args.stage, args.scale, resume=args.resume)
     return 0
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from tsm_video.errors import TSMVideoError
+
 try:  # decord ships wheels for x86-64 only
     import decord
 except ImportError:  # pragma: no cover - exercised on machines without decord
@@ -45,7 +47,7 @@ Source = str | os.PathLike | bytes
 DECORD_THREADS = 1
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(TSMVideoError, RuntimeError):
     """A video could not be read; ``reason`` is a short machine-readable tag for skip counters."""
 
     def __init__(self, reason: str, message: str) -> None:

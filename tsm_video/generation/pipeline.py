@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from tsm_video.config import RunConfig
+from tsm_video.models.vc2.configs import spatial_multiple
 
 from .experts import AdapterSpec, attach_adapter, inspect_adapter
 from .media import compare_grid
 from .prompts import PromptItem
-from .runner import OutputOptions, RunSummary, check_manifest, pending, run_prompts, write_clip
+from .runner import OutputOptions, RunSummary, pending, recorded_run, run_prompts, write_clip
 from .sampling import generate_clips
 from .settings import GenerateSettings, SettingsError
 
@@ -56,11 +57,6 @@ def _skeleton(cfg: RunConfig) -> nn.Module:
     from tsm_video.models import build_backbone
 
     return build_backbone(cfg.model.backbone, device="meta")
-
-
-def spatial_multiple(arch: dict) -> int:
-    """Pixel sizes must be multiples of this: VAE downscale × 2^(UNet levels − 1) (64 for VC2)."""
-    return 2 ** (len(arch["vae"]["ch_mult"]) - 1) * 2 ** (len(arch["unet"]["channel_mult"]) - 1)
 
 
 def prepare(
@@ -143,13 +139,14 @@ def run_generate(
     """Generate ``{id}.mp4`` (+ extras) for every item not already in ``out_dir``."""
     out_dir, device = Path(out_dir), torch.device(device)
     spec = prepare(cfg, settings, [Variant("model", adapter)]).get("model")
-    check_manifest(out_dir, {"mode": "generate", "base": _base_identity(cfg), "seed": seed,
-                             "adapter": spec.describe() if spec else None, "settings": settings.to_dict()})
-    todo, done = pending(items, out_dir)
-    if not todo:
-        return RunSummary(skipped=done)
-    return _generate_into(cfg, spec, items, out_dir, settings, device, seed=seed, batch_size=batch_size,
-                          options=options, progress=progress)
+    manifest = {"mode": "generate", "base": _base_identity(cfg), "seed": seed,
+                "adapter": spec.describe() if spec else None, "settings": settings.to_dict()}
+    with recorded_run(out_dir, manifest):
+        todo, done = pending(items, out_dir)
+        if not todo:
+            return RunSummary(skipped=done)
+        return _generate_into(cfg, spec, items, out_dir, settings, device, seed=seed, batch_size=batch_size,
+                              options=options, progress=progress)
 
 
 def run_compare(
@@ -173,15 +170,15 @@ def run_compare(
     """
     out_dir, device = Path(out_dir), torch.device(device)
     specs = prepare(cfg, settings, variants)
-    check_manifest(out_dir, {"mode": "compare", "base": _base_identity(cfg), "seed": seed,
-                             "variants": {v.label: specs[v.label].describe() if v.adapter else None
-                                          for v in variants},
-                             "settings": settings.to_dict()})
-    for variant in variants:
-        if pending(items, out_dir / variant.label)[0]:
-            _generate_into(cfg, specs.get(variant.label), items, out_dir / variant.label, settings, device,
-                           seed=seed, batch_size=batch_size, options=replace(options, npy=True),
-                           progress=progress)
+    with recorded_run(out_dir, {"mode": "compare", "base": _base_identity(cfg), "seed": seed,
+                                "variants": {v.label: specs[v.label].describe() if v.adapter else None
+                                             for v in variants},
+                                "settings": settings.to_dict()}):
+        for variant in variants:
+            if pending(items, out_dir / variant.label)[0]:
+                _generate_into(cfg, specs.get(variant.label), items, out_dir / variant.label, settings,
+                               device, seed=seed, batch_size=batch_size, options=replace(options, npy=True),
+                               progress=progress)
     todo, done = pending(items, out_dir)
     labels = [v.label for v in variants]
     for item in todo:

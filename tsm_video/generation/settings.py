@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from tsm_video.config import GenerateConfig
+from tsm_video.errors import TSMVideoError
 
 __all__ = ["GenerateSettings", "SettingsError", "VC2_SAVE_FPS"]
 
@@ -16,7 +17,7 @@ conditioned on ``fps`` (28), which is a different number."""
 _DEFAULTS = GenerateConfig()  # one source for VC2's sampling defaults: the config's `generate` section
 
 
-class SettingsError(ValueError):
+class SettingsError(TSMVideoError, ValueError):
     """A sampling setting out of range for the backbone, naming the flag and the fix."""
 
 

@@ -7,14 +7,19 @@ from typing import Any
 
 import torch
 
+from tsm_video.errors import TSMVideoError
 from tsm_video.models.vc2.checkpoint import read_state_dict
 from tsm_video.models.vc2.configs import VC2_ARCH, VC2_TINY_ARCH
 from tsm_video.models.vc2.model import VC2Model
 
-__all__ = ["BACKBONES", "build_backbone"]
+__all__ = ["BACKBONES", "UnknownBackboneError", "build_backbone"]
 
 #: name → arch dict of a :class:`VC2Model` (``vc2``: the real 512 model; ``vc2-tiny``: demo/tests).
 BACKBONES: dict[str, dict[str, Any]] = {"vc2": VC2_ARCH, "vc2-tiny": VC2_TINY_ARCH}
+
+
+class UnknownBackboneError(TSMVideoError, ValueError):
+    """A backbone name that is not in :data:`BACKBONES`."""
 
 
 def build_backbone(
@@ -31,7 +36,7 @@ def build_backbone(
     shapes (a free dry run, also for the real 1.85 B-parameter config).
     """
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}")
+        raise UnknownBackboneError(f"unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}")
     arch = BACKBONES[name]
     if checkpoint is None or torch.device(device or "cpu").type == "meta":
         model = VC2Model.from_config(arch, device=device, dtype=dtype)
