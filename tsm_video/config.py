@@ -98,9 +98,8 @@ def _backbone_names() -> list[str]:
 def _spatial_multiple(backbone: str) -> int:
     """Pixel sizes of ``backbone`` must be multiples of this (the rule generation checks too)."""
     from tsm_video.models import BACKBONES
-    from tsm_video.models.vc2.configs import spatial_multiple
 
-    return spatial_multiple(BACKBONES[backbone])
+    return BACKBONES[backbone].pixel_multiple
 
 
 def _preset_names() -> list[str]:
@@ -676,9 +675,9 @@ def missing_paths(cfg: RunConfig) -> list[str]:
     """Input files a training run needs that do not exist, each as ``key: path`` (empty = all present)."""
     missing = []
     if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).exists():
-        from tsm_video.models.vc2.checkpoint import OFFICIAL_WEIGHTS
+        from tsm_video.models.registry import weights_hint
 
-        missing.append(f"model.checkpoint: {cfg.model.checkpoint} ({OFFICIAL_WEIGHTS})")
+        missing.append(f"model.checkpoint: {cfg.model.checkpoint} ({weights_hint(cfg.model.backbone)})")
     d = cfg.data
     if d.source == "videos":
         if d.csv is None:

@@ -21,6 +21,7 @@ def export_vc2_safetensors(ckpt: str | os.PathLike, out: str | os.PathLike, back
     the output always holds the full official key set.
     """
     from tsm_video.models import build_backbone
+    from tsm_video.models.registry import check_weights
     from tsm_video.models.vc2.checkpoint import CheckpointError, read_state_dict, save_safetensors
 
     ckpt, out = Path(ckpt), Path(out)
@@ -29,7 +30,7 @@ def export_vc2_safetensors(ckpt: str | os.PathLike, out: str | os.PathLike, back
     if out.resolve() == ckpt.resolve():
         raise CheckpointError(f"output {out} would overwrite the input checkpoint")
     model = build_backbone(backbone, device="meta")  # architecture only (no memory): a bad name fails first
-    state = read_state_dict(ckpt)
+    state = read_state_dict(check_weights(backbone, ckpt))
     model.validate_checkpoint_state(state, str(ckpt))
     state = {**model.schedule.checkpoint_buffers(), **state}
     save_safetensors(state, out, metadata={"format": "pt", "backbone": backbone, "source": ckpt.name})

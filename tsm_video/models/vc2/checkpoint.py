@@ -27,7 +27,6 @@ from tsm_video.errors import TSMVideoError
 __all__ = [
     "PART_PREFIXES",
     "CheckpointError",
-    "OFFICIAL_WEIGHTS",
     "read_state_dict",
     "read_shapes",
     "check_state_dict",
@@ -44,11 +43,6 @@ PART_PREFIXES = {
 _PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _SHOWN = 8  # keys listed per category in an error
 
-OFFICIAL_WEIGHTS = (
-    "the official VideoCrafter2 model.ckpt is published at https://huggingface.co/VideoCrafter/VideoCrafter2"
-)
-"""Where the release is: appended to every "checkpoint not found" (train, generate, export)."""
-
 
 class CheckpointError(TSMVideoError, ValueError):
     """A checkpoint that cannot be read or does not match the architecture."""
@@ -59,10 +53,6 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a dict of tensors (or one under 'state_dict')")
     return dict(state)
-
-
-def _not_found(path: Path) -> CheckpointError:
-    return CheckpointError(f"checkpoint not found: {path} ({OFFICIAL_WEIGHTS})")
 
 
 def _refused(path: Path, err: Exception) -> CheckpointError:
@@ -117,7 +107,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Raises :class:`CheckpointError` for a missing, unreadable, truncated or unsafe file."""
     path = Path(path)
     if not path.is_file():
-        raise _not_found(path)
+        raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         try:
             return load_file(path)

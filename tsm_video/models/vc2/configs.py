@@ -17,7 +17,7 @@ from typing import Any
 
 from tsm_video.models.vc2.unet_config import VC2_UNET_PARAMS
 
-__all__ = ["VC2_ARCH", "VC2_TINY_ARCH", "VC2_TEXT", "VC2_SCHEDULE", "resolve_arch", "spatial_multiple"]
+__all__ = ["VC2_ARCH", "VC2_TINY_ARCH", "VC2_TEXT", "VC2_SCHEDULE", "resolve_arch"]
 
 #: OpenCLIP ViT-H-14 text tower read at the penultimate layer.
 VC2_TEXT: dict[str, Any] = {
@@ -108,9 +108,3 @@ def resolve_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
             f"unet in_channels {resolved['unet'].get('in_channels')} != vae embed_dim {embed_dim}"
         )
     return copy.deepcopy(resolved)
-
-
-def spatial_multiple(arch: Mapping[str, Any]) -> int:
-    """Pixel sizes must be multiples of this: VAE downscale × 2^(UNet levels − 1) (64 for VC2,
-    16 for the tiny model), so every UNet level's latent halves exactly and the skips line up."""
-    return 2 ** (len(arch["vae"]["ch_mult"]) - 1) * 2 ** (len(arch["unet"]["channel_mult"]) - 1)
