@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from eval_crafter.aggregate import evalcrafter_scores
 from eval_crafter.cache import RecordCache
+from eval_crafter.errors import EvalInputError, MissingVideosError
 from eval_crafter.metrics import BACKENDS, MODES, Metric, VideoInput, get_metric
 from eval_crafter.metrics.base import check_models_folder
 from eval_crafter.metrics.runtime import resolve_device
@@ -63,11 +64,13 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {MODES}")
+            raise EvalInputError(f"unknown mode {self.mode!r}; choose one of {MODES}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
+            raise EvalInputError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
         if self.backend == "full" and self.models is None:
-            raise ValueError("the full backend needs --models DIR")
+            raise EvalInputError(
+                "the full backend needs --models DIR (its weights; layout: docs/evalcrafter.md), or use "
+                "--backend light for the synthetic domain")
         self.videos, self.out = Path(self.videos), Path(self.out)
         if self.cache_dir is None:
             self.cache_dir = self.out.parent / f"{self.out.stem}.cache"
@@ -76,8 +79,10 @@ class EvalSettings:
 def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> tuple[list[Path], list[str]]:
     """Video files of ``folder`` in visiting order, and the names skipped as unknown."""
     if not Path(folder).is_dir():
-        raise FileNotFoundError(f"videos folder {folder} does not exist")
+        raise MissingVideosError(f"videos folder {folder} does not exist")
     names = [n for n in os.listdir(folder) if not n.startswith(".") and n.lower().endswith(VIDEO_EXTENSIONS)]
+    if not names:
+        raise EvalInputError(f"no videos in {folder} (expected <prompt id>.mp4 files, e.g. 0000.mp4)")
     if mode == "fixed":
         names.sort()
     unknown = [n for n in names if Path(n).stem not in metadata]
@@ -85,10 +90,13 @@ def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> 
         raise UnknownVideoError(
             f"{len(unknown)} video(s) in {folder} are not named by a prompt id (e.g. 0042.mp4): "
             f"{sorted(unknown)[:10]}; rename them or pass --skip-unknown to count and skip them")
+    if len(unknown) == len(names):
+        raise EvalInputError(f"none of the {len(names)} video(s) in {folder} is named by a prompt id "
+                             f"(e.g. 0042.mp4); nothing to evaluate")
     stems = Counter(Path(n).stem for n in names)
     duplicates = sorted(s for s, c in stems.items() if c > 1)
     if duplicates:
-        raise ValueError(f"several files share a prompt id in {folder}: {duplicates[:10]}")
+        raise EvalInputError(f"several files share a prompt id in {folder}: {duplicates[:10]}")
     return [Path(folder) / n for n in names if n not in unknown], unknown
 
 

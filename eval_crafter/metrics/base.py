@@ -86,7 +86,7 @@ class MissingModelsError(ModelNotFoundError):
                   f"Layout: docs/evalcrafter.md")
 
 
-class IncompatibleModelError(ValueError):
+class IncompatibleModelError(TSMVideoError, ValueError):
     """A weights file or folder is present but cannot be used (the message says why and what to get)."""
 
 
