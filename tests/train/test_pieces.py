@@ -1,4 +1,5 @@
-"""Trainer pieces that need no backbone: timestep sampling, RNG state, loss per interval, checkpoint IO."""
+"""Trainer pieces that need no backbone weights: timestep sampling, RNG state, loss per interval,
+checkpoint IO."""
 
 import json
 
@@ -7,6 +8,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
+from tsm_video.models import build_backbone
 from tsm_video.train.checkpoint import (
     TRAINABLE_FILE,
     RankStates,
@@ -20,23 +22,25 @@ from tsm_video.train.checkpoint import (
 from tsm_video.train.interval_loss import IntervalLossTracker, plot_interval_losses
 from tsm_video.train.randomness import TimestepSampler, TrainRNG
 
+DDPM = build_backbone("vc2-tiny", device="meta")  # only its sample_t runs: uniform integers per interval
+
 
 def test_stratified_sampler_fills_every_interval():
     rng = TrainRNG(0)
-    t = TimestepSampler("stratified", scale=4)(16, rng)
+    t = TimestepSampler("stratified", scale=4)(16, rng, DDPM)
     assert t.dtype == torch.long and t.shape == (16,)
     assert torch.bincount(t // 250, minlength=4).tolist() == [4, 4, 4, 4]
 
 
 def test_interval_sampler_stays_inside():
-    t = TimestepSampler("interval", scale=8, interval=3)(64, TrainRNG(1))
+    t = TimestepSampler("interval", scale=8, interval=3)(64, TrainRNG(1), DDPM)
     assert ((t >= 375) & (t < 500)).all()
     with pytest.raises(ValueError, match="interval"):
         TimestepSampler("interval", scale=8, interval=8)
 
 
 def test_uniform_sampler_range():
-    t = TimestepSampler("uniform")(4096, TrainRNG(2))
+    t = TimestepSampler("uniform")(4096, TrainRNG(2), DDPM)
     assert t.min() >= 0 and t.max() < 1000 and len(t.unique()) > 900
 
 
@@ -45,14 +49,14 @@ def test_rng_state_round_trip_reproduces_every_draw():
     a.randn_like(torch.zeros(3))
     state = a.state_dict()
     first = (
-        TimestepSampler("stratified", 4)(8, a),
+        TimestepSampler("stratified", 4)(8, a, DDPM),
         a.randn_like(torch.zeros(2, 5)),
         a.drop_captions(["x"] * 9, 0.5),
     )
     b = TrainRNG(123)
     b.load_state_dict(state)
     second = (
-        TimestepSampler("stratified", 4)(8, b),
+        TimestepSampler("stratified", 4)(8, b, DDPM),
         b.randn_like(torch.zeros(2, 5)),
         b.drop_captions(["x"] * 9, 0.5),
     )

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from tsm_video.config import RunConfig
+from tsm_video.models.backbone import Backbone
 
 from .experts import AdapterSpec, attach_adapter, inspect_adapter
 from .media import compare_grid
@@ -51,7 +51,7 @@ def parse_compare(spec: str) -> list[Variant]:
     return variants
 
 
-def _skeleton(cfg: RunConfig) -> nn.Module:
+def _skeleton(cfg: RunConfig) -> Backbone:
     from tsm_video.models import build_backbone
 
     return build_backbone(cfg.model.backbone, device="meta")
@@ -66,18 +66,20 @@ def prepare(
     """
     from tsm_video.models import BACKBONES
 
-    num_timesteps = _skeleton(cfg).num_timesteps
+    fresh: Backbone | None = _skeleton(cfg)
+    num_timesteps = fresh.num_timesteps
     settings.validate(BACKBONES[cfg.model.backbone].pixel_multiple, num_timesteps)
     specs = {}
     for variant in variants:
         if variant.adapter is not None:
             spec = inspect_adapter(variant.adapter, cfg.model.backbone, num_timesteps)
-            attach_adapter(_skeleton(cfg), spec)
+            attach_adapter(fresh if fresh is not None else _skeleton(cfg), spec)  # one skeleton per adapter
+            fresh = None
             specs[variant.label] = spec
     return specs
 
 
-def load_backbone(cfg: RunConfig, device: torch.device | str) -> nn.Module:
+def load_backbone(cfg: RunConfig, device: torch.device | str) -> Backbone:
     """The base model of ``cfg`` for inference: the run's own trained base when ``train.stages``
     has ``base``, else ``model.checkpoint``, else a ``run.seed``-seeded random init (tiny models)."""
     from tsm_video.models import build_backbone

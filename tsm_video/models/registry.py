@@ -13,6 +13,7 @@ import torch
 
 from tsm_video.errors import TSMVideoError
 from tsm_video.models.backbone import Backbone, BackboneSpec
+from tsm_video.models.image.backbones import IMAGE_BACKBONES
 from tsm_video.models.vc2.backbones import VC2_BACKBONES
 
 __all__ = [
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 #: name → registry entry (builder + metadata).
-BACKBONES: dict[str, BackboneSpec] = {**VC2_BACKBONES}
+BACKBONES: dict[str, BackboneSpec] = {**VC2_BACKBONES, **IMAGE_BACKBONES}
 
 
 class UnknownBackboneError(TSMVideoError, ValueError):

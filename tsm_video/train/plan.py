@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from tsm_video.config import RunConfig, missing_paths
-from tsm_video.train.stages import StageRun, build_stage_model, check_prerequisites
+from tsm_video.train.stages import StageRun, build_stage_model, check_prerequisites, text_prefixes
 
 __all__ = ["trainable_counts", "describe_plan"]
 
@@ -19,12 +19,13 @@ def trainable_counts(cfg: RunConfig, run: StageRun) -> dict[str, int]:
     """Trainable parameters of ``run`` by group, from a ``meta``-device build (no weights)."""
     model, _ = build_stage_model(cfg, run, device="meta", load_weights=False)
     counts: dict[str, int] = defaultdict(int)
+    text = text_prefixes(model)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if ".router." in name:
             key = "router"
-        elif name.startswith("text_encoder."):
+        elif name.startswith(text):
             key = "text LoRA"
         elif ".lora_" in name:
             key = f"experts s{name.rsplit('.s', 1)[-1]}"

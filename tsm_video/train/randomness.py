@@ -1,4 +1,5 @@
-"""The step's random draws: timesteps for the stage, noise, caption dropout — one seeded generator.
+"""The step's random draws: timestep intervals for the stage (the backbone draws ``t`` inside
+them), noise, caption dropout — one seeded generator.
 
 Every draw goes through one CPU ``torch.Generator`` whose state is saved with the accelerate
 state (``register_for_checkpointing``), so a resumed run draws exactly what an uninterrupted
@@ -14,6 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from tsm_video.models.backbone import Backbone
 from tsm_video.tsm import IntervalSchedule
 
 __all__ = ["TrainRNG", "TimestepSampler"]
@@ -47,11 +49,12 @@ class TrainRNG:
 
 @dataclass(frozen=True)
 class TimestepSampler:
-    """How a stage draws its (B,) timesteps.
+    """How a stage draws its (B,) timesteps: this picks each sample's interval, the backbone's
+    :meth:`~tsm_video.models.Backbone.sample_t` draws ``t`` inside it from its training distribution.
 
     ``stratified`` (fostering): every interval of ``scale`` gets its share of each batch;
     ``interval``: only interval ``interval`` of ``scale`` (the faithful one-interval mode);
-    ``uniform``: ``t ~ U[0, T)`` (base model, vanilla LoRA, assembling).
+    ``uniform``: the plain training distribution (scale 1: base model, vanilla LoRA, assembling).
     """
 
     mode: Literal["stratified", "uniform", "interval"]
@@ -63,11 +66,18 @@ class TimestepSampler:
         if self.mode == "interval" and (self.interval is None or not 0 <= self.interval < self.scale):
             raise ValueError(f"interval mode needs 0 <= interval < scale={self.scale}, got {self.interval}")
 
-    def __call__(self, batch_size: int, rng: TrainRNG, device: torch.device | str | None = None) -> Tensor:
-        sched = IntervalSchedule(self.num_timesteps)
-        g = rng.generator
+    def intervals(self, batch_size: int, rng: TrainRNG) -> tuple[Tensor, int]:
+        """``(ids, scale)``: (B,) long interval ids (CPU) and the scale they index."""
         if self.mode == "stratified":
-            return sched.sample_stratified(batch_size, self.scale, generator=g, device=device)
+            schedule = IntervalSchedule(self.num_timesteps)
+            return schedule.stratified_intervals(batch_size, self.scale, rng.generator), self.scale
         if self.mode == "interval":
-            return sched.sample_in_interval(batch_size, self.scale, self.interval, generator=g, device=device)
-        return sched.sample_uniform(batch_size, generator=g, device=device)
+            return torch.full((batch_size,), self.interval, dtype=torch.long), self.scale
+        return torch.zeros(batch_size, dtype=torch.long), 1
+
+    def __call__(
+        self, batch_size: int, rng: TrainRNG, backbone: Backbone, device: torch.device | str | None = None
+    ) -> Tensor:
+        """(B,) timesteps on ``device``: :meth:`intervals`, then ``backbone.sample_t`` (same generator)."""
+        ids, scale = self.intervals(batch_size, rng)
+        return backbone.sample_t(ids, scale, rng.generator).to(device)
