@@ -17,7 +17,7 @@ read the same files.
 
 >>> cfg = load_config("configs/demo.yaml", overrides=["train.steps.foster=10"])
 >>> cfg.tsm.scales
-[4, 2, 1]
+[4, 1]
 """
 
 from __future__ import annotations
