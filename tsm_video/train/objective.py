@@ -3,7 +3,8 @@
 One call: pixels → VAE latents (posterior sample, frozen) or cached latents → noise at ``t``
 with VC2's ``scale_arr`` (``VC2Schedule.q_sample``) → text context (through the text LoRA when
 it trains) → ε prediction with TSM layers reading ``t`` → per-sample ε-MSE (B,). The caller
-draws ``t`` and drops captions; the noise comes from the same checkpointed generator.
+draws ``t`` and drops captions; the noise comes from the same checkpointed generator and, like
+``x_t``, is float32 even under bf16/fp16 autocast.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ class DiffusionObjective(nn.Module):
         if context is None:
             with torch.set_grad_enabled(self.train_text and torch.is_grad_enabled()):
                 context = self.model.encode_text(captions)  # (B, 77, D)
-        noise = rng.randn_like(latents)
-        x_t = self.schedule.q_sample(latents, t, noise)
+        # noise and x_t in float32 whatever the latents' dtype or an enclosing autocast: a bf16
+        # noise draw would quantise the very target the model regresses
+        noise = rng.randn(tuple(latents.shape), latents.device)
+        with torch.autocast(latents.device.type, enabled=False):
+            x_t = self.schedule.q_sample(latents.float(), t, noise)  # (B, 4, F, h, w) float32
         eps = self.model.predict_noise(x_t, t, context, fps.round().long())
         return eps_mse_loss(eps, noise, reduction="none")
