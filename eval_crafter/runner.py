@@ -1,12 +1,13 @@
 """Run EvalCrafter metrics over a folder of videos named by prompt id; resumable.
 
 ``evaluate`` lists the videos (``0000.mp4`` ... ; the stem must be a prompt id of the
-metadata), builds every requested metric (a missing weight file fails here, before any
-work), then per video: skips it if every applicable metric has a cached record, else
-decodes it once with ``tsm_video.data.video_io.read_frames`` and scores it. Unreadable
-videos are counted and skipped; names that are no prompt id are an error unless
-``skip_unknown`` (then counted). Finally each metric aggregates its records and the
-official EvalCrafter aggregation is applied to what was measured.
+metadata), checks the models folder for every file the requested metrics load (all
+missing files listed in one error), builds the metrics, then per video: skips it if every
+applicable metric has a cached record, else decodes it once with
+``tsm_video.data.video_io.read_frames`` and scores it. Unreadable videos are counted and
+skipped; names that are no prompt id are an error unless ``skip_unknown`` (then counted).
+Finally each metric aggregates its records and the official EvalCrafter aggregation is
+applied to what was measured.
 
 Order: ``compat`` visits videos in ``os.listdir`` order, as the official mains do (IS
 depends on it); ``fixed`` sorts them by name.
@@ -25,6 +26,8 @@ from tqdm.auto import tqdm
 from eval_crafter.aggregate import evalcrafter_scores
 from eval_crafter.cache import RecordCache
 from eval_crafter.metrics import BACKENDS, MODES, Metric, VideoInput, get_metric
+from eval_crafter.metrics.base import check_models_folder
+from eval_crafter.metrics.runtime import resolve_device
 from eval_crafter.prompts import entries_for_mode, load_metadata
 from tsm_video.data.video_io import read_frames
 
@@ -49,7 +52,8 @@ class EvalSettings:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     mode: str = "compat"
     backend: str = "full"
-    device: str = "cpu"
+    device: str = "auto"
+    fp32: bool = False
     batch_size: int = 8
     prompts: Path | None = None
     skip_unknown: bool = False
@@ -88,12 +92,14 @@ def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> 
 
 
 def _build_metrics(settings: EvalSettings) -> dict[str, Metric]:
-    metrics = {}
-    for name in settings.metrics:
-        cls = get_metric(name, settings.backend)
-        metrics[name] = cls(settings.models, device=settings.device, mode=settings.mode,
-                            batch_size=settings.batch_size)
-    return metrics
+    classes = {name: get_metric(name, settings.backend) for name in settings.metrics}
+    if settings.backend == "full":
+        needed = [f for cls in classes.values() for f in cls.required_files(settings.mode)]
+        check_models_folder(settings.models, needed)
+    device = resolve_device(settings.device)
+    return {name: cls(settings.models, device=device, mode=settings.mode, batch_size=settings.batch_size,
+                      fp32=settings.fp32)
+            for name, cls in classes.items()}
 
 
 def evaluate(settings: EvalSettings) -> dict[str, Any]:
@@ -103,8 +109,9 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     entries = entries_for_mode(metadata, settings.mode, official_meta)
     videos, unknown = list_videos(settings.videos, metadata, settings.mode, settings.skip_unknown)
     metrics = _build_metrics(settings)
-    caches = {name: RecordCache(settings.cache_dir / f"{name}-{settings.mode}-{settings.backend}")
-              for name in metrics}
+    caches = {name: RecordCache(settings.cache_dir / f"{name}-{settings.mode}-{settings.backend}",
+                                runtime=metric.runtime)
+              for name, metric in metrics.items()}
     records: dict[str, dict[str, dict]] = {name: {} for name in metrics}
     skipped: Counter = Counter({"unknown_name": len(unknown)} if unknown else {})
     failures: dict[str, dict[str, str]] = {}
@@ -162,6 +169,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
         "skipped": dict(skipped),
         "failures": failures,
         "cached": dict(cached),
+        "runtime": {name: metric.runtime for name, metric in metrics.items()},
         "metrics": aggregates,
         "evalcrafter": evalcrafter_scores(official) if settings.backend == "full" else None,
         "per_video": _per_video(records),

@@ -7,6 +7,14 @@ dotted key, the value given and what is valid. ``key.sub=value`` overrides are p
 YAML scalars or lists (``tsm.scales=[8,4]``, ``train.lr=1e-4``, ``model.checkpoint=null``).
 Names pick from fixed registries (backbones, presets, stages); nothing imports by string.
 
+Where a config comes from: ``load_config(name)`` reads a local file when one exists at ``name``
+(or ``name.yaml``), else a config shipped inside the package (``tsm_video/configs/``, also
+reachable as ``configs/`` in a checkout), so ``tsm-video train --cfg vc2_openvid70k`` works from
+any folder. Relative paths *inside* a config (``model.checkpoint``, ``data.csv``, ``data.videos``,
+``data.cache_dir``, ``run.output_dir``) and in overrides always resolve against the current
+working directory, never against the YAML's own folder: a packaged config and a local copy of it
+read the same files.
+
 >>> cfg = load_config("configs/demo.yaml", overrides=["train.steps.foster=10"])
 >>> cfg.tsm.scales
 [4, 2, 1]
@@ -29,6 +37,7 @@ import yaml
 
 __all__ = [
     "BASE_FILE",
+    "CONFIG_DIR",
     "ConfigError",
     "RunConfig",
     "RunSection",
@@ -42,11 +51,16 @@ __all__ = [
     "GenerateConfig",
     "STAGES",
     "load_config",
+    "packaged_configs",
     "parse_config",
+    "resolve_config_path",
     "save_config",
     "config_to_dict",
     "missing_paths",
 ]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The run configs shipped inside the package (``vc2_openvid70k.yaml``, ``demo.yaml``)."""
 
 BASE_FILE = "model.safetensors"  # the demo-only `base` stage writes the full denoiser here
 
@@ -546,11 +560,35 @@ def parse_config(raw: dict | None, overrides: list[str] | tuple[str, ...] = ()) 
     return cfg
 
 
+def packaged_configs() -> list[str]:
+    """Names of the run configs shipped in :data:`CONFIG_DIR` (e.g. ``["demo.yaml", ...]``)."""
+    return sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name: str | os.PathLike) -> Path:
+    """The file ``--cfg name`` means: a local file first (``name``, then ``name.yaml``), else, for
+    a bare name or ``configs/<name>`` (the repository's path, so README commands work from any
+    folder), the packaged config of that name (raises :class:`ConfigError`)."""
+    path = Path(name)
+    candidates = [path] if path.suffix in (".yaml", ".yml") else [path, path.with_name(path.name + ".yaml")]
+    for c in candidates:
+        if c.is_file():
+            return c
+    if path.parent in (Path("."), Path("configs")):
+        for c in candidates:
+            if (CONFIG_DIR / c.name).is_file():
+                return CONFIG_DIR / c.name
+    raise ConfigError(
+        f"config file not found: {path} (neither a local file nor a packaged config; "
+        f"packaged configs: {', '.join(packaged_configs())})"
+    )
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML run config, apply ``key.sub=value`` overrides, validate (raises :class:`ConfigError`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    """Read a YAML run config (a local path or a packaged config's name, see
+    :func:`resolve_config_path`), apply ``key.sub=value`` overrides, validate (raises
+    :class:`ConfigError`)."""
+    path = resolve_config_path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

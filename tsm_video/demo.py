@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from data_tools.synth import make_synthetic_dataset
-from tsm_video.config import RunConfig, load_config
+from tsm_video.config import CONFIG_DIR, RunConfig, load_config
 from tsm_video.data import StreamLoader, VideoClipDataset, read_index, write_mp4
 from tsm_video.generation.media import compare_grid, write_frame_grid
 from tsm_video.train.evaluate import interval_eps_mse
@@ -35,7 +35,7 @@ from tsm_video.train.validation import sample_clips
 
 __all__ = ["run_demo", "DEMO_CONFIG"]
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
 NUM_TRAIN_VIDEOS = 64
 NUM_HELDOUT_VIDEOS = 16
 NUM_PROMPTS = 3

@@ -20,7 +20,8 @@ frame (what ``SegTracker.detect_and_seg`` computes):
 
 Then ``scoring.count_score(masks, gt)`` and ``scoring.color_score(frames, masks, gt)``
 (``color_score_fixed`` in fixed mode). On CUDA both models run under float16 autocast, as
-the official ``video_detection``.
+the official ``video_detection`` (``fp32`` turns autocast off). Count and Color share one
+loaded copy of the two models (:meth:`DetectionModels.shared`).
 
 Weights: ``--models DIR/grounding-dino-tiny/`` (``IDEA-Research/grounding-dino-tiny``, the
 transformers port of ``groundingdino_swint_ogc.pth``) and ``--models DIR/sam-vit-base/``
@@ -30,6 +31,7 @@ transformers port of ``groundingdino_swint_ogc.pth``) and ``--models DIR/sam-vit
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,7 +42,7 @@ from torchvision.ops import box_convert
 from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor, SamModel, SamProcessor
 
 from eval_crafter import scoring
-from eval_crafter.metrics.base import Metric, VideoInput, mean_of, require_model
+from eval_crafter.metrics.base import Metric, ModelFile, VideoInput, mean_of, require_model
 from eval_crafter.metrics.registry import register_metric
 
 __all__ = [
@@ -222,14 +224,33 @@ def segment_boxes(model: SamModel, processor: SamProcessor, frames: np.ndarray, 
     return masks
 
 
-@dataclass
+_SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+@dataclass(eq=False)
 class DetectionModels:
-    """GroundingDINO and SAM with their processors, as loaded from ``--models``."""
+    """GroundingDINO and SAM with their processors, as loaded from ``--models``.
+
+    ``autocast``: run them under float16 autocast (the official CUDA run).
+    """
 
     detector: GroundingDinoForObjectDetection
     detector_processor: GroundingDinoProcessor
     segmenter: SamModel
     segmenter_processor: SamProcessor
+    autocast: bool = False
+
+    @classmethod
+    def shared(cls, models_dir: Path | str, device: torch.device, fp32: bool = False) -> DetectionModels:
+        """One loaded copy per (folders, device, precision) while any metric holds it (count and
+        color share it; about 1 GB of float32 weights)."""
+        key = (str(Path(models_dir).resolve()), str(device), fp32)
+        models = _SHARED.get(key)
+        if models is None:
+            models = cls.load(models_dir, device)
+            models.autocast = device.type == "cuda" and not fp32
+            _SHARED[key] = models
+        return models
 
     @classmethod
     def load(cls, models_dir: Path | str, device: Any) -> DetectionModels:
@@ -266,7 +287,7 @@ def detect_and_segment(models: DetectionModels, frames: np.ndarray, caption: str
         frame has no box) and F ``(boxes, scores)`` from :func:`detect_boxes`.
     """
     device = models.detector.device
-    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.float16, enabled=models.autocast):
         detections = detect_boxes(models.detector, models.detector_processor, frames, caption, box_threshold,
                                   batch_size)
         boxes = [b for b, _ in detections]
@@ -285,10 +306,22 @@ class _DetectionMetric(Metric):
     attribute: ClassVar[str]
 
     def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8) -> None:
-        super().__init__(models_dir, device, mode, batch_size)
-        self.models = DetectionModels.load(self.models_dir, device)
+                 batch_size: int = 8, fp32: bool = False) -> None:
+        super().__init__(models_dir, device, mode, batch_size, fp32)
+        self.models = DetectionModels.shared(self.models_dir, self.device, fp32)
         self.box_threshold = BOX_THRESHOLD
+        self.record_weights(f"{GROUNDING_DINO_DIR}/")
+        self.record_weights(f"{SAM_DIR}/")
+        precision = "float16 autocast" if self.models.autocast else "float32"
+        self.runtime["dtypes"].update(grounding_dino=precision, sam=precision)
+
+    @classmethod
+    def required_files(cls, mode: str = "compat") -> list[ModelFile]:
+        return [
+            ModelFile(f"{GROUNDING_DINO_DIR}/", "GroundingDINO SwinT-OGC (transformers folder)",
+                      GROUNDING_DINO_SOURCE, (cls.name,)),
+            ModelFile(f"{SAM_DIR}/", "SAM ViT-B (transformers folder)", SAM_SOURCE, (cls.name,)),
+        ]
 
     def applies_to(self, meta: dict) -> bool:
         return bool(meta.get("attributes", {}).get(self.attribute))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from data_tools.probe import probe_dataset
-from data_tools.subset import allocate, make_subset
+from data_tools.subset import SubsetError, allocate, make_subset
 from data_tools.synth import SceneSpec, estimate_attributes, make_synthetic_dataset, render_scene, scene_masks
 from tsm_video.cli import main
 from tsm_video.data import OPENVID_COLUMNS, read_frames, read_index
@@ -133,8 +133,11 @@ def test_subset_thresholds_seed_and_strata(tmp_path):
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
     make_subset(tmp_path / "all.csv", tmp_path / "c.csv", n=40, seed=2)
     assert (tmp_path / "c.csv").read_text() != (tmp_path / "a.csv").read_text()
-    with pytest.raises(KeyError, match="no column"):
+    with pytest.raises(
+        SubsetError, match=r"no column 'width' \(width/height come from `tsm-video data probe"
+    ):
         make_subset(tmp_path / "all.csv", tmp_path / "d.csv", minimum={"width": 512})
+    assert not (tmp_path / "d.csv").exists()
 
 
 def test_probe_counts_bad_files_by_reason(video_dir, tmp_path):

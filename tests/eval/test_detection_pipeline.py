@@ -283,3 +283,10 @@ def test_missing_models_name_folder_and_source(models_dir, tmp_path):
     with pytest.raises(ModelNotFoundError) as err:
         ColorMetric(tmp_path)
     assert str(tmp_path / SAM_DIR) in str(err.value) and "facebook/sam-vit-base" in str(err.value)
+
+
+def test_count_and_color_share_one_copy_of_the_models(count_metric, models_dir):
+    color = ColorMetric(models_dir, device="cpu", mode="fixed")
+    assert color.models is count_metric.models and not color.models.autocast
+    assert color.runtime["dtypes"] == {"grounding_dino": "float32", "sam": "float32"}
+    assert set(color.runtime["weights"]) == {GROUNDING_DINO_DIR + "/", SAM_DIR + "/"}

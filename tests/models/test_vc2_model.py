@@ -51,7 +51,7 @@ def test_registry_names_and_errors():
 
 
 def test_tiny_protocol_shapes_and_dtypes(tiny):
-    assert tiny.tsm_preset == "vc2" and tiny.text_preset == "vc2-text"
+    assert tiny.denoiser_targets == "vc2" and tiny.text_preset == "vc2-text"
     assert isinstance(tiny.schedule, VC2Schedule) and tiny.tsm_ctx is None
     pixels = torch.rand(2, 3, 2, 16, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():

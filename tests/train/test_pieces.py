@@ -23,7 +23,7 @@ from tsm_video.tsm import IntervalSchedule
 
 
 def _t(sampler: IntervalSampler, scale: int, rng: TrainRNG, step: int = 0) -> torch.Tensor:
-    return IntervalSchedule(1000).sample_in(sampler(step, 0, 0), scale, rng.generator)
+    return IntervalSchedule(1000).uniform_in(sampler(step, 0, 0), scale, rng.generator)
 
 
 def test_stratified_sampler_fills_every_interval():

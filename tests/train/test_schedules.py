@@ -174,7 +174,7 @@ def test_joint_stratifies_every_global_batch(processes, accumulation, per_device
     last = (7, accumulation - 1, processes - 1)
     assert torch.equal(again(*last), ranks[0](*last))
     # the timesteps drawn from those ids lie in their intervals
-    t = IntervalSchedule(1000).sample_in(steps[0], scale, torch.Generator().manual_seed(0))
+    t = IntervalSchedule(1000).uniform_in(steps[0], scale, torch.Generator().manual_seed(0))
     assert torch.equal(IntervalSchedule(1000).interval_index(t, scale), steps[0])
 
 

@@ -1,4 +1,5 @@
-"""TSM layers: closed forms, per-sample equivalence, folded batches, gradients, merging, checkpointing."""
+"""TSM layers: closed forms, per-sample equivalence, folded batches, gradients, checkpointing
+(merging: test_tsm_merge.py)."""
 
 import pytest
 import torch
@@ -75,13 +76,19 @@ CONVS = [
     lambda: nn.Conv2d(3, 5, 3, padding=2, dilation=2),
     lambda: nn.Conv3d(3, 5, (1, 3, 3), padding=(0, 1, 1)),
 ]
-MODES = [("foster", [4], "none"), ("assemble", [4, 2, 1], "none"), ("assemble", [4, 2, 1], "softmax"),
-         ("assemble", [8, 2], "sigmoid"), ("moe", [4, 2], "softmax")]
+MODES = [
+    ("foster", [4], "none"),
+    ("assemble", [4, 2, 1], "none"),
+    ("assemble", [4, 2, 1], "softmax"),
+    ("assemble", [8, 2], "sigmoid"),
+    ("moe", [4, 2], "softmax"),
+]
 
 
 @pytest.mark.parametrize("mode,scales,act", MODES)
-@pytest.mark.parametrize("make", [lambda: nn.Linear(6, 5), *CONVS],
-                         ids=["linear", "conv1d", "conv2d", "conv3d"])
+@pytest.mark.parametrize(
+    "make", [lambda: nn.Linear(6, 5), *CONVS], ids=["linear", "conv1d", "conv2d", "conv3d"]
+)
 def test_mixed_timestep_batch_equals_per_sample_loop(make, mode, scales, act, perturb):
     torch.manual_seed(0)
     base = make()
@@ -90,8 +97,12 @@ def test_mixed_timestep_batch_equals_per_sample_loop(make, mode, scales, act, pe
     layer = cls(base, ctx, scales, rank=2, mode=mode, gate_activation=act)
     perturb(layer)
     t = torch.tensor([5, 400, 600, 999])
-    shape = {nn.Linear: (4 * 3, 7, 6), nn.Conv1d: (4 * 3, 3, 9), nn.Conv2d: (4 * 2, 3, 6, 5),
-             nn.Conv3d: (4, 3, 2, 5, 4)}[type(base)]
+    shape = {
+        nn.Linear: (4 * 3, 7, 6),
+        nn.Conv1d: (4 * 3, 3, 9),
+        nn.Conv2d: (4 * 2, 3, 6, 5),
+        nn.Conv3d: (4, 3, 2, 5, 4),
+    }[type(base)]
     x = torch.randn(shape)
     ctx.set(t)
     y = layer(x)
@@ -162,9 +173,15 @@ def test_assemble_closed_form_with_trained_router(perturb):
         z = x[b] @ layer.router.fc.weight.T + layer.router.emb.weight[t[b]]  # (tokens, 2)
         g = torch.sigmoid(z) - 0.5
         core = lora_linear(x[b], layer, 4, int(t[b]) * 4 // T)
-        ctx_terms = [g[:, j : j + 1] * (x[b] @ layer.lora_A[f"s{n}"][int(t[b]) * n // T].T
-                                        @ layer.lora_B[f"s{n}"][int(t[b]) * n // T].T)
-                     for j, n in enumerate([2, 1])]
+        ctx_terms = [
+            g[:, j : j + 1]
+            * (
+                x[b]
+                @ layer.lora_A[f"s{n}"][int(t[b]) * n // T].T
+                @ layer.lora_B[f"s{n}"][int(t[b]) * n // T].T
+            )
+            for j, n in enumerate([2, 1])
+        ]
         torch.testing.assert_close(y[b], core + layer.scaling * sum(ctx_terms))
 
 
@@ -193,47 +210,10 @@ def test_adapter_dtype_is_explicit(perturb):
     ctx.set(torch.tensor([0, 999]))
     y = layer(x)
     assert y.dtype == torch.bfloat16
-    ref = base(x).float() + torch.stack([layer.scaling * x[b].float() @ layer.lora_A["s2"][b].T
-                                         @ layer.lora_B["s2"][b].T for b in range(2)])
+    ref = base(x).float() + torch.stack(
+        [layer.scaling * x[b].float() @ layer.lora_A["s2"][b].T @ layer.lora_B["s2"][b].T for b in range(2)]
+    )
     torch.testing.assert_close(y.float(), ref, atol=0.05, rtol=0.02)
-
-
-@pytest.mark.parametrize("mode,scales", [("foster", [4]), ("assemble", [4, 2])])
-@pytest.mark.parametrize("conv", [False, True])
-def test_merge_unmerge_round_trip(mode, scales, conv, perturb):
-    torch.manual_seed(0)
-    ctx = TimestepContext(T)
-    base = nn.Conv1d(6, 4, 3, padding=1) if conv else nn.Linear(6, 4)
-    layer = (TSMConv if conv else TSMLinear)(base, ctx, scales, rank=2, mode=mode)
-    perturb(layer)
-    w0 = base.weight.detach().clone()
-    x = torch.randn(2, 6, 5) if conv else torch.randn(2, 5, 6)
-    ctx.set(torch.tensor([260, 400]))  # both in interval 1 of scale 4
-    y = layer(x)
-    layer.merge(1)
-    assert layer.merged_interval == 1 and not torch.allclose(base.weight, w0)
-    torch.testing.assert_close(layer(x), y, atol=1e-5, rtol=1e-5)
-    ctx.set(torch.tensor([260, 900]))
-    with pytest.raises(RuntimeError, match="several intervals"):
-        layer(x)
-    ctx.set(torch.tensor([800, 900]))
-    layer.merge(3)  # switching = unmerge then merge
-    torch.testing.assert_close(base.weight, w0 + layer.delta_weight(4, 3), atol=1e-6, rtol=0)
-    layer.unmerge()
-    assert layer.merged_interval is None
-    assert (base.weight - w0).abs().max() <= 1e-6
-
-
-def test_merge_refuses_non_finite_and_moe():
-    ctx = TimestepContext(T)
-    layer = TSMLinear(nn.Linear(4, 4), ctx, [2], rank=2)
-    with torch.no_grad():
-        layer.lora_B["s2"][0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="not finite"):
-        layer.merge(0)
-    assert layer.merged_interval is None
-    with pytest.raises(RuntimeError, match="no core expert"):
-        TSMLinear(nn.Linear(4, 4), ctx, [2, 1], mode="moe").merge(0)
 
 
 def test_checkpoint_recompute_sees_the_same_timesteps(perturb):

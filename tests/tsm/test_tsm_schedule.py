@@ -49,7 +49,7 @@ def test_out_of_range_timesteps_raise():
     with pytest.raises(ValueError, match=r"\[0, 1000\]"):
         sched.interval_index(torch.tensor([float("nan")]), 4)
     with pytest.raises(ValueError, match=r"interval ids must lie in \[0, 4\)"):
-        sched.sample_in(torch.tensor([0, 4]), 4)
+        sched.uniform_in(torch.tensor([0, 4]), 4)
 
 
 @pytest.mark.parametrize("batch,n", [(16, 4), (10, 4), (3, 8), (8, 1)])

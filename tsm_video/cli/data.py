@@ -75,7 +75,16 @@ def _probe(args) -> int:
 
     index = _read_index(args)
     annotate = (args.csv, args.annotate) if args.annotate else None
-    summary = probe_dataset(index, args.out, args.num_workers, annotate, args.path_column)
+    summary = probe_dataset(
+        index,
+        args.out,
+        args.num_workers,
+        annotate,
+        args.path_column,
+        deep=args.deep,
+        deep_segments=args.deep_segments,
+        check_decord=args.check_decord,
+    )
     print(json.dumps({k: summary[k] for k in ("videos", "decodable", "bad_by_reason")}, indent=1))
     return 0
 
@@ -159,6 +168,20 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="folder for probe.json and probe.md")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--annotate", help="also write the CSV with width/height/decodable frames columns here")
+    p.add_argument(
+        "--deep", action="store_true", help="decode every packet: files damaged anywhere get status corrupt"
+    )
+    p.add_argument(
+        "--deep-segments",
+        type=int,
+        metavar="K",
+        help="like --deep, but decode only K evenly spaced keyframe-to-keyframe stretches per file",
+    )
+    p.add_argument(
+        "--check-decord",
+        action="store_true",
+        help="record whether decord's random access matches a sequential decode ('decord exact' column)",
+    )
     p.set_defaults(func=_probe)
 
     p = tools.add_parser("synth", help="synthetic OpenVid-format dataset of moving coloured shapes")

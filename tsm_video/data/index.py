@@ -3,8 +3,10 @@
 OpenVid's columns carry spaces: ``video, caption, aesthetic score, motion score, temporal
 consistency score, camera motion, frame, fps, seconds``. Videos live in a folder or in the
 official zip parts (see :mod:`tsm_video.data.zipstore`). Bad rows (malformed, empty path or
-caption, unparsable numbers, video absent from the archives) are skipped and counted by reason
-in ``VideoIndex.skipped``.
+caption, unparsable numbers) are skipped and counted by reason in ``VideoIndex.skipped``. A
+video absent from the archives stays a record (loading it fails, like a missing file in a
+folder), so one CSV gives the same records — and the same clips — in folder and zip mode;
+``VideoIndex.absent`` counts them.
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ class VideoRecord:
 class VideoIndex(Sequence):
     """The records of one index plus the count of skipped rows by reason."""
 
-    def __init__(self, records: list[VideoRecord], skipped: Counter) -> None:
+    def __init__(self, records: list[VideoRecord], skipped: Counter, absent: int = 0) -> None:
         self.records = records
         self.skipped = skipped
+        self.absent = absent  # records whose video is not in the zip parts
 
     def __len__(self) -> int:
         return len(self.records)
@@ -135,6 +138,7 @@ def read_index(
     store = location if isinstance(location, ZipStore) else None
     records: list[VideoRecord] = []
     skipped: Counter = Counter()
+    absent = 0
     for row in iter_rows(csv_path):
         if row is None:
             skipped["malformed_row"] += 1
@@ -153,12 +157,12 @@ def read_index(
         except ValueError:
             skipped["bad_number"] += 1
             continue
-        if store is not None and video not in store:
-            skipped["not_in_archives"] += 1
-            continue
+        absent += store is not None and video not in store
         path = video if store is not None else str(location / video)
         meta = {k: v for k, v in row.items() if k not in (path_column, caption_column)}
         records.append(VideoRecord(video, caption, path, fps, frames, meta, store))
     if skipped:
         log.warning("%s: skipped %d rows %s", csv_path, sum(skipped.values()), dict(skipped))
-    return VideoIndex(records, skipped)
+    if absent:
+        log.warning("%s: %d videos are not in the zip parts (skipped when loaded)", csv_path, absent)
+    return VideoIndex(records, skipped, absent)

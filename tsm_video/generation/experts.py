@@ -12,9 +12,10 @@ the file is loaded strictly. At sampling time :class:`ExpertSwitcher` is the DDI
   and the layers add the router-gated context experts of ``t`` in their forward;
 - ``moe`` (symmetric ablation): nothing to merge; every expert runs in the forward.
 
-A merged TSM layer refuses a batch whose timesteps span intervals, which guards the one
-assumption of per-interval merging: every sample of a sampling batch (CFG rows included)
-shares ``t``.
+While an expert is merged, the model's timestep context refuses a batch whose timesteps leave
+its interval, which guards the one assumption of per-interval merging: every sample of a
+sampling batch (CFG rows included) shares the interval of ``t``. Merging writes ``W0 + ΔW`` from
+a kept copy of ``W0``, so a clip never depends on the merges of the clips before it.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ from tsm_video.tsm import (
     tsm_layers,
 )
 
-__all__ = ["AdapterSpec", "AdapterSpecError", "inspect_adapter", "attach_adapter", "ExpertSwitcher",
-           "STAGES"]
+__all__ = ["AdapterSpec", "AdapterSpecError", "inspect_adapter", "attach_adapter", "ExpertSwitcher", "STAGES"]
 
 STAGES = ("lora", "foster", "assemble", "moe")
 _LAYER_KEYS = ("scales", "rank", "alpha", "mode", "gate_activation", "num_timesteps")
@@ -78,15 +78,20 @@ def inspect_adapter(path: str | Path, backbone: str, num_timesteps: int) -> Adap
     except AdapterError as err:
         raise AdapterSpecError(str(err)) from err
     if meta.get("backbone") != backbone:
-        raise AdapterSpecError(f"{path} is an adapter for backbone {meta.get('backbone')!r}, but the "
-                               f"config's model.backbone is {backbone!r}; use the config the adapter "
-                               "was trained with")
+        raise AdapterSpecError(
+            f"{path} is an adapter for backbone {meta.get('backbone')!r}, but the "
+            f"config's model.backbone is {backbone!r}; use the config the adapter "
+            "was trained with"
+        )
     if meta.get("num_timesteps") != num_timesteps:
-        raise AdapterSpecError(f"{path} was trained with T={meta.get('num_timesteps')} diffusion timesteps, "
-                               f"the sampler uses T={num_timesteps}")
+        raise AdapterSpecError(
+            f"{path} was trained with T={meta.get('num_timesteps')} diffusion timesteps, "
+            f"the sampler uses T={num_timesteps}"
+        )
     if meta.get("stage") not in STAGES:
-        raise AdapterSpecError(f"{path}: unknown adapter stage {meta.get('stage')!r} "
-                               f"(known: {', '.join(STAGES)})")
+        raise AdapterSpecError(
+            f"{path}: unknown adapter stage {meta.get('stage')!r} (known: {', '.join(STAGES)})"
+        )
     return AdapterSpec(path, meta["stage"], tuple(meta["scales"]), num_timesteps, meta)
 
 
@@ -104,8 +109,16 @@ def attach_adapter(model: nn.Module, spec: AdapterSpec) -> ExpertSwitcher:
         groups.setdefault(key, []).append(name)
     try:
         for (scales, rank, alpha, mode, gate, steps), names in groups.items():
-            inject(model, names, ctx=None if steps is None else ctx, scales=list(scales), rank=rank,
-                   alpha=alpha, mode=mode, gate_activation=gate)
+            inject(
+                model,
+                names,
+                ctx=None if steps is None else ctx,
+                scales=list(scales),
+                rank=rank,
+                alpha=alpha,
+                mode=mode,
+                gate_activation=gate,
+            )
         load_adapter(model, spec.path, expect={"backbone": spec.metadata["backbone"]})
     except (AdapterError, ValueError) as err:
         backbone = spec.metadata["backbone"]
@@ -142,7 +155,7 @@ class ExpertSwitcher:
                 self.merges.append((step_index, int(t), n, interval))
 
     def close(self) -> None:
-        """Unmerge every expert (``W0`` restored up to float rounding of the add/subtract)."""
+        """Unmerge every expert (``W0`` restored bit-exactly)."""
         for layers in self.layers.values():
             for layer in layers:
                 layer.unmerge()

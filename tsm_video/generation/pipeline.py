@@ -25,8 +25,7 @@ from .runner import OutputOptions, RunSummary, check_manifest, pending, run_prom
 from .sampling import generate_clips
 from .settings import GenerateSettings, SettingsError
 
-__all__ = ["Variant", "parse_compare", "spatial_multiple", "prepare", "load_backbone", "run_generate",
-           "run_compare"]
+__all__ = ["Variant", "parse_compare", "prepare", "load_backbone", "run_generate", "run_compare"]
 
 
 @dataclass(frozen=True)
@@ -58,23 +57,17 @@ def _skeleton(cfg: RunConfig) -> nn.Module:
     return build_backbone(cfg.model.backbone, device="meta")
 
 
-def spatial_multiple(arch: dict) -> int:
-    """Pixel sizes must be multiples of this: VAE downscale × 2^(UNet levels − 1) (64 for VC2)."""
-    return 2 ** (len(arch["vae"]["ch_mult"]) - 1) * 2 ** (len(arch["unet"]["channel_mult"]) - 1)
-
-
 def prepare(
     cfg: RunConfig, settings: GenerateSettings, variants: Sequence[Variant]
 ) -> dict[str, AdapterSpec]:
-    """Check sizes against the backbone's arch and each adapter against a weightless (meta-device)
-    build of it: the adapter is injected and strictly loaded into its own skeleton, so a file made
-    for another backbone, config or model size fails here. Returns ``{label: spec}``.
+    """Check sizes against the backbone's registry entry and each adapter against a weightless
+    (meta-device) build of it: the adapter is injected and strictly loaded into its own skeleton,
+    so a file made for another backbone, config or model size fails here. Returns ``{label: spec}``.
     """
     from tsm_video.models import BACKBONES
 
-    arch = BACKBONES[cfg.model.backbone]
-    num_timesteps = arch["schedule"]["num_timesteps"]
-    settings.validate(spatial_multiple(arch), num_timesteps)
+    num_timesteps = _skeleton(cfg).num_timesteps
+    settings.validate(BACKBONES[cfg.model.backbone].pixel_multiple, num_timesteps)
     specs = {}
     for variant in variants:
         if variant.adapter is not None:

@@ -170,7 +170,7 @@ def train_stage(
         with accelerator.accumulate(objective):
             bsz = len(batch["caption"])
             ids = sampler(progress.step, micro, rank)  # (B,) interval ids at t_scale (full batches)
-            t = schedule.sample_in(ids, t_scale, rng.generator, device)
+            t = schedule.uniform_in(ids, t_scale, rng.generator).to(device)
             fps = batch["fps"].to(device)
             inputs = (
                 {"latents": batch["latents"].to(device)} if cache else {"pixels": batch["pixels"].to(device)}

@@ -12,7 +12,7 @@ Two sources, both reproducible and resume-safe:
   so the global batch (all ranks × accumulation micro-batches) holds each interval's exact share
   with no communication and no state to checkpoint.
 
-The trainer turns ids into timesteps with ``IntervalSchedule.sample_in`` (uniform inside each
+The trainer turns ids into timesteps with ``IntervalSchedule.uniform_in`` (uniform inside each
 interval; a backbone with its own training distribution restricts that distribution instead).
 """
 
@@ -89,7 +89,7 @@ class IntervalSampler:
     Modes:
 
     - ``stratified`` (``joint`` fostering): the step's global batch of
-      ``processes × accumulation × per_device`` ids is drawn by ``IntervalSchedule.stratified_ids``
+      ``processes × accumulation × per_device`` ids is drawn by ``IntervalSchedule.stratified_intervals``
       (each interval exactly ``G // n`` times) from a generator seeded by ``(seed, step)`` alone —
       the same on every rank — and rank ``r``'s
       micro-batch ``k`` takes slots ``[(r·accumulation + k)·B, … + B)``;
@@ -119,7 +119,9 @@ class IntervalSampler:
     def step_ids(self, step: int) -> Tensor:
         """(G,) ids of optimizer step ``step``'s whole global batch (``stratified`` mode)."""
         g = torch.Generator().manual_seed(name_seed(self.seed, step))
-        return IntervalSchedule(self.scale).stratified_ids(self.global_batch, self.scale, g)  # ids need no T
+        return IntervalSchedule(self.scale).stratified_intervals(
+            self.global_batch, self.scale, g
+        )  # ids need no T
 
     def __call__(self, step: int, micro: int, rank: int) -> Tensor:
         """(B,) long ids of rank ``rank``'s micro-batch ``micro`` (0-based) of step ``step`` (0-based)."""
@@ -137,7 +139,7 @@ class IntervalSampler:
 def stage_interval_sampler(
     cfg: RunConfig, run: StageRun, processes: int, accumulation: int
 ) -> tuple[IntervalSampler, int]:
-    """``(sampler, scale)`` of a stage run; ``t = IntervalSchedule.sample_in(ids, scale, ...)``.
+    """``(sampler, scale)`` of a stage run; ``t = IntervalSchedule.uniform_in(ids, scale, ...)``.
 
     Fostering a scale ``n > 1``: one interval (``per_expert`` run) or every interval with its exact
     share of each global batch (``joint``, ``foster_sampling: stratified``). Everything else

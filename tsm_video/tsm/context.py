@@ -20,12 +20,16 @@ class TimestepContext:
     The caller sets ``t`` once per forward (``ctx.set(t)``); interval ids per scale are
     computed once and cached. ``t`` stays set until the next ``set``/``clear``, so activation
     checkpointing recomputes with the same ``t``. No globals, hooks or thread-locals.
+
+    Layers with a merged expert :meth:`pin` its ``(scale, interval)``; while any pin is held,
+    :meth:`set` refuses timesteps outside it (one check per forward, none in the layers).
     """
 
     def __init__(self, num_timesteps: int = 1000) -> None:
         self.schedule = IntervalSchedule(num_timesteps)
         self._t: Tensor | None = None
         self._cache: dict[tuple, Tensor | int | None] = {}
+        self._pins: dict[tuple[int, int], int] = {}  # (scale, interval) -> layers merged there
 
     @property
     def num_timesteps(self) -> int:
@@ -36,7 +40,29 @@ class TimestepContext:
         if not isinstance(t, Tensor) or t.ndim != 1 or t.numel() == 0:
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"TimestepContext.set expects a non-empty 1-D tensor (B,), got {shape}")
-        self._t, self._cache = t, {}
+        cache: dict[tuple, Tensor | int | None] = {}
+        for n, i in self._pins:
+            ids = cache["interval", n] = self.schedule.interval_index(t, n)
+            lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one host sync per pinned scale
+            if lo != i or hi != i:
+                raise RuntimeError(
+                    f"TSM experts of interval {i} of scale {n} are merged, but the timesteps fall in "
+                    f"intervals {lo}..{hi} of that scale; merge the right interval (merge_timestep) "
+                    "or unmerge first"
+                )
+        self._t, self._cache = t, cache
+
+    def pin(self, n: int, i: int) -> None:
+        """One more layer has expert ``i`` of scale ``n`` merged (see :meth:`set`)."""
+        self._pins[n, i] = self._pins.get((n, i), 0) + 1
+
+    def unpin(self, n: int, i: int) -> None:
+        """Release one :meth:`pin` of ``(n, i)``."""
+        count = self._pins.pop((n, i), 0) - 1
+        if count < 0:
+            raise RuntimeError(f"TimestepContext.unpin({n}, {i}) without a matching pin")
+        if count:
+            self._pins[n, i] = count
 
     def clear(self) -> None:
         self._t, self._cache = None, {}

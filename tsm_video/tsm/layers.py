@@ -4,6 +4,13 @@ Expert ``i`` of scale ``n`` is row ``i`` of the banks ``lora_A[f"s{n}"]`` (n, r,
 ``lora_B[f"s{n}"]`` (n, out, r); its export name is ``s{n}_i{i}``. A forward gathers each
 sample's experts from the concatenated banks (one index op) and applies them with batched
 matmuls (or one grouped conv): no Python loop over samples or experts.
+
+Merging (inference) writes ``W0 + ΔW_i`` of the core expert into the base weight from a kept copy
+of ``W0``, so unmerging restores ``W0`` bit-exactly after any number of switches. The layer's
+``forward`` is chosen at merge/unmerge time, so the merged hot path carries no state checks:
+a merged stage-1 layer *is* its base layer's forward; a merged stage-2 ``TSMLinear`` runs the
+context experts of its interval, gathered once per switch, with the router's ``FC`` rows in
+the same matmul (``[A_ctx; FC]·x``).
 """
 
 from __future__ import annotations
@@ -61,8 +68,9 @@ class TSMLayer(nn.Module):
         if not scales or len(set(scales)) != len(scales) or scales[-1] < 1:
             raise ValueError(f"scales must be distinct positive integers, got {scales}")
         if (mode == "foster") != (len(scales) == 1):
-            raise ValueError(f"mode {mode!r} needs {'one scale' if mode == 'foster' else '>= 2 scales'}, "
-                             f"got {scales}")
+            raise ValueError(
+                f"mode {mode!r} needs {'one scale' if mode == 'foster' else '>= 2 scales'}, got {scales}"
+            )
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
         if ctx is None and scales != [1]:
@@ -73,6 +81,11 @@ class TSMLayer(nn.Module):
         self.offsets = tuple(sum(scales[:k]) for k in range(len(scales)))
         self.merged_interval: int | None = None
         self.tsm_name = ""
+        # Inference state (non-persistent): W0 while an expert is merged; for a merged stage-2
+        # TSMLinear, [A_ctx; FC] (k·r + G, in) and (α/r)·[B_ctx] (out, k·r) of the interval.
+        self.register_buffer("w0", None, persistent=False)
+        self.register_buffer("fused_a", None, persistent=False)
+        self.register_buffer("fused_b", None, persistent=False)
         w = base.weight
         dd = {"device": w.device, "dtype": dtype or w.dtype}
         out = w.shape[0]
@@ -85,8 +98,14 @@ class TSMLayer(nn.Module):
         self.router: Router | None = None
         if mode != "foster":
             gates = len(scales) - 1 if mode == "assemble" else len(scales)
-            self.router = Router(self._gate_fc(gates, dd), ctx.num_timesteps, gates, gate_activation,
-                                 centred=mode == "assemble", channel_dim=self._channel_dim)
+            self.router = Router(
+                self._gate_fc(gates, dd),
+                ctx.num_timesteps,
+                gates,
+                gate_activation,
+                centred=mode == "assemble",
+                channel_dim=self._channel_dim,
+            )
 
     def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
         raise NotImplementedError
@@ -112,39 +131,34 @@ class TSMLayer(nn.Module):
         parts = [banks[f"s{n}"] for n in self.scales]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def _expert_ids(self, device: torch.device) -> Tensor | None:
-        """Rows (B, k) of the stacked banks used by each sample; None when nothing is left to add."""
-        core = self.scales[0]
-        if self.ctx is None or (self.mode == "foster" and core == 1):  # one expert for every row
-            merged = self.merged_interval is not None
-            return None if merged else torch.zeros(1, 1, dtype=torch.long, device=device)
-        if self.merged_interval is not None:
-            got = self.ctx.single_interval(core)
-            if got != self.merged_interval:
-                where = "several intervals" if got is None else f"interval {got}"
-                raise RuntimeError(
-                    f"TSM layer {self.tsm_name!r} has interval {self.merged_interval} of scale {core} "
-                    f"merged, but the batch's timesteps fall in {where}; merge the right interval "
-                    "(merge_timestep) or unmerge first"
-                )
-            if self.mode == "foster":
-                return None
-            return self.ctx.expert_ids(self.scales, self.offsets)[:, 1:]  # core already in W0
-        return self.ctx.expert_ids(self.scales, self.offsets)
+    def _expert_ids(self) -> Tensor:
+        """Rows (B, k) of the stacked banks used by each sample (without the core when merged)."""
+        if self.ctx is None or (self.mode == "foster" and self.scales[0] == 1):  # one expert for every row
+            return self._zero_id
+        ids = self.ctx.expert_ids(self.scales, self.offsets)
+        return ids if self.merged_interval is None else ids[:, 1:]  # a merged core is in W0
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` (N, ...) → base output plus the experts' low-rank terms, in ``x``'s dtype."""
-        y = self.base(x)
-        ids = self._expert_ids(x.device)
-        if ids is None:
-            return y
-        ids = ids.to(x.device)  # no-op when ctx.set got t on the model's device
-        if x.shape[0] % ids.shape[0]:
+    @property
+    def _zero_id(self) -> Tensor:
+        return torch.zeros(1, 1, dtype=torch.long, device=self.lora_A[f"s{self.scales[0]}"].device)
+
+    def _check_fold(self, rows: int, batch: int) -> None:
+        if rows % batch:
             raise ValueError(
-                f"TSM layer {self.tsm_name!r}: leading dim {x.shape[0]} is not a multiple of the "
-                f"{ids.shape[0]} timesteps set in the context; fold extra axes into the batch with the "
+                f"TSM layer {self.tsm_name!r}: leading dim {rows} is not a multiple of the "
+                f"{batch} timesteps set in the context; fold extra axes into the batch with the "
                 "batch outermost ((b f) / (b h w)) and set one timestep per sample"
             )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` (N, ...) → base output plus the experts' low-rank terms, in ``x``'s dtype.
+
+        The general (training) path: every sample gathers its own experts. A merged layer
+        replaces it by a state-free path (see :meth:`_select_forward`).
+        """
+        y = self.base(x)
+        ids = self._expert_ids().to(x.device)  # no-op when ctx.set got t on the model's device
+        self._check_fold(x.shape[0], ids.shape[0])
         xa = x.to(self.adapter_dtype)
         d = self._lowrank(xa, self._bank("lora_A")[ids], self._bank("lora_B")[ids])
         return y.add_(d.to(y.dtype))  # in place: a Linear/Conv backward never reads its output
@@ -157,7 +171,12 @@ class TSMLayer(nn.Module):
 
     @torch.no_grad()
     def merge(self, interval: int) -> None:
-        """Merge the core expert of ``interval`` into ``W0`` (unmerging another one first)."""
+        """Merge the core expert of ``interval`` into the base weight (replacing a merged one).
+
+        The weight becomes ``W0 + ΔW`` computed in float32 from a kept copy of ``W0`` and rounded
+        once to the weight's dtype, so it depends only on ``(W0, expert)``, never on earlier
+        merges. Inference only: the merged path snapshots the experts and the router.
+        """
         core = self.scales[0]
         if self.mode == "moe":
             raise RuntimeError("a symmetric-MoE layer has no core expert to merge")
@@ -165,24 +184,65 @@ class TSMLayer(nn.Module):
             raise ValueError(f"interval {interval} out of range for core scale {core}")
         if self.merged_interval == interval:
             return
-        self.unmerge()
         delta = self.delta_weight(core, interval)
         if not torch.isfinite(delta).all():
             raise ValueError(f"TSM layer {self.tsm_name!r}: expert s{core}_i{interval} is not finite")
-        self.base.weight += delta.to(self.base.weight.dtype)
+        if self.merged_interval is None:
+            self.w0 = self.base.weight.detach().clone()
+        elif self.ctx is not None:
+            self.ctx.unpin(core, self.merged_interval)
+        self.base.weight.copy_(self.w0.float() + delta)
         self.merged_interval = interval
+        if self.ctx is not None:
+            self.ctx.pin(core, interval)
+        self._prepare_context_experts()
+        self._select_forward()
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Subtract the merged expert from ``W0`` (no-op when nothing is merged)."""
-        if self.merged_interval is not None:
-            delta = self.delta_weight(self.scales[0], self.merged_interval)
-            self.base.weight -= delta.to(self.base.weight.dtype)
-            self.merged_interval = None
+        """Restore ``W0`` bit-exactly from the kept copy (no-op when nothing is merged)."""
+        if self.merged_interval is None:
+            return
+        self.base.weight.copy_(self.w0)
+        if self.ctx is not None:
+            self.ctx.unpin(self.scales[0], self.merged_interval)
+        self.w0 = self.fused_a = self.fused_b = None
+        self.merged_interval = None
+        self._select_forward()
+
+    def _context_rows(self, interval: int) -> list[int] | None:
+        """Bank rows of the context experts shared by every ``t`` of core ``interval``; None when
+        a coarser scale's boundary cuts the interval (scales that do not nest)."""
+        n, rows = self.scales[0], []
+        for m, offset in zip(self.scales[1:], self.offsets[1:]):
+            first, last = interval * m // n, -(-(interval + 1) * m // n) - 1  # over t ∈ [iT/n, (i+1)T/n)
+            if first != last:
+                return None
+            rows.append(offset + first)
+        return rows
+
+    def _prepare_context_experts(self) -> None:
+        """Precompute what the merged interval fixes; only :class:`TSMLinear` has such a path."""
+
+    def _select_forward(self) -> None:
+        """Bind ``forward`` for the current state: the base's own forward when the merged expert
+        is all there is (nothing left to add), the precomputed stage-2 path when it exists, else
+        the general per-sample path."""
+        if self.merged_interval is not None and self.mode == "foster":
+            self.forward = self.base.forward
+        elif self.merged_interval is not None and self.fused_a is not None:
+            self.forward = self._forward_fused
+        else:
+            vars(self).pop("forward", None)
+
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return (f"scales={list(self.scales)}, rank={self.rank}, alpha={self.alpha}, mode={self.mode}, "
-                f"gate={self.gate_activation}, merged={self.merged_interval}")
+        return (
+            f"scales={list(self.scales)}, rank={self.rank}, alpha={self.alpha}, mode={self.mode}, "
+            f"gate={self.gate_activation}, merged={self.merged_interval}"
+        )
 
 
 class TSMLinear(TSMLayer):
@@ -210,6 +270,36 @@ class TSMLinear(TSMLayer):
         d = torch.bmm(h, b.transpose(2, 3).reshape(nb, k * r, -1))  # (B, M, out)
         return d.reshape(*x.shape[:-1], -1)  # (N, ..., out)
 
+    @torch.no_grad()
+    def _prepare_context_experts(self) -> None:
+        """Gather ``[A_ctx; FC]`` and ``(α/r)·B_ctx`` of the merged interval (in place when the
+        buffers exist, so a compiled graph sees the same tensors after a switch)."""
+        rows = self._context_rows(self.merged_interval) if self.mode == "assemble" else None
+        if rows is None:
+            self.fused_a = self.fused_b = None
+            return
+        a = self._bank("lora_A")[rows]  # (k, r, in)
+        b = self._bank("lora_B")[rows]  # (k, out, r)
+        fused_a = torch.cat([a.reshape(-1, a.shape[-1]), self.router.fc.weight])  # (k·r + G, in)
+        fused_b = b.permute(1, 0, 2).reshape(b.shape[1], -1) * self.scaling  # (out, k·r)
+        if self.fused_a is None:
+            self.fused_a, self.fused_b = fused_a, fused_b
+        else:
+            self.fused_a.copy_(fused_a)
+            self.fused_b.copy_(fused_b)
+
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        """Merged stage 2: ``W0'x + (α/r)·Σ_k g_k B_k A_k x`` over the interval's context experts,
+        ``g = act(FC x + Emb(t))``; ``A_ctx`` and ``FC`` in one matmul. x (N, ..., in)."""
+        y = self.base(x)
+        t_index = self.ctx.timestep_index()  # (B,)
+        nb, kr = t_index.shape[0], self.fused_b.shape[1]
+        self._check_fold(x.shape[0], nb)
+        p = F.linear(x.reshape(nb, -1, x.shape[-1]).to(self.fused_a.dtype), self.fused_a)  # (B, M, k·r + G)
+        g = self.router.gate(p[..., kr:] + self.router.emb(t_index.to(x.device)).unsqueeze(1))  # (B, M, k)
+        h = (p[..., :kr].unflatten(-1, (-1, self.rank)) * g.unsqueeze(-1)).flatten(-2)  # (B, M, k·r)
+        return y.add_(F.linear(h, self.fused_b).view(y.shape).to(y.dtype))
+
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_CLS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -225,8 +315,10 @@ class TSMConv(TSMLayer):
 
     def __init__(self, base: nn.Conv1d | nn.Conv2d | nn.Conv3d, *args, **kwargs) -> None:
         if base.groups != 1 or base.padding_mode != "zeros":
-            raise ValueError(f"TSMConv supports groups=1 and padding_mode='zeros' only, got "
-                             f"groups={base.groups}, padding_mode={base.padding_mode!r}")
+            raise ValueError(
+                f"TSMConv supports groups=1 and padding_mode='zeros' only, got "
+                f"groups={base.groups}, padding_mode={base.padding_mode!r}"
+            )
         self.dims = len(base.kernel_size)
         super().__init__(base, *args, **kwargs)
 
@@ -234,16 +326,18 @@ class TSMConv(TSMLayer):
         return {"stride": self.base.stride, "padding": self.base.padding, "dilation": self.base.dilation}
 
     def _gate_fc(self, gates: int, dd: dict) -> nn.Module:
-        return _CONV_CLS[self.dims](self.base.in_channels, gates, self.base.kernel_size, bias=False,
-                                    **self._geometry(), **dd)
+        return _CONV_CLS[self.dims](
+            self.base.in_channels, gates, self.base.kernel_size, bias=False, **self._geometry(), **dd
+        )
 
     def _lowrank(self, x: Tensor, a: Tensor, b: Tensor) -> Tensor:
         """x (N, C, *S); a (B, k, r, C, *K); b (B, k, out, r) → (N, out, *S')."""
         nb, k, r = a.shape[:3]
         n, f = x.shape[0], x.shape[0] // nb
         xg = x.reshape(nb, f, *x.shape[1:]).transpose(0, 1).reshape(f, -1, *x.shape[2:])  # f (B C) *S
-        h = _CONV_FN[self.dims](xg, a.reshape(nb * k * r, *a.shape[3:]), groups=nb,
-                                **self._geometry())  # f (B k r) *S'
+        h = _CONV_FN[self.dims](
+            xg, a.reshape(nb * k * r, *a.shape[3:]), groups=nb, **self._geometry()
+        )  # f (B k r) *S'
         out_spatial = h.shape[2:]
         h = h.reshape(f, nb, k, r, -1) * self.scaling  # f B k r (S')
         if self.router is not None:

@@ -57,6 +57,10 @@ class Router(nn.Module):
         e = self.emb(t_index).repeat_interleave(n // b, dim=0)  # (N, G), batch outermost
         ones = [1] * (z.ndim - 2)
         z = z + (e.view(n, *ones, -1) if self.channel_dim == -1 else e.view(n, -1, *ones))
+        return self.gate(z)
+
+    def gate(self, z: Tensor) -> Tensor:
+        """The activation alone on ``z = FC(x) + Emb(t)`` (any layout; gates on ``channel_dim``)."""
         if self.activation == "sigmoid":
             return torch.sigmoid(z) - 0.5 if self.centred else torch.sigmoid(z)
         if self.activation == "softmax":

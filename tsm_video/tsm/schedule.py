@@ -66,20 +66,6 @@ class IntervalSchedule:
         T = self.num_timesteps
         return -(-i * T // n), -(-(i + 1) * T // n)  # ceil(i·T/n), ceil((i+1)·T/n)
 
-    def sample_in(
-        self, intervals: Tensor, n: int, generator: torch.Generator | None = None, device=None
-    ) -> Tensor:
-        """One integer timestep drawn uniformly inside each interval id (B,) of scale ``n`` → (B,) long.
-
-        Scale 1 (ids all 0) is ``t ~ U[0, T)``. Draws on the CPU with ``generator``; ids outside
-        ``[0, n)`` raise ``ValueError``.
-        """
-        self._check_scale(n)
-        intervals = intervals.cpu().long()
-        if intervals.numel() and (intervals.min().item() < 0 or intervals.max().item() >= n):
-            raise ValueError(f"interval ids must lie in [0, {n}) for scale {n}")
-        return self._uniform_in(intervals, n, generator).to(device)
-
     def _uniform_in(self, intervals: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
         """One integer timestep drawn uniformly inside each interval id (B,) → (B,) long."""
         T = self.num_timesteps
@@ -87,6 +73,32 @@ class IntervalSchedule:
         hi = torch.div(-(intervals + 1) * T, n, rounding_mode="floor").neg()
         u = torch.rand(intervals.shape, generator=generator, dtype=torch.float64)
         return (lo + (u * (hi - lo)).long()).clamp_max(hi - 1)
+
+    def uniform_in(self, intervals: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(B,) long timesteps uniform over the integers of each interval id (B,) of scale ``n``.
+
+        A batch that shares one interval (scale 1, or the one-interval mode) draws with
+        ``torch.randint`` (the same draws as :meth:`sample_uniform` / :meth:`sample_in_interval`);
+        mixed intervals draw one float64 uniform per sample (as :meth:`sample_stratified`).
+        ``intervals`` on the CPU (the check is a host read).
+        """
+        self._check_scale(n)
+        if intervals.numel() and bool((intervals == intervals[0]).all()):
+            lo, hi = self.bounds(n, int(intervals[0]))
+            return torch.randint(lo, hi, tuple(intervals.shape), generator=generator)
+        if bool(((intervals < 0) | (intervals >= n)).any()):
+            raise ValueError(f"interval ids must lie in [0, {n}) for scale {n}")
+        return self._uniform_in(intervals, n, generator)
+
+    def stratified_intervals(
+        self, batch_size: int, n: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """(B,) long interval ids of scale ``n``: each interval ``B // n`` times, the ``B % n``
+        rest to distinct random intervals, positions shuffled (CPU, ``generator``)."""
+        self._check_scale(n)
+        full = torch.arange(n).repeat(batch_size // n)
+        extra = torch.randperm(n, generator=generator)[: batch_size % n]
+        return torch.cat([full, extra])[torch.randperm(batch_size, generator=generator)]
 
     def sample_stratified(
         self, batch_size: int, n: int, generator: torch.Generator | None = None, device=None
@@ -96,15 +108,8 @@ class IntervalSchedule:
         The ``B % n`` remaining samples go to distinct intervals chosen at random; positions
         in the batch are shuffled. Draws on the CPU with ``generator`` (reproducible).
         """
-        return self._uniform_in(self.stratified_ids(batch_size, n, generator), n, generator).to(device)
-
-    def stratified_ids(self, batch_size: int, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """(B,) long interval ids of scale ``n``: each interval exactly ``B // n`` times, the ``B % n``
-        remaining slots on distinct intervals chosen at random, positions shuffled (CPU)."""
-        self._check_scale(n)
-        full = torch.arange(n).repeat(batch_size // n)
-        extra = torch.randperm(n, generator=generator)[: batch_size % n]
-        return torch.cat([full, extra])[torch.randperm(batch_size, generator=generator)]
+        intervals = self.stratified_intervals(batch_size, n, generator)
+        return self._uniform_in(intervals, n, generator).to(device)
 
     def sample_uniform(
         self, batch_size: int, generator: torch.Generator | None = None, device=None

@@ -7,8 +7,14 @@ from torch import nn
 
 from .inject import tsm_layers
 
-__all__ = ["STAGES", "configure_stage", "trainable_parameters", "merge_interval", "merge_timestep",
-           "unmerge_all"]
+__all__ = [
+    "STAGES",
+    "configure_stage",
+    "trainable_parameters",
+    "merge_interval",
+    "merge_timestep",
+    "unmerge_all",
+]
 
 STAGES = ("lora", "foster", "assemble")
 
@@ -32,8 +38,9 @@ def configure_stage(model: nn.Module, stage: str) -> None:
             if part is not None:
                 part.requires_grad_(True)
     if stage == "assemble" and not any(layer.router is not None for _, layer in layers):
-        raise ValueError("configure_stage('assemble'): no TSM layer has a router; "
-                         "inject with mode='assemble' or 'moe'")
+        raise ValueError(
+            "configure_stage('assemble'): no TSM layer has a router; inject with mode='assemble' or 'moe'"
+        )
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -45,7 +52,8 @@ def merge_interval(model: nn.Module, interval: int, scale: int | None = None) ->
     """Merge core expert ``interval`` into ``W0`` in every TSM layer whose core scale is ``scale``.
 
     ``scale=None`` requires all layers to share one core scale. Layers stay merged until
-    :func:`unmerge_all`; a merged layer refuses batches outside that interval. Symmetric-MoE
+    :func:`unmerge_all`, which restores ``W0`` bit-exactly; while merged, their
+    :class:`~tsm_video.tsm.TimestepContext` refuses timesteps outside that interval. Symmetric-MoE
     layers have no core expert and are skipped (as in :func:`merge_timestep`).
     """
     layers = [layer for _, layer in tsm_layers(model) if layer.mode != "moe"]
@@ -76,6 +84,6 @@ def merge_timestep(model: nn.Module, t: int | float) -> None:
 
 
 def unmerge_all(model: nn.Module) -> None:
-    """Restore ``W0`` in every TSM layer."""
+    """Restore ``W0`` bit-exactly in every TSM layer."""
     for _, layer in tsm_layers(model):
         layer.unmerge()

@@ -1,0 +1,175 @@
+"""Merging experts for inference: W0 restored bit-exactly, state-free merged forwards, and the
+precomputed stage-2 path equal to the per-sample (training) path.
+
+Tolerances: a merged layer computes ``(W0 + ΔW)·x`` where the training path computes
+``W0·x + B(A x)``, and the stage-2 path applies ``α/r`` to ``B`` instead of to ``A x``; both
+only reorder float32 sums of at most ``in + k·r`` (≤ 20 here) products, so the outputs agree
+to 64 float32 ulps of the output magnitude.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from tsm_video.tsm import TimestepContext, TSMConv, TSMLinear, merge_interval, tsm_layers, unmerge_all
+
+T = 1000
+EPS32 = torch.finfo(torch.float32).eps
+
+
+@torch.no_grad()
+def close(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=0, atol=64 * EPS32 * float(b.abs().max()))
+
+
+def _layer(scales, mode="foster", act="none", dtype=torch.float32, width=8, seed=0):
+    torch.manual_seed(seed)
+    ctx = TimestepContext(T)
+    layer = TSMLinear(nn.Linear(width, width).to(dtype), ctx, scales, rank=2, mode=mode, gate_activation=act)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():  # experts and router well off zero, as big as W0
+        for name, p in layer.named_parameters():
+            if not name.startswith("base."):
+                p.copy_(torch.randn(p.shape, generator=gen))
+    return layer, ctx
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_thousands_of_merge_cycles_restore_w0_bit_exactly(dtype):
+    layer, _ = _layer([8], dtype=dtype)
+    w0 = layer.base.weight.detach().clone()
+    merged = {}  # interval -> the merged weight's bits the first time
+    order = torch.randint(0, 8, (3000,), generator=torch.Generator().manual_seed(0)).tolist()
+    for step, i in enumerate(order):
+        layer.merge(i)  # switches without unmerging in between ...
+        w = merged.setdefault(i, layer.base.weight.detach().clone())
+        assert torch.equal(layer.base.weight, w), (step, i)  # ... and lands on the same bits
+        if step % 3 == 0:
+            layer.unmerge()
+            assert torch.equal(layer.base.weight, w0), step
+    layer.unmerge()
+    assert torch.equal(layer.base.weight, w0) and layer.w0 is None
+    expect = (w0.float() + layer.delta_weight(8, 5)).to(dtype)  # one rounding of W0 + ΔW
+    assert torch.equal(merged[5], expect)
+    if dtype != torch.float32:  # the test can fail: add-then-subtract in low precision drifts
+        naive = w0.clone()
+        for i in order[:100]:
+            d = layer.delta_weight(8, i).to(dtype)
+            naive += d
+            naive -= d
+        assert not torch.equal(naive, w0)
+
+
+def test_model_level_cycles_restore_w0_bit_exactly():
+    net = nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 6)).to(torch.bfloat16)
+    ctx = TimestepContext(T)
+    for i in range(2):
+        net[i] = TSMLinear(net[i], ctx, [8, 4, 2, 1], rank=2, mode="assemble")
+        with torch.no_grad():
+            net[i].lora_B["s8"].normal_()
+    w0 = [layer.base.weight.clone() for _, layer in tsm_layers(net)]
+    for cycle in range(500):
+        merge_interval(net, cycle % 8)
+        merge_interval(net, (cycle * 5) % 8)
+        unmerge_all(net)
+    assert all(torch.equal(layer.base.weight, w) for (_, layer), w in zip(tsm_layers(net), w0))
+
+
+@pytest.mark.parametrize("mode,scales", [("foster", [4]), ("assemble", [4, 2])])
+@pytest.mark.parametrize("conv", [False, True])
+def test_merged_layer_equals_unmerged_and_switches(mode, scales, conv):
+    torch.manual_seed(0)
+    ctx = TimestepContext(T)
+    base = nn.Conv1d(6, 4, 3, padding=1) if conv else nn.Linear(6, 4)
+    layer = (TSMConv if conv else TSMLinear)(base, ctx, scales, rank=2, mode=mode)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if "lora_B" in name or "router" in name:
+                p.normal_()
+    x = torch.randn(2, 6, 5) if conv else torch.randn(2, 5, 6)
+    cases = {1: torch.tensor([260, 400]), 3: torch.tensor([800, 900])}  # both samples in the interval
+    refs = {}
+    for interval, t in cases.items():
+        ctx.set(t)
+        refs[interval] = layer(x)
+    for interval, t in cases.items():
+        layer.merge(interval)  # the second pass switches 1 -> 3
+        assert layer.merged_interval == interval
+        ctx.set(t)
+        close(layer(x), refs[interval])
+    layer.unmerge()
+    assert layer.merged_interval is None and torch.equal(layer(x), refs[3])
+
+
+def test_merged_context_refuses_other_intervals_once_per_forward():
+    layer, ctx = _layer([4])
+    layer.merge(1)
+    with pytest.raises(RuntimeError, match=r"interval 1 of scale 4 are merged.*intervals 1\.\.3"):
+        ctx.set(torch.tensor([260, 900]))
+    ctx.set(torch.tensor([260, 499]))  # inside interval 1
+    layer.merge(3)  # switching moves the pin
+    with pytest.raises(RuntimeError, match="interval 3 of scale 4"):
+        ctx.set(torch.tensor([260]))
+    layer.unmerge()
+    ctx.set(torch.tensor([260, 900]))  # nothing merged: mixed batches are fine again
+    with pytest.raises(RuntimeError, match="without a matching pin"):
+        ctx.unpin(4, 1)
+
+
+def test_merged_stage1_layer_runs_its_base_forward():
+    layer, ctx = _layer([8])
+    x = torch.randn(3, 4, 8)
+    layer.merge(2)
+    assert layer.forward == layer.base.forward  # the base's own forward: nothing checked per call
+    ctx.clear()  # and no context read
+    assert torch.equal(layer(x), nn.functional.linear(x, layer.base.weight, layer.base.bias))
+    layer.unmerge()
+    assert "forward" not in vars(layer)
+
+
+def test_merge_refuses_non_finite_and_moe():
+    ctx = TimestepContext(T)
+    layer = TSMLinear(nn.Linear(4, 4), ctx, [2], rank=2)
+    with torch.no_grad():
+        layer.lora_B["s2"][0, 0, 0] = float("nan")
+    w0 = layer.base.weight.clone()
+    with pytest.raises(ValueError, match="not finite"):
+        layer.merge(0)
+    assert layer.merged_interval is None and torch.equal(layer.base.weight, w0)
+    with pytest.raises(RuntimeError, match="no core expert"):
+        TSMLinear(nn.Linear(4, 4), ctx, [2, 1], mode="moe").merge(0)
+
+
+@pytest.mark.parametrize("act", ["none", "softmax", "sigmoid"])
+def test_stage2_precomputed_path_equals_per_sample_path(act):
+    """Samples of one interval at different t (own Emb(t) rows), every interval, in place."""
+    layer, ctx = _layer([8, 4, 2, 1], mode="assemble", act=act)
+    x = torch.randn(2 * 3, 5, 8)  # (b f) tokens c
+    cases = [torch.tensor([i * T // 8 + 3, i * T // 8 + 120]) for i in range(8)]
+    refs = []
+    for t in cases:
+        ctx.set(t)
+        refs.append(layer(x))  # unmerged: per-sample experts, core included
+    buffers = None
+    for interval, (t, ref) in enumerate(zip(cases, refs)):
+        layer.merge(interval)
+        assert layer.forward == layer._forward_fused
+        buffers = buffers or (layer.fused_a, layer.fused_b)
+        assert layer.fused_a is buffers[0] and layer.fused_b is buffers[1]  # updated in place
+        ctx.set(t)
+        close(layer(x), ref)
+    layer.unmerge()
+    assert layer.fused_a is None and "forward" not in vars(layer)
+
+
+def test_stage2_scales_that_do_not_nest_keep_the_per_sample_path():
+    """Scale 3 cuts interval 2 of scale 8 (t ∈ [250, 375) spans 333): context experts differ by t."""
+    layer, ctx = _layer([8, 3], mode="assemble")
+    x = torch.randn(2, 5, 8)
+    t = torch.tensor([300, 340])  # interval 2 of 8; intervals 0 and 1 of 3
+    ctx.set(t)
+    ref = layer(x)
+    layer.merge(2)
+    assert layer.fused_a is None and "forward" not in vars(layer)
+    ctx.set(t)
+    close(layer(x), ref)
