@@ -400,6 +400,10 @@ class GenerateConfig:
     fps: int = 28
     seed: int = 123
     batch_size: int = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Arithmetic of the sampler (UNet, text encoder, VAE decode): ``fp32`` as VideoCrafter2's own
+    inference script; ``bf16``/``fp16`` (autocast) are faster opt-ins whose error the guidance
+    scale multiplies (benchmarks/RESULTS.md). Independent of ``model.mixed_precision`` (training)."""
 
     def _validate(self, p: str) -> None:
         for key in ("height", "width"):

@@ -105,3 +105,17 @@ def test_dry_run_json_is_the_papers_budget(tmp_path, capsys):
     cfg = load_config(RECIPE)
     expert = trainable_counts(cfg, plan_stages(cfg)[0])["expert"]
     assert tsm["total_params"] == lora["total_params"] + 8 * expert + tsm["trainable_params"]
+
+
+def test_recipe_is_the_papers():
+    """Scales core 8 + context 1 (Sec. 4.4, Tab. 11), per-expert budget (Tab. 8), caption dropout
+    0.2 (LVDM's uncond_prob), each with its source in the YAML; [8, 4, 2, 1] one override away."""
+    cfg = load_config(RECIPE)
+    assert cfg.tsm.scales == [8, 1] and cfg.tsm.core_scale == 8
+    assert cfg.train.foster_schedule == "per_expert" and cfg.data.caption_dropout == 0.2
+    assert cfg.generate.precision == "fp32"
+    text = RECIPE.read_text()
+    for cited in ("Sec. 4.4", "Tab. 11", "Tab. 8", "uncond_prob=0.2", "tsm.scales=[8,4,2,1]"):
+        assert cited in text, cited
+    ladder = [r.name for r in plan_stages(load_config(RECIPE, ["tsm.scales=[8,4,2,1]"]))]
+    assert ladder == [f"foster_s{n}_i{i}" for n in (8, 4, 2) for i in range(n)] + ["foster_s1", "assemble"]

@@ -143,3 +143,39 @@ def test_resolve_resume(tmp_path):
     assert resolve_resume("latest", tmp_path).name == "step_10"
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         resolve_resume(str(tmp_path / "step_2"), tmp_path)
+
+
+class _BF16Latents(torch.nn.Module):
+    """A stand-in backbone: bf16 latents (as a VAE under bf16 autocast gives), records x_t."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+        self.seen: list[torch.Tensor] = []
+
+    def encode_video(self, pixels, generator=None):
+        return pixels[:, :4].to(torch.bfloat16)
+
+    def encode_text(self, captions):
+        return torch.zeros(len(captions), 2, 3)
+
+    def predict_noise(self, x_t, t, context, fps):
+        self.seen.append(x_t)
+        return x_t * self.w
+
+
+def test_noise_and_q_sample_are_float32_under_autocast():
+    from tsm_video.diffusion import VC2Schedule
+    from tsm_video.train.objective import DiffusionObjective
+
+    model, schedule = _BF16Latents(), VC2Schedule()
+    objective = DiffusionObjective(model, schedule, train_text=False)
+    pixels = torch.rand(2, 5, 2, 4, 4) * 2 - 1
+    t = torch.tensor([10, 990])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        objective(t, torch.tensor([8.0, 8.0]), TrainRNG(5), pixels=pixels, captions=["a", "b"])
+    (x_t,) = model.seen
+    noise = torch.randn((2, 4, 2, 4, 4), generator=torch.Generator().manual_seed(5))  # the rng's first draw
+    assert x_t.dtype == torch.float32
+    latents = pixels[:, :4].to(torch.bfloat16).float()
+    assert torch.equal(x_t, schedule.q_sample(latents, t, noise))  # float32 noise, float32 arithmetic
