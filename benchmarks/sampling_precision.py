@@ -31,7 +31,6 @@ from results_md import write_section
 
 from tsm_video.diffusion import ddim_timesteps
 from tsm_video.generation import GenerateSettings, clip_seed, generate_clips
-from tsm_video.generation.sampling import latent_shape
 from tsm_video.generation.settings import precision_context
 from tsm_video.models import build_backbone
 
@@ -57,7 +56,7 @@ def _model() -> torch.nn.Module:
 
 def _guided_eps(model, settings: GenerateSettings, precision: str) -> dict[float, torch.Tensor]:
     """ε̂ at the first DDIM step for every prompt, for g = 1 and 12 (float32 results)."""
-    shape = latent_shape(model, settings)
+    shape = model.latent_shape(settings)
     x = torch.stack(
         [torch.randn(shape, generator=torch.Generator().manual_seed(clip_seed(0, p))) for p in PROMPTS]
     )

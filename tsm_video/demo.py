@@ -109,9 +109,7 @@ def run_demo(
     }
     batches = _heldout_batches(cfg, heldout_csv)
     losses = {
-        label: interval_eps_mse(
-            load_trained(cfg, run), batches, core, seed=0, num_timesteps=cfg.tsm.num_timesteps
-        )
+        label: interval_eps_mse(load_trained(cfg, run), batches, core, seed=0)
         for label, run in compared.items()
     }
     timings["held-out evaluation"] = time.perf_counter() - t0

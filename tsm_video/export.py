@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 __all__ = ["export_vc2_safetensors"]
 
@@ -18,19 +17,11 @@ def export_vc2_safetensors(ckpt: str | os.PathLike, out: str | os.PathLike, back
 
     The checkpoint must match backbone ``backbone`` exactly (missing, unexpected or mis-shaped
     keys raise ``CheckpointError``); absent schedule buffers are written from the schedule so
-    the output always holds the full official key set.
+    the output always holds the full official key set (``Backbone.convert_checkpoint``).
     """
-    from tsm_video.models import build_backbone
-    from tsm_video.models.vc2.checkpoint import CheckpointError, read_state_dict, save_safetensors
+    from tsm_video.models import CheckpointError, FullCheckpoint, build_backbone
 
-    ckpt, out = Path(ckpt), Path(out)
-    if out.suffix != ".safetensors":
-        raise CheckpointError(f"output {out} must end in .safetensors")
-    if out.resolve() == ckpt.resolve():
-        raise CheckpointError(f"output {out} would overwrite the input checkpoint")
-    state = read_state_dict(ckpt)
     model = build_backbone(backbone, device="meta")  # architecture only: no memory, no init
-    model.validate_checkpoint_state(state, str(ckpt))
-    state = {**model.schedule.checkpoint_buffers(), **state}
-    save_safetensors(state, out, metadata={"format": "pt", "backbone": backbone, "source": ckpt.name})
-    return len(state)
+    if not isinstance(model, FullCheckpoint):
+        raise CheckpointError(f"backbone {backbone} has no single-file checkpoint to convert to")
+    return model.convert_checkpoint(ckpt, out)

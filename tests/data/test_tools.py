@@ -175,16 +175,25 @@ def test_cli_synth_subset_probe_cache(tmp_path, monkeypatch, capsys):
                 str(tmp_path / "s" / "videos"),
                 "--out",
                 str(tmp_path / "probe"),
+                "--deep-segments",
+                "2",
+                "--check-decord",
+                "--annotate",
+                str(tmp_path / "annotated.csv"),
             ]
         )
         == 0
     )
     assert json.loads((tmp_path / "probe" / "probe.json").read_text())["summary"]["decodable"] == 3
+    with (tmp_path / "annotated.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["probe status"] for r in rows} == {"ok"} and {r["rotation"] for r in rows} == {"0"}
+    assert {r["decord exact"] for r in rows} <= {"yes", "no"}
 
     import tsm_video.models
 
     class Tiny(torch.nn.Module):
-        def encode_video(self, pixels):
+        def encode_pixels(self, pixels):
             return pixels[:, :1].repeat(1, 4, 1, 1, 1)[..., ::8, ::8]  # b 4 t h/8 w/8
 
         def encode_text(self, prompts):

@@ -1,4 +1,5 @@
-"""Trainer pieces that need no backbone: timestep sampling, RNG state, loss per interval, checkpoint IO."""
+"""Trainer pieces that need no backbone weights: timestep sampling, RNG state, loss per interval,
+checkpoint IO."""
 
 import json
 
@@ -7,6 +8,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
+from tsm_video.models import build_backbone
 from tsm_video.train.checkpoint import (
     TRAINABLE_FILE,
     RankStates,
@@ -19,11 +21,13 @@ from tsm_video.train.checkpoint import (
 )
 from tsm_video.train.interval_loss import IntervalLossTracker, plot_interval_losses
 from tsm_video.train.randomness import IntervalSampler, TrainRNG
-from tsm_video.tsm import IntervalSchedule
+
+DDPM = build_backbone("vc2-tiny", device="meta")  # only its sample_t runs: uniform integers per interval
 
 
 def _t(sampler: IntervalSampler, scale: int, rng: TrainRNG, step: int = 0) -> torch.Tensor:
-    return IntervalSchedule(1000).uniform_in(sampler(step, 0, 0), scale, rng.generator)
+    """Rank 0's first micro-batch of ``step``: the sampler's ids, ``t`` drawn inside by the backbone."""
+    return DDPM.sample_t(sampler(step, 0, 0), scale, rng.generator)
 
 
 def test_stratified_sampler_fills_every_interval():
@@ -145,37 +149,22 @@ def test_resolve_resume(tmp_path):
         resolve_resume(str(tmp_path / "step_2"), tmp_path)
 
 
-class _BF16Latents(torch.nn.Module):
-    """A stand-in backbone: bf16 latents (as a VAE under bf16 autocast gives), records x_t."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones(()))
-        self.seen: list[torch.Tensor] = []
-
-    def encode_video(self, pixels, generator=None):
-        return pixels[:, :4].to(torch.bfloat16)
-
-    def encode_text(self, captions):
-        return torch.zeros(len(captions), 2, 3)
-
-    def predict_noise(self, x_t, t, context, fps):
-        self.seen.append(x_t)
-        return x_t * self.w
-
-
-def test_noise_and_q_sample_are_float32_under_autocast():
-    from tsm_video.diffusion import VC2Schedule
+def test_noise_and_x_t_are_float32_under_autocast(monkeypatch):
+    """bf16 latents (what a VAE under bf16 autocast returns) still get float32 noise and x_t."""
     from tsm_video.train.objective import DiffusionObjective
 
-    model, schedule = _BF16Latents(), VC2Schedule()
-    objective = DiffusionObjective(model, schedule, train_text=False)
-    pixels = torch.rand(2, 5, 2, 4, 4) * 2 - 1
+    torch.manual_seed(0)
+    model = build_backbone("vc2-tiny").requires_grad_(False)
+    latents = torch.randn(2, 4, 2, 4, 4).to(torch.bfloat16)
+    monkeypatch.setattr(model, "encode_pixels", lambda pixels, generator=None: latents)
+    seen, predict = [], model.predict
+    monkeypatch.setattr(model, "predict", lambda x_t, *a, **k: seen.append(x_t) or predict(x_t, *a, **k))
     t = torch.tensor([10, 990])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        objective(t, torch.tensor([8.0, 8.0]), TrainRNG(5), pixels=pixels, captions=["a", "b"])
-    (x_t,) = model.seen
-    noise = torch.randn((2, 4, 2, 4, 4), generator=torch.Generator().manual_seed(5))  # the rng's first draw
-    assert x_t.dtype == torch.float32
-    latents = pixels[:, :4].to(torch.bfloat16).float()
-    assert torch.equal(x_t, schedule.q_sample(latents, t, noise))  # float32 noise, float32 arithmetic
+        loss = DiffusionObjective(model, train_text=False)(
+            t, TrainRNG(5), pixels=torch.zeros(2, 3, 2, 32, 32), captions=["a", "b"], fps=torch.tensor([8, 8])
+        )
+    (x_t,) = seen
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(5))  # the rng's first draw
+    assert x_t.dtype == torch.float32 and loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    assert torch.equal(x_t, model.add_noise(latents.float(), noise, t)[0])  # float32 noise and arithmetic

@@ -11,7 +11,7 @@ __all__ = ["register"]
 
 def _run_vc2_safetensors(args: argparse.Namespace) -> int:
     from tsm_video.export import export_vc2_safetensors
-    from tsm_video.models.vc2.checkpoint import CheckpointError
+    from tsm_video.models import CheckpointError
 
     try:
         count = export_vc2_safetensors(args.ckpt, args.out, args.backbone)

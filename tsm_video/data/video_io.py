@@ -286,16 +286,19 @@ def decode_frames(
     return frames, fps
 
 
-def read_frames(path: Source, indices=None, backend: str = "auto") -> tuple[np.ndarray, float]:
+def read_frames(
+    path: Source, indices=None, backend: str = "auto", cover: tuple[int, int] | None = None
+) -> tuple[np.ndarray, float]:
     """Read frames of a video → ((T, H, W, 3) uint8 RGB, fps).
 
-    ``indices=None`` reads every frame present, frame by frame into one array (a file damaged
-    part-way yields the frames before the damage; none invented). ``path`` may also be the
-    encoded file's bytes. Raises VideoReadError (``.reason``: missing, unreadable, corrupt,
-    too_short).
+    ``indices=None`` reads every frame present, decoded one by one into a single array (no list
+    of frames, no second copy); a file damaged part-way yields the frames before the damage,
+    none invented. ``cover=(h, w)`` has the decoder shrink every frame to just cover that size.
+    ``path`` may also be the encoded file's bytes. Raises VideoReadError (``.reason``: missing,
+    unreadable, corrupt, too_short).
     """
     if indices is not None:
-        return decode_frames(path, indices, backend=backend)
+        return decode_frames(path, indices, backend=backend, cover=cover)
     with AVReader(path) as reader:
-        frames = reader.decode_prefix()
+        frames = reader.decode_prefix(cover)
         return frames, reader.table.rate(np.arange(len(frames))) or reader.nominal_fps

@@ -96,11 +96,11 @@ def inspect_adapter(path: str | Path, backbone: str, num_timesteps: int) -> Adap
 
 
 def attach_adapter(model: nn.Module, spec: AdapterSpec) -> ExpertSwitcher:
-    """Inject the adapter's TSM layers into ``model`` (a backbone such as VC2Model), load the file
-    strictly and return the switcher to pass as the DDIM callback.
+    """Inject the adapter's TSM layers into ``model`` (a registered backbone), load the file
+    strictly and return the switcher to pass as the sampler callback.
 
     ``model.tsm_ctx`` becomes the context of the timestep-dependent layers, set by
-    ``model.predict_noise`` at every call. Raises :class:`AdapterSpecError` on any mismatch.
+    ``model.predict`` at every call. Raises :class:`AdapterSpecError` on any mismatch.
     """
     ctx = TimestepContext(spec.num_timesteps)
     groups: dict[tuple, list[str]] = {}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from tsm_video.config import RunConfig
+from tsm_video.models.backbone import Backbone
 
 from .experts import AdapterSpec, attach_adapter, inspect_adapter
 from .media import compare_grid
@@ -50,7 +50,7 @@ def parse_compare(spec: str) -> list[Variant]:
     return variants
 
 
-def _skeleton(cfg: RunConfig) -> nn.Module:
+def _skeleton(cfg: RunConfig) -> Backbone:
     from tsm_video.models import build_backbone
 
     return build_backbone(cfg.model.backbone, device="meta")
@@ -76,7 +76,7 @@ def prepare(
     return specs
 
 
-def load_backbone(cfg: RunConfig, device: torch.device | str) -> nn.Module:
+def load_backbone(cfg: RunConfig, device: torch.device | str) -> Backbone:
     """The base model of ``cfg`` for inference: the run's own trained base when ``train.stages``
     has ``base``, else ``model.checkpoint``, else a ``run.seed``-seeded random init (tiny models)."""
     from tsm_video.models import build_backbone

@@ -11,12 +11,13 @@ import os
 import torch
 
 from tsm_video.models.backbone import Backbone, BackboneSpec
+from tsm_video.models.image.backbones import IMAGE_BACKBONES
 from tsm_video.models.vc2.backbones import VC2_BACKBONES
 
 __all__ = ["BACKBONES", "build_backbone"]
 
 #: name → registry entry (builder + metadata).
-BACKBONES: dict[str, BackboneSpec] = {**VC2_BACKBONES}
+BACKBONES: dict[str, BackboneSpec] = {**VC2_BACKBONES, **IMAGE_BACKBONES}
 
 
 def build_backbone(

@@ -11,7 +11,11 @@ from tsm_video.data import StreamLoader, VideoClipDataset, read_index
 from tsm_video.data.latent_cache import LatentCacheDataset
 from tsm_video.data.stream import ShardedStream
 
-__all__ = ["build_stream", "forever"]
+__all__ = ["COND_EXTRAS", "build_stream", "forever"]
+
+#: Batch keys passed to ``Backbone.predict`` as conditioning extras when a batch has them
+#: (video clips carry ``fps``, VC2's frame-rate conditioning).
+COND_EXTRAS = ("fps",)
 
 
 def build_stream(cfg: RunConfig, rank: int, world_size: int) -> tuple[ShardedStream, StreamLoader]:

@@ -19,11 +19,9 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from tsm_video.config import RunConfig, save_config
-from tsm_video.diffusion import VC2Schedule
 from tsm_video.train.checkpoint import (
     RankStates,
     TrainProgress,
@@ -31,13 +29,13 @@ from tsm_video.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from tsm_video.train.data import build_stream, forever
+from tsm_video.train.data import COND_EXTRAS, build_stream, forever
 from tsm_video.train.interval_loss import IntervalLossTracker, plot_interval_losses
 from tsm_video.train.objective import DiffusionObjective
 from tsm_video.train.randomness import TrainRNG, rank_seed, stage_interval_sampler
-from tsm_video.train.stages import StageRun, adapter_metadata, build_stage_model
+from tsm_video.train.stages import StageRun, adapter_metadata, build_stage_model, text_prefixes
 from tsm_video.train.validation import write_validation_clips
-from tsm_video.tsm import IntervalSchedule, save_adapter
+from tsm_video.tsm import save_adapter
 
 __all__ = ["StageResult", "train_stage", "trainable_digest"]
 
@@ -47,7 +45,7 @@ class StageResult:
     run: StageRun
     output: Path
     steps: int
-    interval_loss: list[float | None]  # mean ε-MSE per interval of the core scale over the run
+    interval_loss: list[float | None]  # mean training loss per interval of the core scale over the run
     seconds: float
     sample_ids: list[str]  # clip ids this rank consumed in this invocation (data audit)
     digest: str  # sha256 of the trainable tensors at the end (equal on every rank)
@@ -69,13 +67,14 @@ def _mixed_precision(cfg: RunConfig) -> str:
 
 def _describe_trainable(model: torch.nn.Module) -> str:
     groups: dict[str, int] = {}
+    text = text_prefixes(model)
     for name, p in model.named_parameters():
         if p.requires_grad:
             key = (
                 "router"
                 if ".router." in name
                 else "text LoRA"
-                if name.startswith("text_encoder.")
+                if name.startswith(text)
                 else "experts"
                 if ".lora_" in name
                 else "denoiser"
@@ -100,11 +99,7 @@ def train_stage(
 
     # 1. model: base weights, TSM layers, the stage's trainable set
     model, ctx = build_stage_model(cfg, run)
-    objective = DiffusionObjective(
-        model,
-        VC2Schedule(cfg.tsm.num_timesteps),
-        train_text=run.stage == "foster" and cfg.tsm.text_lora.enabled,
-    )
+    objective = DiffusionObjective(model, train_text=run.stage == "foster" and cfg.tsm.text_lora.enabled)
     params = [p for p in objective.parameters() if p.requires_grad]
     say(
         f"[{run.name}] trainable: {_describe_trainable(model)} ({sum(p.numel() for p in params):,} params, "
@@ -126,7 +121,6 @@ def train_stage(
     rank = accelerator.process_index
     rng = TrainRNG(rank_seed(cfg.run.seed, rank, run.name))
     sampler, t_scale = stage_interval_sampler(cfg, run, accelerator.num_processes, accum)
-    schedule = IntervalSchedule(cfg.tsm.num_timesteps)
     progress = TrainProgress()
     tracker = IntervalLossTracker(cfg.tsm.core_scale, cfg.tsm.num_timesteps)
     accelerator.register_for_checkpointing(
@@ -170,19 +164,19 @@ def train_stage(
         with accelerator.accumulate(objective):
             bsz = len(batch["caption"])
             ids = sampler(progress.step, micro, rank)  # (B,) interval ids at t_scale (full batches)
-            t = schedule.uniform_in(ids, t_scale, rng.generator).to(device)
-            fps = batch["fps"].to(device)
+            t = model.sample_t(ids, t_scale, rng.generator).to(device)
+            extras = {key: batch[key].to(device) for key in COND_EXTRAS if key in batch}  # VC2: fps
             inputs = (
                 {"latents": batch["latents"].to(device)} if cache else {"pixels": batch["pixels"].to(device)}
             )
             if uncond is not None:
                 keep = rng.keep_mask(bsz, cfg.data.caption_dropout).to(device)
-                inputs["context"] = torch.where(
+                inputs["cond"] = torch.where(
                     keep[:, None, None], batch["context"].to(device), uncond
                 )  # B L D
             else:  # text encoded live (through the text LoRA when it trains)
                 inputs["captions"] = rng.drop_captions(batch["caption"], cfg.data.caption_dropout)
-            per_sample = objective(t, fps, rng, **inputs)
+            per_sample = objective(t, rng, **inputs, **extras)
             loss = per_sample.mean()
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
@@ -227,8 +221,7 @@ def train_stage(
     unwrapped = accelerator.unwrap_model(objective).model
     if accelerator.is_main_process:
         if run.stage == "base":
-            state = unwrapped.checkpoint_state_dict()  # official VC2 keys: loads like a model.ckpt
-            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(run.output))
+            unwrapped.save_checkpoint(run.output)  # FullCheckpoint: the builder loads it as `checkpoint`
         else:
             save_adapter(unwrapped, run.output, adapter_metadata(cfg, run))
         extra = {"stage": run.stage, "run_scales": list(run.scales)}
@@ -236,13 +229,13 @@ def train_stage(
         plot_interval_losses(
             {run.name: tracker.as_dict(extra)},
             run.dir / "interval_loss.png",
-            title=f"ε-MSE per timestep interval — {run.name}",
+            title=f"loss per timestep interval — {run.name}",
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     totals = tracker.totals()
     say(
-        f"[{run.name}] done: {run.output}; ε-MSE per interval: "
+        f"[{run.name}] done: {run.output}; loss per interval: "
         + ", ".join(
             f"{lab} {v:.4f}" if v is not None else f"{lab} -"
             for lab, v in zip(tracker.interval_labels(), totals)

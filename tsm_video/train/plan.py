@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 
 from tsm_video.config import RunConfig, config_to_dict, missing_paths
-from tsm_video.train.stages import StageRun, build_stage_model, check_prerequisites
+from tsm_video.train.stages import StageRun, build_stage_model, check_prerequisites, text_prefixes
 
 __all__ = ["trainable_counts", "describe_plan", "plan_json"]
 
@@ -32,12 +32,13 @@ def trainable_counts(cfg: RunConfig, run: StageRun) -> dict[str, int]:
 def _count(cfg: RunConfig, run: StageRun) -> dict[str, int]:
     model, _ = build_stage_model(cfg, run, device="meta", load_weights=False)
     counts: dict[str, int] = defaultdict(int)
+    text = text_prefixes(model)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if ".router." in name:
             key = "router"
-        elif name.startswith("text_encoder."):
+        elif name.startswith(text):
             key = "text LoRA"
         elif ".lora_" in name:
             key = f"experts s{name.rsplit('.s', 1)[-1]}" if run.interval is None else "expert"

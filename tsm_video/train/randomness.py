@@ -1,4 +1,4 @@
-"""The step's random draws: interval ids, timesteps, noise, caption dropout.
+"""The step's random draws: interval ids (the backbone draws ``t`` inside them), noise, caption dropout.
 
 Two sources, both reproducible and resume-safe:
 
@@ -12,8 +12,8 @@ Two sources, both reproducible and resume-safe:
   so the global batch (all ranks × accumulation micro-batches) holds each interval's exact share
   with no communication and no state to checkpoint.
 
-The trainer turns ids into timesteps with ``IntervalSchedule.uniform_in`` (uniform inside each
-interval; a backbone with its own training distribution restricts that distribution instead).
+The trainer turns ids into timesteps with the backbone's ``sample_t(ids, scale, generator)``: its
+own training distribution restricted to each interval (DDPM backbones: uniform integers inside it).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class IntervalSampler:
 def stage_interval_sampler(
     cfg: RunConfig, run: StageRun, processes: int, accumulation: int
 ) -> tuple[IntervalSampler, int]:
-    """``(sampler, scale)`` of a stage run; ``t = IntervalSchedule.uniform_in(ids, scale, ...)``.
+    """``(sampler, scale)`` of a stage run; then ``t = backbone.sample_t(ids, scale, generator)``.
 
     Fostering a scale ``n > 1``: one interval (``per_expert`` run) or every interval with its exact
     share of each global batch (``joint``, ``foster_sampling: stratified``). Everything else

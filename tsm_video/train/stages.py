@@ -19,6 +19,7 @@ core (finest) scale's text LoRA, frozen.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from tsm_video.config import BASE_FILE, ConfigError, RunConfig
+from tsm_video.models.backbone import Backbone, FullCheckpoint
 from tsm_video.train.identity import base_identity, recipe_of
 from tsm_video.tsm import (
     PRESETS,
@@ -49,6 +51,7 @@ __all__ = [
     "interval_metadata",
     "load_trained",
     "text_lora_targets",
+    "text_prefixes",
     "ADAPTER_FILE",
 ]
 
@@ -214,26 +217,27 @@ def check_prerequisites(cfg: RunConfig, run: StageRun, produced: frozenset[Path]
     return problems
 
 
-def text_lora_targets(model: nn.Module, targets: str | list[str]) -> list[str]:
-    """The text-LoRA target names inside the text blocks that actually run.
+def text_lora_targets(model: Backbone, targets: str | Sequence[str]) -> dict[str, list[str]]:
+    """Per text encoder, the module names the text LoRA wraps: the backbone's ``text_targets``
+    (only modules whose output reaches the conditioning) that match ``targets`` (a preset name
+    or name suffixes, ``tsm.text_lora.targets``). Raises :class:`ConfigError` when none match."""
+    suffixes = PRESETS[targets] if isinstance(targets, str) else list(targets)
+    chosen = {
+        encoder: [n for n in names if any(n == s or n.endswith("." + s) for s in suffixes)]
+        for encoder, names in model.text_targets.items()
+    }
+    if not any(chosen.values()):
+        raise ConfigError(
+            f"config key `tsm.text_lora.targets`: got {targets!r}; it matches none of backbone "
+            f"{model.name}'s text-LoRA modules {model.text_targets}"
+        )
+    return {encoder: names for encoder, names in chosen.items() if names}
 
-    VC2 reads OpenCLIP at the penultimate layer, so the last block never runs: a LoRA there would
-    never get a gradient (and DDP refuses parameters without one). ``targets``: a preset name or
-    a list of name suffixes.
-    """
-    from tsm_video.models.vc2.text_encoder import LAYERS
 
-    text = model.text_encoder
-    suffixes = PRESETS[targets] if isinstance(targets, str) else targets
-    used = len(text.transformer.resblocks) - LAYERS[text.layer]
-    names = []
-    for name, _ in text.named_modules():
-        if any(name == s or name.endswith("." + s) for s in suffixes):
-            parts = name.split(".")
-            block = int(parts[2]) if name.startswith("transformer.resblocks.") else -1
-            if block < used:
-                names.append(name)
-    return names
+def text_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Parameter-name prefixes (``"text_encoder."`` for VC2) of the backbone's text encoders."""
+    encoders = {id(m) for m in model.text_encoders.values()}
+    return tuple(name + "." for name, m in model.named_modules() if id(m) in encoders)
 
 
 def build_stage_model(
@@ -250,17 +254,27 @@ def build_stage_model(
     torch.manual_seed(cfg.run.seed)  # random-init backbones are the same in every run of this config
     base = cfg.base_weights() if load_weights and run.stage != "base" else None
     model = build_backbone(cfg.model.backbone, checkpoint=base, device=device)
+    if model.num_timesteps != cfg.tsm.num_timesteps:
+        raise ConfigError(
+            f"config key `tsm.num_timesteps`: got {cfg.tsm.num_timesteps}; backbone "
+            f"{cfg.model.backbone} has {model.num_timesteps} timesteps"
+        )
     if cfg.model.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
+        model.denoiser.enable_gradient_checkpointing()
     if run.stage == "base":
+        if not isinstance(model, FullCheckpoint):
+            raise ConfigError(
+                f"config key `train.stages`: stage `base` needs a backbone whose full weights round-trip "
+                f"through one file; {cfg.model.backbone} has none (train from its released weights)"
+            )
         model.requires_grad_(False)
-        model.unet.requires_grad_(True)
+        model.denoiser.requires_grad_(True)
         return model, None
 
     ctx = TimestepContext(cfg.tsm.num_timesteps)
     mode = "foster" if run.stage == "foster" else ("moe" if cfg.tsm.router == "symmetric" else "assemble")
     inject(
-        model.unet,
+        model.denoiser,
         cfg.tsm.targets,
         ctx=ctx,
         scales=[1] if run.interval is not None else list(run.scales),  # one expert: a plain LoRA
@@ -271,15 +285,16 @@ def build_stage_model(
     )
     text = cfg.tsm.text_lora
     if text.enabled:
-        inject(
-            model.text_encoder,
-            text_lora_targets(model, text.targets),
-            ctx=None,
-            scales=[1],
-            rank=text.rank,
-            alpha=float(text.alpha or text.rank),
-            mode="foster",
-        )
+        for encoder, names in text_lora_targets(model, text.targets).items():
+            inject(
+                model.text_encoders[encoder],
+                names,
+                ctx=None,
+                scales=[1],
+                rank=text.rank,
+                alpha=float(text.alpha or text.rank),
+                mode="foster",
+            )
     model.tsm_ctx = ctx
     if run.stage == "assemble" and load_weights:
         # Coarsest first: every stage-1 file holds a text LoRA, and the core scale's (loaded
@@ -295,7 +310,7 @@ def load_trained(cfg: RunConfig, run: StageRun, device: torch.device | str | Non
     """A finished run's model for inference: base weights + the run's output, frozen, eval mode."""
     model, _ = build_stage_model(cfg, run, device)
     if run.stage == "base":
-        model.load_checkpoint(run.output)  # the base stage's own output, official keys
+        model.load_checkpoint(run.output)  # the base stage's own output (FullCheckpoint.save_checkpoint)
     else:
         load_adapter(model, run.output, expect={"backbone": cfg.model.backbone})
     model.requires_grad_(False)

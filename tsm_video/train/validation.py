@@ -1,8 +1,8 @@
 """Clips from fixed prompts with the model being trained: validation every N steps, and the demo.
 
-``sample_clips`` runs the generation sampler (DDIM with classifier-free guidance on the empty
-prompt, then decode); TSM layers follow ``t`` through ``model.predict_noise``. It draws from its
-own seeded generators, so the training RNG is untouched.
+``sample_clips`` runs the generation sampler (the backbone's ``sample`` with classifier-free
+guidance on the empty prompt, then ``decode``); TSM layers follow ``t`` through ``predict``. It
+draws from its own seeded generators, so the training RNG is untouched.
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tsm_video.models.backbone import CheckpointError
+
 __all__ = [
     "PART_PREFIXES",
     "CheckpointError",
@@ -37,10 +39,6 @@ PART_PREFIXES = {
 }
 _PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _SHOWN = 8  # keys listed per category in an error
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not match the architecture."""
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
