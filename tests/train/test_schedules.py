@@ -197,3 +197,39 @@ def test_run_seeds_use_every_byte_of_the_name():
     assert rank_seed(0, 0, "foster_s8_i3") == rank_seed(0, 0, "foster_s8_i3")
     assert len({rank_seed(s, r, "foster_s8") for s in (0, 1) for r in (0, 1)}) == 4
     assert all(0 <= s < 2**63 for s in seeds)
+
+
+@pytest.mark.slow
+def test_joint_run_feeds_each_step_an_exact_share(tmp_path, synth_data, tiny_config, monkeypatch):
+    """The trainer asks the sampler for (step, micro-batch, rank) in order: a joint run at scale 4
+    with 1 clip × 4 accumulation steps sees every interval exactly once per optimizer step (a
+    per-micro-batch draw would do so with probability 4!/4^4 ≈ 9 % per step)."""
+    import tsm_video.train.loop as loop
+
+    calls = []
+
+    def recording(*args):
+        sampler, scale = stage_interval_sampler(*args)
+
+        def ids(step, micro, rank):
+            out = sampler(step, micro, rank)
+            calls.append((step, micro, rank, out.tolist()))
+            return out
+
+        return ids, scale
+
+    monkeypatch.setattr(loop, "stage_interval_sampler", recording)
+    cfg = tiny_config(
+        synth_data,
+        tmp_path,
+        *PER_EXPERT,
+        "tsm.scales=[4]",
+        "train.foster_schedule=joint",
+        "train.global_batch_size=4",
+        "train.checkpoint_every=2",
+    )
+    (result,) = run_training(cfg, **QUIET)
+    assert [c[:3] for c in calls] == [(s, k, 0) for s in range(2) for k in range(4)]
+    for step in range(2):
+        assert sorted(i for s, _, _, ids in calls if s == step for i in ids) == [0, 1, 2, 3]
+    assert all(v is not None for v in result.interval_loss)
