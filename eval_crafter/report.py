@@ -99,4 +99,19 @@ def compare_reports(a: dict, b: dict, names: tuple[str, str] = ("A", "B")) -> st
     header = [f"{names[0]}: {a['label']} ({a['videos']})", f"{names[1]}: {b['label']} ({b['videos']})"]
     if (a["mode"], a["backend"]) != (b["mode"], b["backend"]):
         header.append("**warning: the runs differ in mode or backend; values are not comparable**")
+    header += _runtime_differences(a.get("runtime", {}), b.get("runtime", {}))
     return "\n".join(["\n\n".join(header), "", *lines]) + "\n"
+
+
+def _runtime_differences(a: dict, b: dict) -> list[str]:
+    """One note per metric whose device, precision, detection schedule or weights differ."""
+    notes = []
+    for name in sorted(set(a) & set(b)):
+        ra, rb = a[name], b[name]
+        parts = [f"{key} {ra.get(key)} vs {rb.get(key)}" for key in ("device", "fp32", "dtypes", "detection")
+                 if ra.get(key) != rb.get(key)]
+        if ra.get("weights") != rb.get("weights"):
+            parts.append("other weights files")
+        if parts:
+            notes.append(f"note: {name} ran differently: " + "; ".join(parts))
+    return notes

@@ -27,6 +27,7 @@ from eval_crafter.aggregate import evalcrafter_scores
 from eval_crafter.cache import RecordCache
 from eval_crafter.metrics import BACKENDS, MODES, Metric, VideoInput, get_metric
 from eval_crafter.metrics.base import check_models_folder
+from eval_crafter.metrics.detection import DETECTION_SCHEDULES
 from eval_crafter.metrics.runtime import resolve_device
 from eval_crafter.prompts import entries_for_mode, load_metadata
 from tsm_video.data.video_io import read_frames
@@ -54,6 +55,7 @@ class EvalSettings:
     backend: str = "full"
     device: str = "auto"
     fp32: bool = False
+    detection: str = "track"
     batch_size: int = 8
     prompts: Path | None = None
     skip_unknown: bool = False
@@ -65,6 +67,9 @@ class EvalSettings:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {MODES}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
+        if self.detection not in DETECTION_SCHEDULES:
+            raise ValueError(f"unknown detection schedule {self.detection!r}; "
+                             f"choose one of {DETECTION_SCHEDULES}")
         if self.backend == "full" and self.models is None:
             raise ValueError("the full backend needs --models DIR")
         self.videos, self.out = Path(self.videos), Path(self.out)
@@ -93,12 +98,14 @@ def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> 
 
 def _build_metrics(settings: EvalSettings) -> dict[str, Metric]:
     classes = {name: get_metric(name, settings.backend) for name in settings.metrics}
+    options = {name: {k: getattr(settings, k) for k in cls.options} for name, cls in classes.items()}
     if settings.backend == "full":
-        needed = [f for cls in classes.values() for f in cls.required_files(settings.mode)]
+        needed = [f for name, cls in classes.items()
+                  for f in cls.required_files(settings.mode, **options[name])]
         check_models_folder(settings.models, needed)
     device = resolve_device(settings.device)
     return {name: cls(settings.models, device=device, mode=settings.mode, batch_size=settings.batch_size,
-                      fp32=settings.fp32)
+                      fp32=settings.fp32, **options[name])
             for name, cls in classes.items()}
 
 
@@ -179,6 +186,9 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
 def _label(settings: EvalSettings) -> str:
     if settings.backend == "light":
         return f"light backend ({settings.mode} rules) -- synthetic domain, not EvalCrafter numbers"
+    if settings.detection != "track" and {"count", "color"} & set(settings.metrics):
+        return (f"EvalCrafter ({settings.mode}; count/color: detection on every frame, "
+                "not the official tracker)")
     return f"EvalCrafter ({settings.mode})"
 
 

@@ -169,12 +169,20 @@ class TextLoraConfig:
     alpha: float | None = None
     """LoRA alpha; null = rank (scaling 1)."""
     targets: str | list[str] = "vc2-text"
+    lr: float | None = None
+    """Learning rate of the text LoRA; null = ``train.lr`` (SD3 in App. A.1: 5e-6 vs 1e-5)."""
+    weight_decay: float | None = None
+    """Weight decay of the text LoRA; null = ``train.weight_decay`` (SD3: 1e-3 vs 1e-4)."""
 
     def _validate(self, p: str) -> None:
         if self.rank <= 0:
             raise _fail(f"{p}.rank", self.rank, "the LoRA rank must be a positive integer")
         if self.alpha is not None and self.alpha <= 0:
             raise _fail(f"{p}.alpha", self.alpha, "alpha must be > 0 (or null for alpha = rank)")
+        if self.lr is not None and self.lr <= 0:
+            raise _fail(f"{p}.lr", self.lr, "must be > 0 (or null for train.lr)")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise _fail(f"{p}.weight_decay", self.weight_decay, "must be >= 0 (null: train.weight_decay)")
         _check_targets(f"{p}.targets", self.targets)
 
 
@@ -192,6 +200,9 @@ class TSMConfig:
     gate_activation: Literal["none", "softmax", "sigmoid"] = "none"
     router: Literal["asymmetric", "symmetric"] = "asymmetric"
     """``asymmetric`` = TSM (core un-gated); ``symmetric`` = every expert gated (MoE ablation)."""
+    router_input: Literal["both", "x", "t"] = "both"
+    """What the stage-2 router reads: ``both`` = ``FC(x) + Emb(t)`` (TSM, Sec. 3.3); ``x`` / ``t``
+    = the router-input ablation of Sec. 4.4 (the other term stays frozen at its zero init)."""
     num_timesteps: int = 1000
 
     def _validate(self, p: str) -> None:
@@ -232,8 +243,15 @@ class TSMConfig:
 
 @dataclass
 class DataConfig:
-    source: Literal["videos", "cache"] = "videos"
-    """``videos``: decode clips from ``csv`` + ``videos``; ``cache``: latents/text in ``cache_dir``."""
+    source: Literal["videos", "cache", "images"] = "videos"
+    """``videos``: decode clips from ``csv`` + ``videos``; ``cache``: latents/text in ``cache_dir``;
+    ``images``: image–caption pairs from ``images`` (image backbones)."""
+    images: str | list[str] | None = None
+    """Image data (``source: images``): a folder with ``metadata.jsonl`` (``file_name``, ``text``),
+    a CSV (``path_column``, ``caption_column``), or webdataset shards (a folder of ``.tar`` files
+    or a list of them: ``<key>.jpg|png`` + ``<key>.txt``)."""
+    crop: Literal["center", "random"] = "center"
+    """Images: resize the short side to the target, then crop ``height`` × ``width`` (center or random)."""
     csv: str | None = None
     """OpenVid-format CSV (columns ``video``, ``caption``)."""
     videos: str | list[str] | None = None
@@ -638,6 +656,13 @@ def missing_paths(cfg: RunConfig) -> list[str]:
             for v in [d.videos] if isinstance(d.videos, str) else d.videos:
                 if not Path(v).exists():
                     missing.append(f"data.videos: {v}")
+    elif d.source == "images":
+        if d.images is None:
+            missing.append("data.images: not set (an image folder, a CSV or .tar shards)")
+        else:
+            for v in [d.images] if isinstance(d.images, str) else d.images:
+                if not Path(v).exists():
+                    missing.append(f"data.images: {v}")
     else:
         if d.cache_dir is None:
             missing.append("data.cache_dir: not set (needed with data.source=cache)")

@@ -190,3 +190,42 @@ def test_stage2_scales_that_do_not_nest_keep_the_per_sample_path():
     assert layer.fused_a is None and "forward" not in vars(layer)
     ctx.set(t)
     close(layer(x), ref)
+
+
+def test_compiled_model_swaps_experts_without_recompiling():
+    """torch.compile (fullgraph: no graph breaks) traces one graph per path (unmerged, merged);
+    switching intervals and unmerge/merge cycles reuse them."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    ctx = TimestepContext(T)
+    net = nn.Sequential(
+        TSMLinear(nn.Linear(8, 8), ctx, [8], rank=2),
+        nn.ReLU(),
+        TSMLinear(nn.Linear(8, 8), ctx, [8, 4, 2, 1], rank=2, mode="assemble"),
+    )
+    for layer in (net[0], net[2]):
+        with torch.no_grad():
+            for name, p in layer.named_parameters():
+                if "lora_B" in name or "router" in name:
+                    p.normal_()
+    counter = CompileCounter()
+    compiled = torch.compile(net, backend=counter, fullgraph=True)
+    x, mixed = torch.randn(2, 3, 8), torch.tensor([5, 900])
+    with torch.no_grad():
+        ctx.set(mixed)
+        eager = {None: net(x)}
+        for i in range(8):
+            ctx.set(torch.tensor([i * 125 + 7, i * 125 + 100]))
+            eager[i] = net(x)
+        ctx.set(mixed)
+        close(compiled(x), eager[None])
+        for cycle in range(2):
+            for i in (0, 3, 5, 7, 2):
+                merge_interval(net, i)
+                ctx.set(torch.tensor([i * 125 + 7, i * 125 + 100]))
+                close(compiled(x), eager[i])
+            unmerge_all(net)
+            ctx.set(mixed)
+            close(compiled(x), eager[None])
+    assert counter.frame_count == 2

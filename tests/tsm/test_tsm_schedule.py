@@ -99,3 +99,16 @@ def test_context_caches_until_next_set_and_errors_when_unset():
     ctx.clear()
     with pytest.raises(ContextError):
         _ = ctx.t
+
+
+def test_uniform_in_draws_inside_each_interval_and_checks_ids():
+    s = IntervalSchedule(1000)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.tensor([0, 7, 3, 3, 5, 1] * 50)
+    t = s.uniform_in(ids, 8, g)
+    assert t.dtype == torch.long and torch.equal(s.interval_index(t, 8), ids)
+    # one shared interval: the integers of that interval, all reachable (interval 2 of 8: [250, 375))
+    shared = s.uniform_in(torch.full((4000,), 2), 8, g)
+    assert shared.min() == 250 and shared.max() == 374 and len(shared.unique()) == 125
+    with pytest.raises(ValueError, match=r"interval ids must lie in \[0, 8\)"):
+        s.uniform_in(torch.tensor([0, 8]), 8, g)

@@ -22,6 +22,18 @@ def _run_vc2_safetensors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_lora(args: argparse.Namespace) -> int:
+    from tsm_video.export import LoraExportError, export_lora
+
+    try:
+        written = export_lora(args.adapter, args.out, args.scale, args.interval, args.format)
+    except LoraExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} files under {args.out}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``export`` and its conversions to the ``tsm-video`` parser."""
     parser = subparsers.add_parser("export", help="convert checkpoints and adapters to other formats")
@@ -34,3 +46,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vc2.add_argument("--out", type=Path, required=True, help="output .safetensors path (written atomically)")
     vc2.add_argument("--backbone", default="vc2", help="registry name of the architecture (default: vc2)")
     vc2.set_defaults(func=_run_vc2_safetensors)
+    lora = what.add_parser(
+        "lora",
+        help="TSM interval experts -> plain LoRAs (diffusers pipe.load_lora_weights for SD1.5/SD2/SD3, "
+        "peft adapter folders for PixArt-alpha)",
+    )
+    lora.add_argument("--adapter", type=Path, required=True, help="a stage-1 or stage-2 adapter.safetensors")
+    lora.add_argument("--out", type=Path, required=True, help="output folder (one LoRA per interval)")
+    lora.add_argument(
+        "--scale", type=int, default=None, help="expert scale (default: the core, finest scale)"
+    )
+    lora.add_argument("--interval", type=int, default=None, help="one interval (default: every interval)")
+    lora.add_argument(
+        "--format",
+        choices=["diffusers", "peft"],
+        default=None,
+        help="default: diffusers for sd15/sd2/sd3, peft otherwise",
+    )
+    lora.set_defaults(func=_run_lora)

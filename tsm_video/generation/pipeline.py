@@ -65,13 +65,15 @@ def prepare(
     """
     from tsm_video.models import BACKBONES
 
-    num_timesteps = _skeleton(cfg).num_timesteps
+    fresh: Backbone | None = _skeleton(cfg)
+    num_timesteps = fresh.num_timesteps
     settings.validate(BACKBONES[cfg.model.backbone].pixel_multiple, num_timesteps)
     specs = {}
     for variant in variants:
         if variant.adapter is not None:
             spec = inspect_adapter(variant.adapter, cfg.model.backbone, num_timesteps)
-            attach_adapter(_skeleton(cfg), spec)
+            attach_adapter(fresh if fresh is not None else _skeleton(cfg), spec)  # one skeleton per adapter
+            fresh = None
             specs[variant.label] = spec
     return specs
 

@@ -109,8 +109,23 @@ def train_stage(
     )
 
     # 2. optimizer over exactly those parameters, constant lr after a linear warmup
+    text_ids = {id(p) for enc in model.text_encoders.values() for p in enc.parameters()}
+    text_cfg = cfg.tsm.text_lora  # its own lr / weight decay where set (SD3, App. A.1)
+    groups = [
+        {"params": [p for p in params if id(p) not in text_ids]},
+        {
+            "params": [p for p in params if id(p) in text_ids],
+            "lr": text_cfg.lr or run.lr,
+            "weight_decay": cfg.train.weight_decay
+            if text_cfg.weight_decay is None
+            else text_cfg.weight_decay,
+        },
+    ]
     optimizer = torch.optim.AdamW(
-        params, lr=run.lr, betas=tuple(cfg.train.adam_betas), weight_decay=cfg.train.weight_decay
+        [g for g in groups if g["params"]],
+        lr=run.lr,
+        betas=tuple(cfg.train.adam_betas),
+        weight_decay=cfg.train.weight_decay,
     )
     warmup = cfg.train.warmup_steps
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))

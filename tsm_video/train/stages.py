@@ -2,7 +2,8 @@
 
 Stages (``tsm_video.config.STAGES``), each in its own run folder under ``<output_dir>/<name>/``:
 
-- ``base``     → ``base/``: the whole denoiser trains (the demo's own tiny base model);
+- ``base``     → ``base/``: the whole denoiser trains, from ``model.checkpoint`` when set (the
+                 demo's tiny model with its trained VAE), else from a seeded random init;
                  writes ``model.safetensors``, the base of every later stage of the run.
 - ``lora``     → ``foster_s1/``: fostering at scale 1, i.e. vanilla LoRA.
 - ``foster``   → for each configured scale ``n``, TSM stage 1 (``train.foster_schedule``):
@@ -252,7 +253,8 @@ def build_stage_model(
     from tsm_video.models import build_backbone
 
     torch.manual_seed(cfg.run.seed)  # random-init backbones are the same in every run of this config
-    base = cfg.base_weights() if load_weights and run.stage != "base" else None
+    # base starts from model.checkpoint (None = seeded random init); later stages from its output
+    base = (cfg.model.checkpoint if run.stage == "base" else cfg.base_weights()) if load_weights else None
     model = build_backbone(cfg.model.backbone, checkpoint=base, device=device)
     if model.num_timesteps != cfg.tsm.num_timesteps:
         raise ConfigError(
@@ -302,7 +304,7 @@ def build_stage_model(
         expect = {"backbone": cfg.model.backbone}
         for n in sorted(run.scales):
             load_adapter(model, stage1_adapter(cfg, n), expect=expect)
-    configure_stage(model, "assemble" if run.stage == "assemble" else "foster")
+    configure_stage(model, "assemble" if run.stage == "assemble" else "foster", cfg.tsm.router_input)
     return model, ctx
 
 

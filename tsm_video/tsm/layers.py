@@ -291,42 +291,46 @@ class TSMLinear(TSMLayer):
         return F.linear(x, self.merged_weight, self.base.bias)
 
     def _prepare_context_experts(self, first: bool) -> None:
-        """Set ``[A_ctx; FC]`` and ``(α/r)·B_ctx`` of the merged interval: tables for every interval
-        and ``[0; Emb]`` at the first merge, then two in-place copies per switch (a compiled graph
-        sees the same tensors after a switch). Only asymmetric layers whose scales nest."""
+        """Set ``[A_ctx; FC_r]`` and ``(α/r)·B_ctxᵀ`` of the merged interval, ``FC_r`` being each gate's
+        ``FC`` row repeated for its expert's ``r`` rows (so gating is one contiguous product).
+        Tables for every interval and ``[0; Emb_r]`` at the first merge, then two in-place copies
+        per switch (a compiled graph sees the same tensors after a switch). Only asymmetric
+        layers whose scales nest have this path."""
         if first:
-            n = self.scales[0]
+            n, r = self.scales[0], self.rank
             rows = [self._context_rows(i) for i in range(n)] if self.mode == "assemble" else [None]
-            if any(r is None for r in rows):
+            if any(row is None for row in rows):
                 return
             ids = torch.tensor(rows, device=self.router.fc.weight.device)  # (n, k)
             a, b = self._bank("lora_A")[ids], self._bank("lora_B")[ids]  # (n, k, r, in), (n, k, out, r)
-            fc, emb = self.router.fc.weight, self.router.emb.weight  # (G, in), (T, G)
-            self.fused_tables_a = torch.cat(
-                [a.flatten(1, 2), fc.expand(n, -1, -1)], dim=1
-            )  # (n, k·r + G, in)
-            self.fused_tables_b = b.permute(0, 2, 1, 3).flatten(2) * self.scaling  # (n, out, k·r)
+            fc, emb = self.router.fc.weight, self.router.emb.weight  # (k, in), (T, k)
+            fc_r = fc.repeat_interleave(r, dim=0).expand(n, -1, -1)  # (n, k·r, in)
+            self.fused_tables_a = torch.cat([a.flatten(1, 2), fc_r], dim=1)  # (n, 2·k·r, in)
+            self.fused_tables_b = b.permute(0, 1, 3, 2).flatten(1, 2) * self.scaling  # (n, k·r, out)
             self.fused_a = torch.empty_like(self.fused_tables_a[0])
             self.fused_b = torch.empty_like(self.fused_tables_b[0])
-            self.fused_bias = torch.cat([emb.new_zeros(emb.shape[0], a.shape[1] * a.shape[2]), emb], dim=1)
+            emb_r = emb.repeat_interleave(r, dim=1)  # (T, k·r)
+            self.fused_bias = torch.cat([torch.zeros_like(emb_r), emb_r], dim=1)  # (T, 2·k·r)
         if self.fused_a is not None:
             self.fused_a.copy_(self.fused_tables_a[self.merged_interval])
             self.fused_b.copy_(self.fused_tables_b[self.merged_interval])
 
     def _forward_fused(self, x: Tensor) -> Tensor:
         """Merged stage 2: ``(W0 + ΔW)x + (α/r)·Σ_k g_k B_k A_k x`` over the interval's context
-        experts with ``g = act(FC x + Emb(t))``; ``A_ctx``, ``FC`` and ``Emb(t)`` in one batched
-        matmul per sample. x (N, ..., in), N a multiple of the B timesteps."""
+        experts with ``g = act(FC x + Emb(t))``. Per sample, one matmul gives ``A_ctx x`` and the
+        gates' logits (``Emb(t)`` as its bias) with tokens on the last axis, one product gates them,
+        one matmul adds ``B_ctx`` into the output. x (N, ..., in), N a multiple of the B timesteps."""
         y = F.linear(x, self.merged_weight, self.base.bias)
         t_index = self.ctx.timestep_index().to(x.device)  # (B,)
-        nb, kr = t_index.shape[0], self.fused_b.shape[1]
+        nb, kr = t_index.shape[0], self.fused_b.shape[0]
         self._check_fold(x.shape[0], nb)
         xs = x.reshape(nb, -1, x.shape[-1]).to(self.fused_a.dtype)  # (B, M, in)
-        rows = F.embedding(t_index, self.fused_bias).unsqueeze(1)  # (B, 1, k·r + G): [0; Emb(t)]
-        p = torch.baddbmm(rows, xs, self.fused_a.t().expand(nb, -1, -1))  # (B, M, k·r + G)
-        g = self.router.gate(p[..., kr:])  # (B, M, k)
-        h = (p[..., :kr].unflatten(-1, (-1, self.rank)) * g.unsqueeze(-1)).flatten(-2)  # (B, M, k·r)
-        return y.add_(F.linear(h, self.fused_b).view(y.shape).to(y.dtype))
+        bias = F.embedding(t_index, self.fused_bias).unsqueeze(-1)  # (B, 2·k·r, 1): [0; Emb_r(t)]
+        p = torch.baddbmm(bias, self.fused_a.expand(nb, -1, -1), xs.transpose(1, 2))  # (B, 2·k·r, M)
+        g = self.router.gate(p[:, kr:].unflatten(1, (-1, self.rank)), dim=1).flatten(1, 2)  # (B, k·r, M)
+        h = (p[:, :kr] * g).transpose(1, 2).to(y.dtype)  # (B, M, k·r)
+        y.view(nb, -1, y.shape[-1]).baddbmm_(h, self.fused_b.to(y.dtype).expand(nb, -1, -1))
+        return y
 
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}

@@ -105,8 +105,10 @@ def _clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {tok: i for i, tok in enumerate(tokens)}, [tuple(m.split()) for m in merges]
 
 
+@lru_cache(maxsize=4)
 def clip_tokenizer(pad_token: str = "<|endoftext|>", max_length: int = 77):
-    """A ``transformers.CLIPTokenizer`` with CLIP's vocabulary (no download).
+    """A ``transformers.CLIPTokenizer`` with CLIP's vocabulary (no download; one shared instance
+    per arguments: tokenizers are not mutated in use).
 
     ``pad_token``: ``<|endoftext|>`` as in SD1.5 and SD3's first CLIP, ``!`` (id 0) as in SD2's
     OpenCLIP-H and SD3's CLIP-G tokenizers.
@@ -119,6 +121,7 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>", max_length: int = 77):
     )
 
 
+@lru_cache(maxsize=4)
 def t5_tokenizer(max_length: int = 512):
     """A ``transformers.T5Tokenizer`` over a small unigram vocabulary (see :data:`T5_WORDS`).
 
