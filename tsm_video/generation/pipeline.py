@@ -7,7 +7,6 @@ before the real model is built, so a bad flag costs seconds, not a checkpoint lo
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from .media import compare_grid
 from .prompts import PromptItem
 from .runner import OutputOptions, RunSummary, check_manifest, pending, run_prompts, write_clip
 from .sampling import generate_clips
-from .settings import GenerateSettings, SettingsError
+from .settings import GenerateSettings, SettingsError, precision_context
 
 __all__ = ["Variant", "parse_compare", "prepare", "load_backbone", "run_generate", "run_compare"]
 
@@ -97,14 +96,6 @@ def _base_identity(cfg: RunConfig) -> dict:
     return {"backbone": cfg.model.backbone, "weights": weights.name, "bytes": size}
 
 
-def _autocast(cfg: RunConfig, device: torch.device):
-    """bf16/fp16 autocast on CUDA as ``model.mixed_precision`` says; full fp32 elsewhere."""
-    precision = cfg.model.mixed_precision
-    if device.type != "cuda" or precision == "no":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 def _generate_into(cfg: RunConfig, spec: AdapterSpec | None, items: Sequence[PromptItem], out_dir: Path,
                    settings: GenerateSettings, device: torch.device, **run_options) -> RunSummary:
     """Load the base, attach ``spec`` (if any), generate the missing clips, restore ``W0``."""
@@ -112,7 +103,7 @@ def _generate_into(cfg: RunConfig, spec: AdapterSpec | None, items: Sequence[Pro
     switcher = attach_adapter(model, spec) if spec else None
 
     def clips(prompts, seeds):
-        with _autocast(cfg, device):
+        with precision_context(settings.precision, device):
             return generate_clips(model, prompts, seeds, settings, switcher, keep_merged=True)
 
     try:
