@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tsm_video.errors import TSMVideoError
 from tsm_video.tsm import (
     AdapterError,
     IntervalSchedule,
@@ -44,7 +45,7 @@ STAGES = ("lora", "foster", "assemble", "moe")
 _LAYER_KEYS = ("scales", "rank", "alpha", "mode", "gate_activation", "num_timesteps")
 
 
-class AdapterSpecError(ValueError):
+class AdapterSpecError(TSMVideoError, ValueError):
     """An adapter file that cannot be used with this backbone, found before the model loads."""
 
 

@@ -7,8 +7,9 @@ leaves at most hidden temporary files, which never count as clips.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from tsm_video.data.video_io import write_mp4
+from tsm_video.errors import TSMVideoError
 
 from .media import atomic_path, to_uint8_frames, write_frame_grid, write_gif
 from .prompts import PromptItem, clip_seed
@@ -31,6 +33,7 @@ __all__ = [
     "write_clip",
     "run_prompts",
     "check_manifest",
+    "recorded_run",
 ]
 
 ClipFn = Callable[[Sequence[str], Sequence[int]], torch.Tensor]
@@ -39,7 +42,7 @@ ClipFn = Callable[[Sequence[str], Sequence[int]], torch.Tensor]
 MANIFEST = "generate.json"
 
 
-class ManifestError(RuntimeError):
+class ManifestError(TSMVideoError, RuntimeError):
     """The output folder holds clips made with other settings; mixing them would be wrong."""
 
 
@@ -100,22 +103,43 @@ def write_clip(out_dir: Path, clip_id: str, frames: np.ndarray, options: OutputO
     return write_mp4(out_dir / f"{clip_id}.mp4", frames, options.save_fps)
 
 
-def check_manifest(out_dir: Path, manifest: dict) -> None:
+def _has_clips(out_dir: Path) -> bool:
+    """Any finished clip in ``out_dir`` or (compare runs) in one of its variant folders."""
+    return any(out_dir.glob("*.mp4")) or any(out_dir.glob("*/*.mp4"))
+
+
+def check_manifest(out_dir: Path, manifest: dict) -> bool:
     """Record what made the clips in ``out_dir/generate.json``; refuse a folder made otherwise.
 
-    Shards of one run write identical manifests, so they may share a folder.
+    Shards of one run write identical manifests, so they may share a folder. A manifest beside
+    no clip at all binds nothing (a run that failed before its first clip) and is replaced.
+    Returns whether this call wrote the manifest.
     """
     path = out_dir / MANIFEST
-    if path.is_file():
+    if path.is_file() and _has_clips(out_dir):
         old = json.loads(path.read_text())
         if old != manifest:
             keys = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
             diffs = "; ".join(f"{k}: {old.get(k)!r} → {manifest.get(k)!r}" for k in keys)
             raise ManifestError(f"{out_dir} holds clips generated with other settings ({diffs}); "
                                 f"use a new --out folder, or delete {path} and its clips")
-        return
+        return False
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return True
+
+
+@contextlib.contextmanager
+def recorded_run(out_dir: Path, manifest: dict) -> Iterator[None]:
+    """:func:`check_manifest`, then the run; if the run fails before any clip exists, the manifest
+    this call wrote is removed again (a failed run leaves no ``generate.json`` behind)."""
+    created = check_manifest(out_dir, manifest)
+    try:
+        yield
+    except BaseException:
+        if created and not _has_clips(out_dir):
+            (out_dir / MANIFEST).unlink(missing_ok=True)
+        raise
 
 
 def _batches(items: Sequence[PromptItem], size: int) -> list[Sequence[PromptItem]]:
