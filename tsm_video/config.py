@@ -17,7 +17,7 @@ read the same files.
 
 >>> cfg = load_config("configs/demo.yaml", overrides=["train.steps.foster=10"])
 >>> cfg.tsm.scales
-[4, 2, 1]
+[4, 1]
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class TextLoraConfig:
 
 @dataclass
 class TSMConfig:
-    scales: list[int] = field(default_factory=lambda: [8, 4, 2, 1])
+    scales: list[int] = field(default_factory=lambda: [8, 1])
     """Interval counts, strictly decreasing; the first (finest) is the core expert in stage 2.
     ``1`` is vanilla LoRA (one expert over all of [0, T))."""
     rank: int = 4
@@ -282,8 +282,9 @@ class DataConfig:
     target_fps: float | None = None
     height: int = 320
     width: int = 512
-    caption_dropout: float = 0.1
-    """Probability of replacing a caption by the empty prompt "" (classifier-free guidance)."""
+    caption_dropout: float = 0.2
+    """Probability of replacing a caption by the empty prompt "" (classifier-free guidance); 0.2 is
+    the LVDM/VideoCrafter training default (``uncond_prob=0.2``, ``uncond_type="empty_seq"``)."""
     num_workers: int = 2
     path_column: str = "video"
     caption_column: str = "caption"
@@ -312,7 +313,7 @@ class StageSteps:
     base: int = 0
     """Full-parameter steps of the ``base`` stage (the demo trains its own tiny base model)."""
     foster: int = 5000
-    """Steps of each stage-1 run (one per scale; ``lora`` = scale 1)."""
+    """Optimizer steps of each stage-1 run: per expert (``per_expert``) or per scale (``joint``)."""
     assemble: int = 5000
 
     def _validate(self, p: str) -> None:
@@ -355,10 +356,16 @@ class TrainConfig:
     global_batch_size: int = 32
     """= per_device_batch_size x gradient accumulation x processes (accumulation is derived)."""
     per_device_batch_size: int = 1
+    foster_schedule: Literal["per_expert", "joint"] = "per_expert"
+    """How stage 1 spends its budget (docs/training.md, paper Tab. 8). ``per_expert`` (the paper's):
+    each expert of a scale is its own run of ``steps.foster`` optimizer steps at
+    ``global_batch_size``, every sample from its interval (``foster_s<n>_i<i>/``; independent jobs
+    with ``--scale n --interval i``), assembled into the scale's adapter once all are present.
+    ``joint`` (n times cheaper): one run of ``steps.foster`` steps trains the scale's n experts
+    together, each global batch split exactly equally over the intervals."""
     foster_sampling: Literal["stratified", "uniform"] = "stratified"
-    """Timesteps in fostering: stratified (every interval its share of every batch) or uniform."""
-    foster_interval: int | None = None
-    """One-interval mode: train only this interval of the fostered scale (t drawn inside it)."""
+    """Timesteps of a ``joint`` run: stratified (every interval its exact share of every global
+    batch) or uniform over [0, T)."""
     checkpoint_every: int = 500
     keep_last: int = 2
     log_every: int = 10
@@ -403,8 +410,6 @@ class TrainConfig:
             )
         if self.warmup_steps < 0:
             raise _fail(f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
-        if self.foster_interval is not None and self.foster_interval < 0:
-            raise _fail(f"{p}.foster_interval", self.foster_interval, "an interval index >= 0 or null")
         self.validation._validate(f"{p}.validation")
 
     def gradient_accumulation(self, num_processes: int) -> int:
@@ -431,6 +436,10 @@ class GenerateConfig:
     fps: int = 28
     seed: int = 123
     batch_size: int = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Arithmetic of the sampler (UNet, text encoder, VAE decode): ``fp32`` as VideoCrafter2's own
+    inference script; ``bf16``/``fp16`` (autocast) are faster opt-ins whose error the guidance
+    scale multiplies (benchmarks/RESULTS.md). Independent of ``model.mixed_precision`` (training)."""
 
     def _validate(self, p: str) -> None:
         for key in ("height", "width"):
@@ -474,13 +483,6 @@ class RunConfig:
                     f"must be a multiple of {multiple} for backbone `{self.model.backbone}` (VAE × UNet "
                     f"downsampling); try {max(multiple, round(v / multiple) * multiple)}",
                 )
-        fi = self.train.foster_interval
-        if fi is not None and fi >= min(self.tsm.scales, default=1) and "foster" in self.train.stages:
-            raise _fail(
-                "train.foster_interval",
-                fi,
-                f"must be < every fostered scale (smallest is {min(self.tsm.scales)})",
-            )
 
     @property
     def run_dir(self) -> Path:

@@ -20,7 +20,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.cfg, args.overrides)
     settings = GenerateSettings.from_config(
         cfg.generate, height=args.height, width=args.width, num_frames=args.frames, steps=args.steps,
-        eta=args.eta, guidance_scale=args.guidance_scale, fps=args.fps, save_fps=args.save_fps)
+        eta=args.eta, guidance_scale=args.guidance_scale, fps=args.fps, save_fps=args.save_fps,
+        precision=args.precision)
     items = read_prompts(args.prompts) if args.prompts else prompt_items(args.prompt)
     if args.shard:
         items = select_shard(items, *parse_shard(args.shard))
@@ -78,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
     p.add_argument("--fps", type=int, help="fps the model is conditioned on")
     p.add_argument("--save-fps", type=float, help="frame rate of the written files (default 10, as VC2)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                   help="sampler arithmetic (default: generate.precision, fp32 as VC2's own sampler; "
+                        "bf16/fp16 autocast is faster, its error is multiplied by the guidance scale)")
     p.add_argument("--gif", action="store_true", help="also write {id}.gif")
     p.add_argument("--grid-png", action="store_true", help="also write {id}.png, the frames in a grid")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")

@@ -145,7 +145,14 @@ class AVReader:
         self.close()
 
     def close(self) -> None:
+        self._drop_pending()
         self._container.close()
+
+    def _drop_pending(self) -> None:
+        """Close the suspended demuxing generator: it holds the decoder's frames and buffers."""
+        pending, self._pending = self._pending, iter(())
+        if hasattr(pending, "close"):
+            pending.close()
 
     # -- facts ------------------------------------------------------------------------------
     @property
@@ -182,6 +189,7 @@ class AVReader:
 
         Returns the pts decoding starts from (None: the first packet, nothing to drop).
         """
+        self._drop_pending()
         if keyframe_pts is not None:
             try:
                 self._container.seek(keyframe_pts, stream=self._stream, backward=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from tsm_video.data.video_io import write_mp4
@@ -55,6 +56,13 @@ class OutputOptions:
     gif: bool = False
     grid_png: bool = False
     npy: bool = False
+    image: bool = False
+    """Image backbones: each item is ``{id}.png`` (its one frame; the completion mark instead of
+    the mp4), and a run also writes ``grid.png`` of every image of its prompts."""
+
+    @property
+    def suffix(self) -> str:
+        return ".png" if self.image else ".mp4"
 
 
 @dataclass
@@ -63,11 +71,13 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
 
 
-def pending(items: Sequence[PromptItem], out_dir: Path) -> tuple[list[PromptItem], list[str]]:
-    """Split ``items`` into those still to generate and the ids whose ``{id}.mp4`` already exists."""
+def pending(
+    items: Sequence[PromptItem], out_dir: Path, suffix: str = ".mp4"
+) -> tuple[list[PromptItem], list[str]]:
+    """Split ``items`` into those still to generate and the ids whose ``{id}{suffix}`` already exists."""
     todo, done = [], []
     for item in items:
-        if (out_dir / f"{item.id}.mp4").is_file():
+        if (out_dir / f"{item.id}{suffix}").is_file():
             done.append(item.id)
         else:
             todo.append(item)
@@ -75,7 +85,14 @@ def pending(items: Sequence[PromptItem], out_dir: Path) -> tuple[list[PromptItem
 
 
 def write_clip(out_dir: Path, clip_id: str, frames: np.ndarray, options: OutputOptions) -> Path:
-    """Write one clip's files (extras first, the mp4 last as the completion mark); returns the mp4."""
+    """Write one clip's files (extras first, the mp4 last as the completion mark); returns the mp4.
+    Images (``options.image``): ``{id}.png`` (+ ``{id}.npy``), the png last."""
+    if options.image:
+        if options.npy:
+            with atomic_path(out_dir / f"{clip_id}.npy") as tmp:
+                np.save(tmp, frames)
+        write_frame_grid(out_dir / f"{clip_id}.png", frames[:1])
+        return out_dir / f"{clip_id}.png"
     if options.gif:
         write_gif(out_dir / f"{clip_id}.gif", frames, options.save_fps)
     if options.grid_png:
@@ -146,7 +163,7 @@ def run_prompts(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo, done = pending(items, out_dir)
+    todo, done = pending(items, out_dir, options.suffix)
     summary = RunSummary(skipped=done)
     with tqdm(total=len(todo), unit="clip", disable=not progress, desc="generate") as bar:
         for batch in _batches(todo, batch_size):
@@ -155,4 +172,13 @@ def run_prompts(
                 write_clip(out_dir, item.id, to_uint8_frames(clip), options)
                 summary.written.append(item.id)
             bar.update(len(batch))
+    if options.image:
+        write_image_grid(out_dir, items)
     return summary
+
+
+def write_image_grid(out_dir: Path, items: Sequence[PromptItem], columns: int = 8) -> Path:
+    """``out_dir/grid.png``: the items' ``{id}.png`` images tiled in prompt order."""
+    images = np.stack([np.asarray(Image.open(out_dir / f"{it.id}.png").convert("RGB")) for it in items])
+    write_frame_grid(out_dir / "grid.png", images, columns)
+    return out_dir / "grid.png"
