@@ -17,7 +17,7 @@ read the same files.
 
 >>> cfg = load_config("configs/demo.yaml", overrides=["train.steps.foster=10"])
 >>> cfg.tsm.scales
-[4, 2, 1]
+[4, 1]
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from tsm_video.errors import TSMVideoError
 
 __all__ = [
     "BASE_FILE",
@@ -70,18 +72,34 @@ fostering at scale 1 (vanilla LoRA), ``foster`` is TSM stage 1 for each configur
 ``assemble`` is TSM stage 2 (experts frozen, router trained)."""
 
 
-class ConfigError(ValueError):
-    """An invalid config: the message names the key, the value given and what is valid."""
+class ConfigError(TSMVideoError, ValueError):
+    """An invalid config: the message names the key, the value given and what is valid.
+
+    ``key`` is the dotted key at fault (``None`` when the config as a whole is), so the error is
+    blamed on the override that set it rather than on the YAML file.
+    """
+
+    def __init__(self, message: str, key: str | None = None, blamed: bool = False) -> None:
+        super().__init__(message)
+        self.key = key
+        self.blamed = blamed  # the message already names its source (an override or the file)
 
 
 def _fail(key: str, given: Any, valid: str) -> ConfigError:
-    return ConfigError(f"config key `{key}`: got {given!r}; {valid}")
+    return ConfigError(f"config key `{key}`: got {given!r}; {valid}", key=key)
 
 
 def _backbone_names() -> list[str]:
     from tsm_video.models import BACKBONES
 
     return sorted(BACKBONES)
+
+
+def _spatial_multiple(backbone: str) -> int:
+    """Pixel sizes of ``backbone`` must be multiples of this (the rule generation checks too)."""
+    from tsm_video.models import BACKBONES
+
+    return BACKBONES[backbone].pixel_multiple
 
 
 def _preset_names() -> list[str]:
@@ -454,6 +472,17 @@ class RunConfig:
                 self.tsm.scales,
                 "stage `assemble` needs at least two scales (a core and a context scale)",
             )
+        multiple = _spatial_multiple(self.model.backbone)
+        for key in ("data.height", "data.width", "generate.height", "generate.width"):
+            section, field_name = key.split(".")
+            v = getattr(getattr(self, section), field_name)
+            if v % multiple:
+                raise _fail(
+                    key,
+                    v,
+                    f"must be a multiple of {multiple} for backbone `{self.model.backbone}` (VAE × UNet "
+                    f"downsampling); try {max(multiple, round(v / multiple) * multiple)}",
+                )
 
     @property
     def run_dir(self) -> Path:
@@ -546,28 +575,43 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         if k not in names:
             raise ConfigError(
                 f"unknown config key `{key}`{_did_you_mean(k, names)}; "
-                f"valid keys{' of ' + prefix if prefix else ''}: {names}"
+                f"valid keys{' of ' + prefix if prefix else ''}: {names}",
+                key=key,
             )
         kwargs[k] = _convert(hints[k], v, key)
     return cls(**kwargs)
 
 
 def _apply_override(raw: dict, override: str) -> None:
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(f"override {override!r}: {problem}", blamed=True)
+
     if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected key.sub=value (e.g. train.lr=1e-4)")
+        raise fail("expected key.sub=value (e.g. train.lr=1e-4)")
     dotted, text = override.split("=", 1)
     parts = dotted.strip().split(".")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {override!r}: the value is not valid YAML ({e})") from None
+        raise fail(f"the value is not valid YAML ({' '.join(str(e).split())})") from None
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: `{'.'.join(parts[: i + 1])}` is not a section")
+            raise fail(f"`{'.'.join(parts[: i + 1])}` is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def _override_of(key: str | None, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The last override that set ``key`` (or a section above it), else ``None``."""
+    if key is None:
+        return None
+    for override in reversed(overrides):
+        dotted = override.split("=", 1)[0].strip()
+        if key == dotted or key.startswith((dotted + ".", dotted + "[")):
+            return override
+    return None
 
 
 def parse_config(raw: dict | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -577,8 +621,14 @@ def parse_config(raw: dict | None, overrides: list[str] | tuple[str, ...] = ()) 
     raw = copy.deepcopy(raw or {})
     for o in overrides:
         _apply_override(raw, o)
-    cfg = _build(RunConfig, raw, "")
-    cfg._validate()
+    try:
+        cfg = _build(RunConfig, raw, "")
+        cfg._validate()
+    except ConfigError as e:
+        override = _override_of(e.key, overrides)
+        if override is None:
+            raise
+        raise ConfigError(f"override {override!r}: {e}", key=e.key, blamed=True) from None
     return cfg
 
 
@@ -620,7 +670,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     try:
         return parse_config(raw, overrides)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        if e.blamed:  # an override's fault: the file is fine
+            raise
+        raise ConfigError(f"{path}: {e}", key=e.key, blamed=True) from None
 
 
 def config_to_dict(cfg: RunConfig) -> dict:
@@ -643,7 +695,9 @@ def missing_paths(cfg: RunConfig) -> list[str]:
     """Input files a training run needs that do not exist, each as ``key: path`` (empty = all present)."""
     missing = []
     if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).exists():
-        missing.append(f"model.checkpoint: {cfg.model.checkpoint}")
+        from tsm_video.models.registry import weights_hint
+
+        missing.append(f"model.checkpoint: {cfg.model.checkpoint} ({weights_hint(cfg.model.backbone)})")
     d = cfg.data
     if d.source == "videos":
         if d.csv is None:

@@ -25,6 +25,7 @@ F32_EPS = float(np.finfo(np.float32).eps)
 # convolutions may be blocked differently by other CPUs/thread counts). Measured: 1.3e-6 at
 # magnitude 1.9 (~5 ulps); allowed: 2e-5 of the magnitude (~170 ulps), for the ~40 layers.
 LOGIT_RTOL = 2e-5
+LABEL_MARGIN = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +85,10 @@ def _compare(tracker: DeAOTTracker, official: dict, prefix: str, labels: np.ndar
         torch.testing.assert_close(ours[~excluded], theirs[~excluded], rtol=0, atol=tol)
         merged.append(engine.logits(labels.shape))
     expected = official[f"{prefix}.labels"].numpy()
-    # ids agree wherever the best two merged logits are further apart than the tolerance allows
+    # ids agree wherever the best two merged logits are further apart than errors of the size
+    # allowed above can move them (LABEL_MARGIN is 25x the logit tolerance at magnitude 2)
     top2 = torch.topk(merge_group_logits(merged)[0], 2, dim=0).values
-    decided = (top2[0] - top2[1] > 4 * LOGIT_RTOL * 10).numpy()
+    decided = (top2[0] - top2[1] > LABEL_MARGIN).numpy()
     assert decided.mean() > 0.95
     np.testing.assert_array_equal(labels[decided], expected[decided])
 

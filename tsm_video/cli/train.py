@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 __all__ = ["register"]
 
@@ -16,33 +15,29 @@ def _train(args: argparse.Namespace) -> int:
     from tsm_video.train.runner import run_training
     from tsm_video.train.stages import plan_stages
 
-    try:
-        if args.json and not args.dry_run:
-            raise ConfigError("--json goes with --dry-run")
-        cfg = load_config(args.cfg, args.overrides)
-        if args.assemble_intervals:
-            from tsm_video.train.intervals import assemble_scale
+    if args.json and not args.dry_run:
+        raise ConfigError("--json goes with --dry-run")
+    cfg = load_config(args.cfg, args.overrides)
+    if args.assemble_intervals:
+        from tsm_video.train.intervals import assemble_scale
 
-            if args.stage or args.interval is not None or args.dry_run:
-                raise ConfigError("--assemble-intervals takes --cfg, --scale N (optional) and overrides only")
-            if args.scale is not None and args.scale not in cfg.tsm.scales:
-                raise ConfigError(f"--scale {args.scale}: not one of tsm.scales={cfg.tsm.scales}")
-            scales = [args.scale] if args.scale else [n for n in cfg.tsm.scales if n > 1]
-            for n in scales:
-                print(f"[foster_s{n}] assembled {assemble_scale(cfg, n)}")
+        if args.stage or args.interval is not None or args.dry_run:
+            raise ConfigError("--assemble-intervals takes --cfg, --scale N (optional) and overrides only")
+        if args.scale is not None and args.scale not in cfg.tsm.scales:
+            raise ConfigError(f"--scale {args.scale}: not one of tsm.scales={cfg.tsm.scales}")
+        scales = [args.scale] if args.scale else [n for n in cfg.tsm.scales if n > 1]
+        for n in scales:
+            print(f"[foster_s{n}] assembled {assemble_scale(cfg, n)}")
+        return 0
+    runs = plan_stages(cfg, args.stage, args.scale, args.interval)
+    if args.dry_run:
+        if args.json:
+            print(json.dumps(plan_json(cfg, runs)))
             return 0
-        runs = plan_stages(cfg, args.stage, args.scale, args.interval)
-        if args.dry_run:
-            if args.json:
-                print(json.dumps(plan_json(cfg, runs)))
-                return 0
-            processes = int(os.environ.get("WORLD_SIZE", 1))  # set by accelerate launch / torchrun
-            print(describe_plan(cfg, runs, processes))
-            return 0
-        run_training(cfg, args.stage, args.scale, resume=args.resume, interval=args.interval)
-    except ConfigError as e:
-        print(f"tsm-video train: {e}", file=sys.stderr)
-        return 2
+        processes = int(os.environ.get("WORLD_SIZE", 1))  # set by accelerate launch / torchrun
+        print(describe_plan(cfg, runs, processes))
+        return 0
+    run_training(cfg, args.stage, args.scale, resume=args.resume, interval=args.interval)
     return 0
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from tsm_video.config import GenerateConfig
+from tsm_video.errors import TSMVideoError
 
 __all__ = ["GenerateSettings", "SettingsError", "VC2_SAVE_FPS", "PRECISIONS", "precision_context"]
 
@@ -22,7 +23,7 @@ conditioned on ``fps`` (28), which is a different number."""
 _DEFAULTS = GenerateConfig()  # one source for VC2's sampling defaults: the config's `generate` section
 
 
-class SettingsError(ValueError):
+class SettingsError(TSMVideoError, ValueError):
     """A sampling setting out of range for the backbone, naming the flag and the fix."""
 
 

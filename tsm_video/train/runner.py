@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tsm_video.config import ConfigError, RunConfig, missing_paths
-from tsm_video.train.checkpoint import list_checkpoints
+from tsm_video.train.checkpoint import list_checkpoints, resolve_resume
 from tsm_video.train.intervals import assemble_ready
 from tsm_video.train.loop import StageResult, train_stage
 from tsm_video.train.stages import StageRun, check_prerequisites, plan_stages
@@ -15,7 +15,8 @@ __all__ = ["run_training", "preflight"]
 
 def preflight(cfg: RunConfig, runs: list[StageRun], resume: str | bool | None) -> None:
     """Every error that needs no model: missing inputs, missing/mismatched stage-1 adapters,
-    ``--resume PATH`` with several runs, a run folder with checkpoints but no ``--resume``."""
+    ``--resume PATH`` with several runs or that is no checkpoint folder, a run folder with
+    checkpoints but no ``--resume``."""
     problems = [f"missing input — {m}" for m in missing_paths(cfg)]
     produced: set = set()
     for run in runs:
@@ -31,6 +32,11 @@ def preflight(cfg: RunConfig, runs: list[StageRun], resume: str | bool | None) -
             f"--resume {resume} names one checkpoint but the plan has {len(runs)} runs "
             f"({', '.join(r.name for r in runs)}); add --stage/--scale"
         )
+    elif isinstance(resume, str) and resume != "latest" and runs:
+        try:
+            resolve_resume(resume, runs[0].dir / "checkpoints")
+        except FileNotFoundError as err:  # not a checkpoint folder: say so before any model is built
+            problems.append(str(err))
     if problems:
         raise ConfigError("cannot start training:\n  - " + "\n  - ".join(problems))
 

@@ -11,6 +11,8 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
+from tsm_video.errors import TSMVideoError
+
 from .inject import tsm_layers
 from .layers import TSMLayer
 
@@ -20,7 +22,7 @@ __all__ = ["AdapterError", "FORMAT_VERSION", "adapter_state_dict", "save_adapter
 FORMAT_VERSION = 1
 
 
-class AdapterError(ValueError):
+class AdapterError(TSMVideoError, ValueError):
     """An adapter file is unreadable or does not fit the model; the message lists every problem."""
 
 
