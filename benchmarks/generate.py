@@ -5,8 +5,9 @@ Side by side in one process: four models with identical base weights (same seed)
 prompt and clip seed, the real sampling path (``generate_clips``: text encoder, DDIM with CFG,
 the ``ExpertSwitcher`` DDIM callback, VAE decode). Adapters: ``vc2`` targets (to_k/to_v of
 every attention), rank 4, random non-zero experts and router. LoRA = scale 1; stage 1 = scale
-8; stage 2 = scales 8, 4, 2, 1. Every call merges and unmerges its experts (``W0`` restored
-afterwards), so switching costs are included.
+8; stage 2 = scales 8, 4, 2, 1. As in ``tsm-video generate``, experts stay merged from one clip
+to the next (``keep_merged``): every interval switch of every clip is timed (a clip starts with
+one, as the previous clip ended in interval 0); the one-off first merge is in the warm-up.
 
 CPU (default): the ``vc2-tiny`` backbone at 64×64, 8 frames, 10 steps (``--quick``: 32×32,
 4 frames, 4 steps). CUDA when available: the full ``vc2`` config (1.85 B parameters, random
@@ -14,13 +15,18 @@ weights) at 320×512, 16 frames, 50 steps (``--quick``: 10 steps) under bf16 aut
 Time: the best of interleaved repetitions (variants round-robin with a rotating start, after one
 warm-up each; the minimum is the estimate least disturbed by other jobs on a shared machine;
 medians are recorded too), wall seconds and, on CPU, process CPU seconds.
+``--compile``: every variant's UNet is compiled in place (``torch.compile``, default inductor),
+the warm-up compiles, and the timed clips must trigger no new graph (checked through dynamo's
+counters: experts switch without recompiling); results go to ``results/generate_compile.json``
+and their own RESULTS.md section.
 Writes ``benchmarks/results/generate.json`` (top-level ``ratios``: ``merged_vs_base`` = the
 slower of LoRA and stage 1, ``router_vs_base`` = stage 2; also ``lora_vs_base``,
 ``foster_vs_base``; from process CPU seconds on CPU, where a shared machine makes wall time
 swing by tens of percent, from wall seconds on CUDA; ``wall_ratios`` always) and the
 ``generate`` section of ``benchmarks/RESULTS.md``.
 
-    python benchmarks/generate.py [--quick] [--reps N] [--device cpu|cuda] [--threads N]
+    python benchmarks/generate.py [--quick] [--reps N] [--device cpu|cuda] [--threads N] [--vc2-step]
+                                  [--compile]
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ def _model(backbone: str, device: str, variant: str, dtype: torch.dtype | None):
 def vc2_step(reps: int) -> dict:
     """CPU seconds of one denoiser call of the full-width VC2 UNet per variant (4 frames of 8×8
     latents, t = 501, experts merged for that interval). The variants share one copy of the base
-    weights (merges write into it: timing only, values are not compared)."""
+    weights (merging never writes them)."""
     torch.manual_seed(0)
     base = VC2UNet.from_lvdm_config(VC2_UNET_PARAMS).eval().requires_grad_(False)
     shared = {id(t): t for t in (*base.parameters(), *base.buffers())}
@@ -114,7 +120,7 @@ def _time_one(model, switcher, settings, device: str, autocast) -> tuple[float, 
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
     with autocast():
-        generate_clips(model, [PROMPT], [clip_seed(0, PROMPT)], settings, switcher)
+        generate_clips(model, [PROMPT], [clip_seed(0, PROMPT)], settings, switcher, keep_merged=True)
     if device == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - wall, time.process_time() - cpu
@@ -127,7 +133,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None, write: bool = True) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes and few steps (< 1 min on 2 cores)")
@@ -138,7 +144,8 @@ def main() -> None:
                         "full-width VC2 UNet per variant on CPU (needs ~6 GB of memory, a few minutes)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 avoids "
                         "spinning GEMM barriers on a machine shared with other jobs")
-    args = parser.parse_args()
+    parser.add_argument("--compile", action="store_true", help="torch.compile each variant's UNet in place")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     reps = args.reps or (3 if args.quick else 15)
@@ -156,12 +163,27 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     models = {v: _model(backbone, args.device, v, dtype) for v in VARIANTS}
     times: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
-    for model, switcher in models.values():  # warm-up (kernels, allocator, first merges)
+    compile_info = None
+    if args.compile:
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4 * len(VARIANTS))
+        for model, _ in models.values():
+            model.unet.compile()
+    warm = time.perf_counter()
+    for model, switcher in models.values():  # warm-up (kernels, allocator, first merges, compilation)
         _time_one(model, switcher, settings, args.device, autocast)
+    if args.compile:
+        compile_info = {"warmup_seconds": time.perf_counter() - warm, "graphs_after_warmup": _graphs()}
     order = list(models)
     for rep in range(reps):  # round robin, rotating who goes first
         for v in order[rep % len(order):] + order[:rep % len(order)]:
             times[v].append(_time_one(*models[v], settings, args.device, autocast))
+    for _, switcher in models.values():
+        if switcher is not None:
+            switcher.close()
+    if args.compile:
+        compile_info["graphs_after_timing"] = _graphs()
+        compile_info["recompiled_during_timing"] = compile_info["graphs_after_timing"] != compile_info[
+            "graphs_after_warmup"]
     results = {v: {"seconds_per_clip": min(w for w, _ in t),
                    "median_seconds_per_clip": statistics.median(w for w, _ in t),
                    "cpu_seconds_per_clip": min(c for _, c in t),
@@ -192,20 +214,30 @@ def main() -> None:
         "goals": GOALS,
         "goals_met": {k: ratios[k] <= GOALS[k] for k in GOALS},
         "vc2_step": vc2_step(min(reps, 4)) if args.vc2_step else None,
+        "compile": compile_info,
     }
-    out = ROOT / "results" / "generate.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    _write_section(record)
+    if write:
+        out = ROOT / "results" / ("generate_compile.json" if args.compile else "generate.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n")
+        _write_section(record)
     print(json.dumps({"results": results, "ratios": ratios, "wall_ratios": wall_ratios,
-                      "vc2_step": record["vc2_step"]}, indent=2))
+                      "vc2_step": record["vc2_step"], "compile": compile_info}, indent=2))
+    return record
+
+
+def _graphs() -> int:
+    """Graphs dynamo has compiled so far in this process."""
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
 
 
 def _write_section(record: dict) -> None:
     """Replace this benchmark's section of benchmarks/RESULTS.md (other sections kept)."""
     path = ROOT / "RESULTS.md"
-    start, end = "<!-- generate:start -->", "<!-- generate:end -->"
+    tag = "generate-compile" if record["compile"] else "generate"
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
     m, s, r = record["machine"], record["setup"], record["results"]
+    compiled = record["compile"]
     st = s["settings"]
     step = record["vc2_step"]
     names = {"base": "plain VC2", "lora": "vanilla LoRA, merged once", "foster": "TSM stage 1 (n=8), merged "
@@ -214,7 +246,7 @@ def _write_section(record: dict) -> None:
             f"{r[v]['seconds_per_clip'] / r['base']['seconds_per_clip']:.3f} |" for v in VARIANTS]
     section = "\n".join([
         start,
-        "## generate — seconds per clip (`benchmarks/generate.py`)",
+        f"## {tag} — seconds per clip (`benchmarks/generate.py{' --compile' if compiled else ''}`)",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, device {m['device']}, torch "
         f"{m['torch']}. Backbone `{s['backbone']}` ({s['dtype']}, random weights), {st['height']}×"
@@ -231,11 +263,16 @@ def _write_section(record: dict) -> None:
         f"Ratios ({record['ratio_basis']}): " + ", ".join(
             f"{k} **{record['ratios'][k]:.3f}** (goal ≤ {GOALS[k]:.2f}"
             f"{'' if record['goals_met'][k] else ', not met'})" for k in GOALS) + ". Wall-time ratios: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in record["wall_ratios"].items()) + ". Merged LoRA runs "
-        "the base kernels (its expert is folded into W0; the wrapper adds a Python check per layer), so "
-        "its distance from 1.000 is about this "
-        "run's noise floor: on a machine shared with other jobs, differences of that size are not "
-        "resolved.",
+        + ", ".join(f"{k} {v:.3f}" for k, v in record["wall_ratios"].items()) + ". A merged layer runs "
+        "one base-sized linear with W0 + ΔW (no per-call check), so merged LoRA's distance from 1.000 "
+        "is about this run's noise floor: on a machine shared with other jobs, differences of that size "
+        "are not resolved.",
+        *([] if not compiled else [
+            "",
+            f"Compiled UNets (`torch.compile`): warm-up incl. compiling {compiled['warmup_seconds']:.0f} s; "
+            f"{compiled['graphs_after_warmup']} graphs after the warm-up, {compiled['graphs_after_timing']} "
+            f"after the timed clips (recompiled while switching experts: "
+            f"{'yes' if compiled['recompiled_during_timing'] else 'no'})."]),
         *([] if step is None else [
             "",
             f"Full-width VC2 UNet, one denoiser call on CPU ({step['tsm_layers']} TSM layers, latents "

@@ -9,7 +9,7 @@ ignored (listed in the record's runtime), and a checkpoint without ``backbone.po
 gets the fixed sinusoid table mmaction2 builds (:func:`sinusoid_position_table`). A
 checkpoint that lacks any learned weight is refused (the official run would score with
 random weights). The ``.pth`` is read with ``weights_only=True`` and only mmengine's
-metadata globals allow-listed (:mod:`eval_crafter.metrics.checkpoint`). The
+metadata globals allow-listed (:mod:`eval_crafter.checkpoint`). The
 mmaction2 test pipeline is reproduced: ``SampleFrames(clip_len=16, frame_interval=4,
 num_clips=5, test_mode=True)``, short side resized to 224 (bilinear), ``ThreeCrop(224)``,
 ImageNet mean/std on RGB, softmax per view averaged over the 15 views
@@ -29,6 +29,7 @@ import torch
 from transformers import AutoTokenizer, CLIPModel, VideoMAEConfig, VideoMAEForVideoClassification
 
 from eval_crafter import scoring
+from eval_crafter.checkpoint import checkpoint_state_dict, load_checkpoint
 from eval_crafter.metrics.base import (
     IncompatibleModelError,
     Metric,
@@ -37,7 +38,6 @@ from eval_crafter.metrics.base import (
     mean_of,
     require_model,
 )
-from eval_crafter.metrics.checkpoint import checkpoint_state_dict, load_checkpoint
 from eval_crafter.metrics.registry import register_metric
 from eval_crafter.prompts import load_kinetics_labels
 
@@ -230,7 +230,7 @@ class ActionScore(Metric):
         self.runtime["videomae_load"] = self.load_notes
 
     @classmethod
-    def required_files(cls, mode: str = "compat") -> list[ModelFile]:
+    def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
         return [ModelFile(VIDEOMAE_FILE, "VideoMAE V2 ViT-B/16 K400 (mmaction2)", VIDEOMAE_URL, (cls.name,)),
                 ModelFile(f"{CLIP_DIR}/", "CLIP ViT-B/32 (transformers folder)", CLIP_URL, (cls.name,))]
 

@@ -118,7 +118,7 @@ class MotionAmplitude(Metric):
         self.record_dtype("raft", torch.float32)
 
     @classmethod
-    def required_files(cls, mode: str = "compat") -> list[ModelFile]:
+    def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
         return [ModelFile(RAFT_FILE, "RAFT (things) weights", RAFT_URL, (cls.name,))]
 
     @torch.no_grad()

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from eval_crafter.errors import IncompatibleModelError, MissingModelsError, ModelNotFoundError
 from eval_crafter.metrics.runtime import resolve_device, weights_identity
 
 __all__ = [
@@ -53,40 +54,6 @@ __all__ = [
 
 MODES = ("compat", "fixed")
 BACKENDS = ("full", "light")
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """A weight file or folder a metric needs is absent from ``--models``.
-
-    The message names the expected path and where the official release publishes it.
-    """
-
-    def __init__(self, path: Path, what: str, source: str) -> None:
-        self.path = Path(path)
-        self.what = what
-        self.source = source
-        super().__init__(
-            f"{what}: expected {self.path} (not found). Get it from {source} and place it "
-            f"there (layout: docs/evalcrafter.md)."
-        )
-
-
-class MissingModelsError(ModelNotFoundError):
-    """Several weight files or folders are absent from ``--models``; the message lists all."""
-
-    def __init__(self, models_dir: Path, missing: list[ModelFile]) -> None:
-        self.missing = list(missing)
-        self.path = Path(models_dir)
-        self.what, self.source = "model files", "docs/evalcrafter.md"
-        lines = "; ".join(f"{m.relpath} ({m.what}, for {', '.join(m.metrics)}; from {m.source})"
-                          for m in self.missing)
-        FileNotFoundError.__init__(
-            self, f"{len(self.missing)} model file(s) missing under {models_dir}: {lines}. "
-                  f"Layout: docs/evalcrafter.md")
-
-
-class IncompatibleModelError(ValueError):
-    """A weights file or folder is present but cannot be used (the message says why and what to get)."""
 
 
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
@@ -184,6 +151,7 @@ class Metric:
 
     name: ClassVar[str]
     backend: ClassVar[str] = "full"
+    options: ClassVar[tuple[str, ...]] = ()  # extra constructor keywords, taken from EvalSettings
     histogram_key: ClassVar[str | None] = None  # per-video record key the report plots
 
     def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
@@ -200,8 +168,9 @@ class Metric:
         self.runtime: dict[str, Any] = {"device": str(self.device), "fp32": fp32, "dtypes": {}, "weights": {}}
 
     @classmethod
-    def required_files(cls, mode: str = "compat") -> list[ModelFile]:
-        """The files/folders under ``--models`` this metric loads in ``mode`` (none by default)."""
+    def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
+        """The files/folders under ``--models`` this metric loads in ``mode`` with ``options``
+        (none by default)."""
         return []
 
     def record_weights(self, relpath: str) -> None:

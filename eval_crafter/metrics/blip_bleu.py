@@ -197,7 +197,7 @@ class BlipBleu(Metric):
         self.record_dtype("qformer", self.model.qformer.dtype)
 
     @classmethod
-    def required_files(cls, mode: str = "compat") -> list[ModelFile]:
+    def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
         return [ModelFile(f"{BLIP2_DIR}/", "BLIP-2 OPT-2.7b (transformers folder)", BLIP2_SOURCE,
                           (cls.name,))]
 

@@ -116,7 +116,7 @@ class InceptionScore(Metric):
         self.record_dtype("inception", torch.float32)
 
     @classmethod
-    def required_files(cls, mode: str = "compat") -> list[ModelFile]:
+    def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
         return [ModelFile(INCEPTION_FILE, "FID Inception-v3 weights", INCEPTION_URL, (cls.name,))]
 
     @torch.no_grad()

@@ -193,7 +193,7 @@ def test_cli_synth_subset_probe_cache(tmp_path, monkeypatch, capsys):
     import tsm_video.models
 
     class Tiny(torch.nn.Module):
-        def encode_video(self, pixels):
+        def encode_pixels(self, pixels):
             return pixels[:, :1].repeat(1, 4, 1, 1, 1)[..., ::8, ::8]  # b 4 t h/8 w/8
 
         def encode_text(self, prompts):

@@ -18,8 +18,8 @@ from transformers import (
 )
 
 from eval_crafter import scoring
+from eval_crafter.errors import IncompatibleModelError
 from eval_crafter.metrics import METRICS, ModelNotFoundError, VideoInput
-from eval_crafter.metrics.base import IncompatibleModelError
 from eval_crafter.metrics.blip_bleu import (
     BLIP2_DIR,
     CAPTION_FRAME_SIZE,
@@ -238,3 +238,17 @@ def test_old_folder_without_room_for_the_image_token_is_refused(models_dir, tmp_
     old_root = _old_style_folder(tmp_path / "old", models_dir / BLIP2_DIR, extra_rows=0)
     with pytest.raises(IncompatibleModelError, match="image_token_index"):
         BlipBleu(old_root)
+
+
+def test_float16_load_keeps_the_qformer_in_float16_as_the_official_run(models_dir, video, monkeypatch):
+    """transformers 5 loads the Q-Former in float32 even for float16; the 2023 official run had
+    it in float16. (The CUDA precision choice is forced here so the cast runs on the CPU.)"""
+    from eval_crafter.metrics import blip_bleu
+
+    monkeypatch.setattr(blip_bleu, "official_dtype", lambda device, dtype, fp32=False: torch.float16)
+    metric = BlipBleu(models_dir)
+    assert metric.runtime["dtypes"] == {"blip2": "float16", "qformer": "float16"}
+    assert metric.model.query_tokens.dtype == torch.float16
+    assert {p.dtype for p in metric.model.parameters()} == {torch.float16}
+    record = metric.score(video, {"prompt": "a dog", "attributes": {}})
+    assert len(record["captions"]) == 5

@@ -16,6 +16,7 @@ from eval_models import tiny_videomae, videomae_to_mmaction_layout, write_video
 from transformers.models.videomae.modeling_videomae import get_sinusoid_encoding_table
 
 from eval_crafter import runner
+from eval_crafter.checkpoint import InertMetadata, load_checkpoint
 from eval_crafter.metrics import METRICS, Metric
 from eval_crafter.metrics.action import VIDEOMAE_FILE, load_videomae, sinusoid_position_table
 from eval_crafter.metrics.base import (
@@ -24,7 +25,6 @@ from eval_crafter.metrics.base import (
     ModelFile,
     check_models_folder,
 )
-from eval_crafter.metrics.checkpoint import InertMetadata, load_checkpoint
 from eval_crafter.metrics.runtime import official_dtype, resolve_device, weights_identity
 from eval_crafter.runner import DEFAULT_METRICS, EvalSettings, evaluate
 from tsm_video.cli import main
@@ -39,10 +39,11 @@ def test_every_missing_file_is_listed_in_one_error(tmp_path):
     with pytest.raises(MissingModelsError) as err:
         check_models_folder(tmp_path, needed)
     relpaths = ["pt_inception-2015-12-05-6726825d.pth", VIDEOMAE_FILE, "clip-vit-base-patch32/",
-                "RAFT/models/raft-things.pth", "blip2-opt-2.7b/", "grounding-dino-tiny/", "sam-vit-base/"]
+                "RAFT/models/raft-things.pth", "blip2-opt-2.7b/", "grounding-dino-tiny/", "sam-vit-base/",
+                "ckpt/R50_DeAOTL_PRE_YTB_DAV.pth"]
     assert [m.relpath for m in err.value.missing] == relpaths
     message = str(err.value)
-    assert message.startswith("7 model file(s) missing") and all(r in message for r in relpaths)
+    assert message.startswith("8 model file(s) missing") and all(r in message for r in relpaths)
     assert message.count("grounding-dino-tiny/") == 1 and "for color, count;" in message  # shared, merged
     # present files drop out; a transformers folder needs config.json and a weights file
     (tmp_path / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"x")
@@ -62,7 +63,7 @@ def test_cli_checks_the_models_folder_before_any_video(tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
     write_video(videos / "0000.mp4", num_frames=2)
-    with pytest.raises(MissingModelsError, match="3 model file"):
+    with pytest.raises(MissingModelsError, match="4 model file"):
         main(["eval", "evalcrafter", "--videos", str(videos), "--models", str(tmp_path / "models"),
               "--metrics", "count,blip_bleu", "--out", str(tmp_path / "r.json"), "--no-progress",
               "--device", "cpu"])
@@ -264,3 +265,16 @@ def test_other_globals_are_still_refused(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "evil_pkg")
     with pytest.raises(pickle.UnpicklingError, match="evil_pkg"):
         load_checkpoint(tmp_path / "e.pth")
+
+
+def test_compare_notes_runtime_differences():
+    from eval_crafter.report import compare_reports
+
+    def report(device, digest):
+        runtime = {"device": device, "fp32": False, "dtypes": {"x": "float32"}, "weights": {"w": digest}}
+        return {"mode": "compat", "backend": "full", "label": "L", "videos": "v", "evalcrafter": None,
+                "metrics": {"tiny": {"value": 1.0}}, "runtime": {"tiny": runtime}}
+
+    assert "note:" not in compare_reports(report("cpu", "a"), report("cpu", "a"))
+    text = compare_reports(report("cpu", "a"), report("cuda:0", "b"))
+    assert "note: tiny ran differently: device cpu vs cuda:0; other weights files" in text

@@ -34,27 +34,38 @@ def _layer(scales, mode="foster", act="none", dtype=torch.float32, width=8, seed
     return layer, ctx
 
 
+def delta(layer, i):
+    """``(α/r)·B_i A_i`` of core expert ``i`` in float32."""
+    core = layer.scales[0]
+    return layer.scaling * layer.lora_B[f"s{core}"][i].float() @ layer.lora_A[f"s{core}"][i].float()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_thousands_of_merge_cycles_restore_w0_bit_exactly(dtype):
-    layer, _ = _layer([8], dtype=dtype)
+    layer, ctx = _layer([8], dtype=dtype)
     w0 = layer.base.weight.detach().clone()
-    merged = {}  # interval -> the merged weight's bits the first time
+    x = torch.randn(2, 3, 8, dtype=dtype)
+    ctx.set(torch.tensor([0, 999]))
+    y0 = layer(x)  # unmerged, per-sample experts
+    merged = {}  # interval -> (merged weight, merged output) the first time
     order = torch.randint(0, 8, (3000,), generator=torch.Generator().manual_seed(0)).tolist()
     for step, i in enumerate(order):
         layer.merge(i)  # switches without unmerging in between ...
-        w = merged.setdefault(i, layer.base.weight.detach().clone())
-        assert torch.equal(layer.base.weight, w), (step, i)  # ... and lands on the same bits
+        w, y = merged.setdefault(i, (layer.merged_weight.clone(), layer(x)))
+        assert torch.equal(layer.merged_weight, w), (step, i)  # ... and land on the same bits
         if step % 3 == 0:
             layer.unmerge()
-            assert torch.equal(layer.base.weight, w0), step
+            assert torch.equal(layer.base.weight, w0) and layer.merged_weight is None, step
+    assert all(torch.equal(layer.merge(i) or layer(x), y) for i, (_, y) in merged.items())
     layer.unmerge()
-    assert torch.equal(layer.base.weight, w0) and layer.w0 is None
-    expect = (w0.float() + layer.delta_weight(8, 5)).to(dtype)  # one rounding of W0 + ΔW
-    assert torch.equal(merged[5], expect)
-    if dtype != torch.float32:  # the test can fail: add-then-subtract in low precision drifts
+    ctx.set(torch.tensor([0, 999]))
+    assert torch.equal(layer(x), y0) and torch.equal(layer.base.weight, w0)
+    ulp = torch.finfo(dtype).eps * (w0.float().abs() + delta(layer, 5).abs())  # one rounding of W0 + ΔW
+    assert ((merged[5][0].float() - (w0.float() + delta(layer, 5))).abs() <= ulp).all()
+    if dtype != torch.float32:  # what the test guards against: add-then-subtract drifts in low precision
         naive = w0.clone()
         for i in order[:100]:
-            d = layer.delta_weight(8, i).to(dtype)
+            d = delta(layer, i).to(dtype)
             naive += d
             naive -= d
         assert not torch.equal(naive, w0)
@@ -116,13 +127,19 @@ def test_merged_context_refuses_other_intervals_once_per_forward():
         ctx.unpin(4, 1)
 
 
-def test_merged_stage1_layer_runs_its_base_forward():
-    layer, ctx = _layer([8])
-    x = torch.randn(3, 4, 8)
+@pytest.mark.parametrize("conv", [False, True])
+def test_merged_stage1_layer_is_one_base_sized_call(conv):
+    torch.manual_seed(0)
+    ctx = TimestepContext(T)
+    base = nn.Conv2d(3, 4, 3, padding=1) if conv else nn.Linear(8, 4)
+    layer = (TSMConv if conv else TSMLinear)(base, ctx, [8], rank=2)
+    x = torch.randn(2, 3, 5, 5) if conv else torch.randn(3, 4, 8)
     layer.merge(2)
-    assert layer.forward == layer.base.forward  # the base's own forward: nothing checked per call
+    assert layer.forward == layer._forward_merged  # bound at merge: nothing checked per call
     ctx.clear()  # and no context read
-    assert torch.equal(layer(x), nn.functional.linear(x, layer.base.weight, layer.base.bias))
+    reference = nn.Conv2d(3, 4, 3, padding=1) if conv else nn.Linear(8, 4)
+    reference.load_state_dict({"weight": layer.merged_weight, "bias": base.bias})
+    assert torch.equal(layer(x), reference(x))
     layer.unmerge()
     assert "forward" not in vars(layer)
 
@@ -173,3 +190,42 @@ def test_stage2_scales_that_do_not_nest_keep_the_per_sample_path():
     assert layer.fused_a is None and "forward" not in vars(layer)
     ctx.set(t)
     close(layer(x), ref)
+
+
+def test_compiled_model_swaps_experts_without_recompiling():
+    """torch.compile (fullgraph: no graph breaks) traces one graph per path (unmerged, merged);
+    switching intervals and unmerge/merge cycles reuse them."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    ctx = TimestepContext(T)
+    net = nn.Sequential(
+        TSMLinear(nn.Linear(8, 8), ctx, [8], rank=2),
+        nn.ReLU(),
+        TSMLinear(nn.Linear(8, 8), ctx, [8, 4, 2, 1], rank=2, mode="assemble"),
+    )
+    for layer in (net[0], net[2]):
+        with torch.no_grad():
+            for name, p in layer.named_parameters():
+                if "lora_B" in name or "router" in name:
+                    p.normal_()
+    counter = CompileCounter()
+    compiled = torch.compile(net, backend=counter, fullgraph=True)
+    x, mixed = torch.randn(2, 3, 8), torch.tensor([5, 900])
+    with torch.no_grad():
+        ctx.set(mixed)
+        eager = {None: net(x)}
+        for i in range(8):
+            ctx.set(torch.tensor([i * 125 + 7, i * 125 + 100]))
+            eager[i] = net(x)
+        ctx.set(mixed)
+        close(compiled(x), eager[None])
+        for cycle in range(2):
+            for i in (0, 3, 5, 7, 2):
+                merge_interval(net, i)
+                ctx.set(torch.tensor([i * 125 + 7, i * 125 + 100]))
+                close(compiled(x), eager[i])
+            unmerge_all(net)
+            ctx.set(mixed)
+            close(compiled(x), eager[None])
+    assert counter.frame_count == 2

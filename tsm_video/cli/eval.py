@@ -40,6 +40,9 @@ def register(subparsers) -> None:
     run.add_argument("--fp32", action="store_true",
                      help="run every model in float32 (default on CUDA: the official precision, "
                           "float16 for BLIP-2 and the detection models)")
+    run.add_argument("--detection", choices=("track", "every-frame"), default="track",
+                     help="count/color: track (official: detect on frame 0 and every 49 frames, DeAOT "
+                          "in between) or every-frame (detect on every processed frame, no tracker)")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--skip-unknown", action="store_true",
                      help="count and skip videos whose name is no prompt id (default: error)")
@@ -73,8 +76,9 @@ def _run_evalcrafter(args: argparse.Namespace) -> int:
     metrics = args.metrics or (light_default if args.backend == "light" else DEFAULT_METRICS)
     settings = EvalSettings(
         videos=args.videos, models=args.models, out=args.out, metrics=metrics, mode=args.mode,
-        backend=args.backend, device=args.device, fp32=args.fp32, batch_size=args.batch_size,
-        prompts=args.prompts, skip_unknown=args.skip_unknown, progress=not args.no_progress,
+        backend=args.backend, device=args.device, fp32=args.fp32, detection=args.detection,
+        batch_size=args.batch_size, prompts=args.prompts, skip_unknown=args.skip_unknown,
+        progress=not args.no_progress,
     )
     report = evaluate(settings)
     paths = write_report(report, args.out)

@@ -28,12 +28,14 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from tsm_video.errors import TSMVideoError
+
 __all__ = ["AVReader", "FrameTable", "VideoReadError", "Source", "open_container", "cover_size"]
 
 Source = str | os.PathLike | bytes
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(TSMVideoError, RuntimeError):
     """A video could not be read; ``reason`` is a short machine-readable tag for skip counters."""
 
     def __init__(self, reason: str, message: str) -> None:

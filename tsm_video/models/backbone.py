@@ -28,9 +28,19 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from tsm_video.errors import TSMVideoError
 from tsm_video.tsm import TimestepContext
 
-__all__ = ["Backbone", "BackboneSpec", "BackboneBuilder", "Cond", "SamplingSettings", "StepCallback"]
+__all__ = [
+    "Backbone",
+    "BackboneSpec",
+    "BackboneBuilder",
+    "CheckpointError",
+    "Cond",
+    "FullCheckpoint",
+    "SamplingSettings",
+    "StepCallback",
+]
 
 Cond = Tensor | Mapping[str, Tensor]
 """Text conditioning: one batch-first tensor (VC2: (B, 77, D)) or a dict of batch-first tensors."""
@@ -134,6 +144,31 @@ class Backbone(Protocol):
 
     def decode(self, latents: Tensor) -> Tensor:
         """Latents → pixels in [-1, 1] (roughly; not clamped)."""
+        ...
+
+
+class CheckpointError(TSMVideoError, ValueError):
+    """A checkpoint (file or folder) that is missing, unreadable or does not fit the architecture."""
+
+
+@runtime_checkable
+class FullCheckpoint(Protocol):
+    """Optional capability: the whole model round-trips through one safetensors file, which the
+    registry's builder takes as ``checkpoint`` (the ``base`` stage trains the denoiser and writes
+    one; ``tsm-video export`` converts the released file into one)."""
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Write every weight to ``path`` (safetensors, atomically), as the builder loads it."""
+        ...
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Load such a file (or the released checkpoint) into this model, strictly."""
+        ...
+
+    def convert_checkpoint(self, source: str | os.PathLike, out: str | os.PathLike) -> int:
+        """Released checkpoint ``source`` → ``out`` in the format of :meth:`save_checkpoint`,
+        checked strictly against this architecture (a ``meta`` model suffices); returns the
+        number of tensors written. Raises :class:`CheckpointError`."""
         ...
 
 

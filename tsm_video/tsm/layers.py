@@ -5,12 +5,13 @@ Expert ``i`` of scale ``n`` is row ``i`` of the banks ``lora_A[f"s{n}"]`` (n, r,
 sample's experts from the concatenated banks (one index op) and applies them with batched
 matmuls (or one grouped conv): no Python loop over samples or experts.
 
-Merging (inference) writes ``W0 + ΔW_i`` of the core expert into the base weight from a kept copy
-of ``W0``, so unmerging restores ``W0`` bit-exactly after any number of switches. The layer's
-``forward`` is chosen at merge/unmerge time, so the merged hot path carries no state checks:
-a merged stage-1 layer *is* its base layer's forward; a merged stage-2 ``TSMLinear`` runs the
-context experts of its interval, gathered once per switch, with the router's ``FC`` rows in
-the same matmul (``[A_ctx; FC]·x``).
+Merging (inference) writes ``W0 + ΔW_i`` of the core expert into a separate buffer
+(``merged_weight``); the base weight ``W0`` is never written, so unmerging is exact after any
+number of switches and costs nothing. The layer's ``forward`` is bound at merge/unmerge time,
+so the merged hot path carries no state checks: a merged stage-1 layer is one base-sized
+linear/conv with the merged weight; a merged stage-2 ``TSMLinear`` adds the context experts of
+its interval, gathered once per switch, with the router's ``FC`` rows and ``Emb(t)`` in the same
+matmul (``[A_ctx; FC]·x + [0; Emb(t)]``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class TSMLayer(nn.Module):
     router_param_names = ("router",)
 
     _channel_dim = -1  # channel axis of the layer's input/output (and of the router's gates)
+    _fused_buffers = ("fused_a", "fused_b", "fused_bias", "fused_tables_a", "fused_tables_b")
 
     def __init__(
         self,
@@ -81,11 +83,14 @@ class TSMLayer(nn.Module):
         self.offsets = tuple(sum(scales[:k]) for k in range(len(scales)))
         self.merged_interval: int | None = None
         self.tsm_name = ""
-        # Inference state (non-persistent): W0 while an expert is merged; for a merged stage-2
-        # TSMLinear, [A_ctx; FC] (k·r + G, in) and (α/r)·[B_ctx] (out, k·r) of the interval.
-        self.register_buffer("w0", None, persistent=False)
-        self.register_buffer("fused_a", None, persistent=False)
-        self.register_buffer("fused_b", None, persistent=False)
+        # Inference state (non-persistent, allocated while merged): W0 + ΔW of the merged core;
+        # for a merged stage-2 TSMLinear, [A_ctx; FC] (k·r + G, in) and (α/r)·[B_ctx] (out, k·r)
+        # of the interval, and the rows [0; Emb(t)] (T, k·r + G) added to the first matmul.
+        # The per-interval values of fused_a / fused_b are gathered for every core interval at the
+        # first merge (fused_tables_*: adapter-sized), so a switch is two copies.
+        self.register_buffer("merged_weight", None, persistent=False)
+        for name in self._fused_buffers:
+            self.register_buffer(name, None, persistent=False)
         w = base.weight
         dd = {"device": w.device, "dtype": dtype or w.dtype}
         out = w.shape[0]
@@ -156,26 +161,20 @@ class TSMLayer(nn.Module):
         The general (training) path: every sample gathers its own experts. A merged layer
         replaces it by a state-free path (see :meth:`_select_forward`).
         """
-        y = self.base(x)
+        y = self.base(x) if self.merged_weight is None else self._forward_merged(x)
         ids = self._expert_ids().to(x.device)  # no-op when ctx.set got t on the model's device
         self._check_fold(x.shape[0], ids.shape[0])
         xa = x.to(self.adapter_dtype)
         d = self._lowrank(xa, self._bank("lora_A")[ids], self._bank("lora_B")[ids])
         return y.add_(d.to(y.dtype))  # in place: a Linear/Conv backward never reads its output
 
-    def delta_weight(self, scale: int, interval: int) -> Tensor:
-        """``(α/r)·B_i A_i`` of expert ``s{scale}_i{interval}`` shaped like ``base.weight`` (fp32)."""
-        a = self.lora_A[f"s{scale}"][interval].float()
-        b = self.lora_B[f"s{scale}"][interval].float()
-        return (b @ a.reshape(self.rank, -1) * self.scaling).reshape(self.base.weight.shape)
-
     @torch.no_grad()
     def merge(self, interval: int) -> None:
-        """Merge the core expert of ``interval`` into the base weight (replacing a merged one).
+        """Merge the core expert of ``interval``: ``merged_weight = W0 + ΔW`` (replacing a merged one).
 
-        The weight becomes ``W0 + ΔW`` computed in float32 from a kept copy of ``W0`` and rounded
-        once to the weight's dtype, so it depends only on ``(W0, expert)``, never on earlier
-        merges. Inference only: the merged path snapshots the experts and the router.
+        Computed in float32 from ``W0`` (never written) and rounded once to the weight's dtype, so
+        it depends only on ``(W0, expert)``. Inference only: the merged path snapshots the
+        experts and the router. Experts are checked for non-finite values on the first merge.
         """
         core = self.scales[0]
         if self.mode == "moe":
@@ -184,29 +183,41 @@ class TSMLayer(nn.Module):
             raise ValueError(f"interval {interval} out of range for core scale {core}")
         if self.merged_interval == interval:
             return
-        delta = self.delta_weight(core, interval)
-        if not torch.isfinite(delta).all():
-            raise ValueError(f"TSM layer {self.tsm_name!r}: expert s{core}_i{interval} is not finite")
-        if self.merged_interval is None:
-            self.w0 = self.base.weight.detach().clone()
+        bank_a, bank_b = self.lora_A[f"s{core}"], self.lora_B[f"s{core}"]
+        w0 = self.base.weight
+        first = self.merged_interval is None
+        if first:
+            bad = ~(torch.isfinite(bank_a).flatten(1).all(1) & torch.isfinite(bank_b).flatten(1).all(1))
+            if bad.any():
+                raise ValueError(
+                    f"TSM layer {self.tsm_name!r}: expert s{core}_i{int(bad.nonzero()[0])} is not finite"
+                )
+            self.merged_weight = torch.empty_like(w0)
         elif self.ctx is not None:
             self.ctx.unpin(core, self.merged_interval)
-        self.base.weight.copy_(self.w0.float() + delta)
+        w = self.merged_weight.view(w0.shape[0], -1)
+        a, b = bank_a[interval].view(self.rank, -1), bank_b[interval]
+        if w.dtype == a.dtype == torch.float32:
+            torch.addmm(w0.view_as(w), b, a, alpha=self.scaling, out=w)
+        else:  # float32 sum, one rounding to the weight's dtype
+            w.copy_(torch.addmm(w0.view_as(w).float(), b.float(), a.float(), alpha=self.scaling))
         self.merged_interval = interval
         if self.ctx is not None:
             self.ctx.pin(core, interval)
-        self._prepare_context_experts()
-        self._select_forward()
+        if self.router is not None:
+            self._prepare_context_experts(first)
+        if first:
+            self._select_forward()
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Restore ``W0`` bit-exactly from the kept copy (no-op when nothing is merged)."""
+        """Back to ``W0`` (never written) and the per-sample path; no-op when nothing is merged."""
         if self.merged_interval is None:
             return
-        self.base.weight.copy_(self.w0)
         if self.ctx is not None:
             self.ctx.unpin(self.scales[0], self.merged_interval)
-        self.w0 = self.fused_a = self.fused_b = None
+        for name in ("merged_weight", *self._fused_buffers):
+            setattr(self, name, None)
         self.merged_interval = None
         self._select_forward()
 
@@ -221,22 +232,28 @@ class TSMLayer(nn.Module):
             rows.append(offset + first)
         return rows
 
-    def _prepare_context_experts(self) -> None:
+    def _prepare_context_experts(self, first: bool) -> None:
         """Precompute what the merged interval fixes; only :class:`TSMLinear` has such a path."""
 
-    def _select_forward(self) -> None:
-        """Bind ``forward`` for the current state: the base's own forward when the merged expert
-        is all there is (nothing left to add), the precomputed stage-2 path when it exists, else
-        the general per-sample path."""
-        if self.merged_interval is not None and self.mode == "foster":
-            self.forward = self.base.forward
-        elif self.merged_interval is not None and self.fused_a is not None:
-            self.forward = self._forward_fused
-        else:
-            vars(self).pop("forward", None)
+    def _forward_merged(self, x: Tensor) -> Tensor:
+        """The base layer's computation with ``merged_weight``."""
+        raise NotImplementedError
 
     def _forward_fused(self, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def _select_forward(self) -> None:
+        """Bind ``forward`` for the current state: the merged base alone when the merged expert is
+        all there is, the precomputed stage-2 path when it exists, else the per-sample path."""
+        if self.merged_interval is not None and self.mode == "foster":
+            path = self._forward_merged
+        elif self.merged_interval is not None and self.fused_a is not None:
+            path = self._forward_fused
+        else:
+            vars(self).pop("forward", None)
+            return
+        if vars(self).get("forward") != path:
+            self.forward = path
 
     def extra_repr(self) -> str:
         return (
@@ -270,35 +287,50 @@ class TSMLinear(TSMLayer):
         d = torch.bmm(h, b.transpose(2, 3).reshape(nb, k * r, -1))  # (B, M, out)
         return d.reshape(*x.shape[:-1], -1)  # (N, ..., out)
 
-    @torch.no_grad()
-    def _prepare_context_experts(self) -> None:
-        """Gather ``[A_ctx; FC]`` and ``(α/r)·B_ctx`` of the merged interval (in place when the
-        buffers exist, so a compiled graph sees the same tensors after a switch)."""
-        rows = self._context_rows(self.merged_interval) if self.mode == "assemble" else None
-        if rows is None:
-            self.fused_a = self.fused_b = None
-            return
-        a = self._bank("lora_A")[rows]  # (k, r, in)
-        b = self._bank("lora_B")[rows]  # (k, out, r)
-        fused_a = torch.cat([a.reshape(-1, a.shape[-1]), self.router.fc.weight])  # (k·r + G, in)
-        fused_b = b.permute(1, 0, 2).reshape(b.shape[1], -1) * self.scaling  # (out, k·r)
-        if self.fused_a is None:
-            self.fused_a, self.fused_b = fused_a, fused_b
-        else:
-            self.fused_a.copy_(fused_a)
-            self.fused_b.copy_(fused_b)
+    def _forward_merged(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.merged_weight, self.base.bias)
+
+    def _prepare_context_experts(self, first: bool) -> None:
+        """Set ``[A_ctx; FC_r]`` and ``(α/r)·B_ctxᵀ`` of the merged interval, ``FC_r`` being each gate's
+        ``FC`` row repeated for its expert's ``r`` rows (so gating is one contiguous product).
+        Tables for every interval and ``[0; Emb_r]`` at the first merge, then two in-place copies
+        per switch (a compiled graph sees the same tensors after a switch). Only asymmetric
+        layers whose scales nest have this path."""
+        if first:
+            n, r = self.scales[0], self.rank
+            rows = [self._context_rows(i) for i in range(n)] if self.mode == "assemble" else [None]
+            if any(row is None for row in rows):
+                return
+            ids = torch.tensor(rows, device=self.router.fc.weight.device)  # (n, k)
+            a, b = self._bank("lora_A")[ids], self._bank("lora_B")[ids]  # (n, k, r, in), (n, k, out, r)
+            fc, emb = self.router.fc.weight, self.router.emb.weight  # (k, in), (T, k)
+            fc_r = fc.repeat_interleave(r, dim=0).expand(n, -1, -1)  # (n, k·r, in)
+            self.fused_tables_a = torch.cat([a.flatten(1, 2), fc_r], dim=1)  # (n, 2·k·r, in)
+            self.fused_tables_b = b.permute(0, 1, 3, 2).flatten(1, 2) * self.scaling  # (n, k·r, out)
+            self.fused_a = torch.empty_like(self.fused_tables_a[0])
+            self.fused_b = torch.empty_like(self.fused_tables_b[0])
+            emb_r = emb.repeat_interleave(r, dim=1)  # (T, k·r)
+            self.fused_bias = torch.cat([torch.zeros_like(emb_r), emb_r], dim=1)  # (T, 2·k·r)
+        if self.fused_a is not None:
+            self.fused_a.copy_(self.fused_tables_a[self.merged_interval])
+            self.fused_b.copy_(self.fused_tables_b[self.merged_interval])
 
     def _forward_fused(self, x: Tensor) -> Tensor:
-        """Merged stage 2: ``W0'x + (α/r)·Σ_k g_k B_k A_k x`` over the interval's context experts,
-        ``g = act(FC x + Emb(t))``; ``A_ctx`` and ``FC`` in one matmul. x (N, ..., in)."""
-        y = self.base(x)
-        t_index = self.ctx.timestep_index()  # (B,)
-        nb, kr = t_index.shape[0], self.fused_b.shape[1]
+        """Merged stage 2: ``(W0 + ΔW)x + (α/r)·Σ_k g_k B_k A_k x`` over the interval's context
+        experts with ``g = act(FC x + Emb(t))``. Per sample, one matmul gives ``A_ctx x`` and the
+        gates' logits (``Emb(t)`` as its bias) with tokens on the last axis, one product gates them,
+        one matmul adds ``B_ctx`` into the output. x (N, ..., in), N a multiple of the B timesteps."""
+        y = F.linear(x, self.merged_weight, self.base.bias)
+        t_index = self.ctx.timestep_index().to(x.device)  # (B,)
+        nb, kr = t_index.shape[0], self.fused_b.shape[0]
         self._check_fold(x.shape[0], nb)
-        p = F.linear(x.reshape(nb, -1, x.shape[-1]).to(self.fused_a.dtype), self.fused_a)  # (B, M, k·r + G)
-        g = self.router.gate(p[..., kr:] + self.router.emb(t_index.to(x.device)).unsqueeze(1))  # (B, M, k)
-        h = (p[..., :kr].unflatten(-1, (-1, self.rank)) * g.unsqueeze(-1)).flatten(-2)  # (B, M, k·r)
-        return y.add_(F.linear(h, self.fused_b).view(y.shape).to(y.dtype))
+        xs = x.reshape(nb, -1, x.shape[-1]).to(self.fused_a.dtype)  # (B, M, in)
+        bias = F.embedding(t_index, self.fused_bias).unsqueeze(-1)  # (B, 2·k·r, 1): [0; Emb_r(t)]
+        p = torch.baddbmm(bias, self.fused_a.expand(nb, -1, -1), xs.transpose(1, 2))  # (B, 2·k·r, M)
+        g = self.router.gate(p[:, kr:].unflatten(1, (-1, self.rank)), dim=1).flatten(1, 2)  # (B, k·r, M)
+        h = (p[:, :kr] * g).transpose(1, 2).to(y.dtype)  # (B, M, k·r)
+        y.view(nb, -1, y.shape[-1]).baddbmm_(h, self.fused_b.to(y.dtype).expand(nb, -1, -1))
+        return y
 
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -321,6 +353,9 @@ class TSMConv(TSMLayer):
             )
         self.dims = len(base.kernel_size)
         super().__init__(base, *args, **kwargs)
+
+    def _forward_merged(self, x: Tensor) -> Tensor:
+        return self.base._conv_forward(x, self.merged_weight, self.base.bias)
 
     def _geometry(self) -> dict:
         return {"stride": self.base.stride, "padding": self.base.padding, "dilation": self.base.dilation}

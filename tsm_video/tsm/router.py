@@ -59,13 +59,15 @@ class Router(nn.Module):
         z = z + (e.view(n, *ones, -1) if self.channel_dim == -1 else e.view(n, -1, *ones))
         return self.gate(z)
 
-    def gate(self, z: Tensor) -> Tensor:
-        """The activation alone on ``z = FC(x) + Emb(t)`` (any layout; gates on ``channel_dim``)."""
+    def gate(self, z: Tensor, dim: int | None = None) -> Tensor:
+        """The activation alone on ``z = FC(x) + Emb(t)``, gates on axis ``dim`` (default
+        ``channel_dim``; only softmax mixes across it)."""
         if self.activation == "sigmoid":
             return torch.sigmoid(z) - 0.5 if self.centred else torch.sigmoid(z)
         if self.activation == "softmax":
-            g = torch.softmax(z, dim=self.channel_dim)
-            return g - 1.0 / z.shape[self.channel_dim] if self.centred else g
+            dim = self.channel_dim if dim is None else dim
+            g = torch.softmax(z, dim=dim)
+            return g - 1.0 / z.shape[dim] if self.centred else g
         return z
 
     def extra_repr(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from tsm_video.models.vc2.checkpoint import (
     check_state_dict,
     read_shapes,
     read_state_dict,
+    save_safetensors,
     split_state_dict,
 )
 from tsm_video.models.vc2.configs import resolve_arch
@@ -110,6 +112,28 @@ class VC2Model(nn.Module):
         }
         state.update(self.schedule.checkpoint_buffers())
         return state
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """:meth:`checkpoint_state_dict` as one safetensors file (atomic): loads like a ``model.ckpt``."""
+        save_safetensors({k: v.detach().cpu() for k, v in self.checkpoint_state_dict().items()}, path)
+
+    def convert_checkpoint(self, source: str | os.PathLike, out: str | os.PathLike) -> int:
+        """Official ``model.ckpt`` → safetensors with the same (full) keys at ``out`` (atomic).
+
+        The checkpoint must fit this architecture exactly (:class:`CheckpointError` otherwise; a
+        ``meta`` model suffices); absent schedule buffers are written from the schedule, so the
+        output always holds the full official key set. Returns the number of tensors.
+        """
+        source, out = Path(source), Path(out)
+        if out.suffix != ".safetensors":
+            raise CheckpointError(f"output {out} must end in .safetensors")
+        if out.resolve() == source.resolve():
+            raise CheckpointError(f"output {out} would overwrite the input checkpoint")
+        state = read_state_dict(source)
+        self.validate_checkpoint_state(state, str(source))
+        state = {**self.schedule.checkpoint_buffers(), **state}
+        save_safetensors(state, out, metadata={"format": "pt", "backbone": self.name, "source": source.name})
+        return len(state)
 
     def checkpoint_shapes(self) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
         """``(required weight shapes, optional schedule-buffer shapes)`` under the official keys."""
