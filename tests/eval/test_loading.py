@@ -287,8 +287,9 @@ def test_docs_models_table_is_what_the_code_loads():
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "evalcrafter.md").read_text()
     section = text.split("## Models folder (`--models DIR`)")[1].split("\n## ")[0]
-    table = section.split("|---|")[1]  # the rows after the header
-    rows = [line.split("|") for line in table.splitlines() if line.startswith("| ")]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|---"))  # rows after the header
+    rows = [line.split("|") for line in lines[start + 1:] if line.startswith("| ")]
     documented = {re.search(r"`([^`]+)`", cells[2]).group(1) for cells in rows}
     required = {f.relpath for name in DEFAULT_METRICS for f in METRICS[name].required_files()}
     assert documented == required
