@@ -104,9 +104,9 @@ class StudySettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-FULL = StudySettings("full", seeds=(0, 1, 2), steps=120, base_steps=1200)
+FULL = StudySettings("full", seeds=(0, 1, 2), steps=50, base_steps=600, videos_heldout=24, prompts=6)
 QUICK = StudySettings(
-    "quick", seeds=(0, 1), steps=16, base_steps=200, videos_b=64, videos_heldout=16, prompts=4
+    "quick", seeds=(0, 1), steps=12, base_steps=150, videos_b=64, videos_heldout=16, prompts=4
 )
 SMOKE = StudySettings(
     "smoke",
@@ -120,7 +120,7 @@ SMOKE = StudySettings(
     videos_b=2,
     videos_heldout=2,
     prompts=1,
-    ddim_steps=10,
+    ddim_steps=2,
 )
 
 
@@ -423,6 +423,8 @@ def run_study(
         "data_seconds": data_seconds,
         "machine_at_start": machine_start,
         "cost_unit": "optimizer steps of batch settings.batch_size (Tab. 8 accounting)",
+        "tsm1_schedule": "joint — n·S steps stratified over the n intervals (each expert sees S steps' worth "
+        "of samples in expectation; the per-expert schedule is not on main yet)",
     }
     plans = {seed: method_plan(s, runs / f"seed_{seed}", seed, base, csvs["b"]) for seed in s.seeds}
     for method in ORDER:
@@ -540,58 +542,81 @@ def verdict(doc: dict) -> list[str]:
         )
         return f"{a} − {b} = {da.mean():+.5f} ± {half:.5f} (95 % CI): {word}"
 
+    pairs = [
+        ("tsm1", "lora"),
+        ("tsm1", "lora_nS"),
+        ("tsm1", "lora_rn"),
+        ("tsm2", "tsm1"),
+        ("tsm2", "lora_nS"),
+    ]
+    pairs += [("tsm2", "moe"), ("tsm2", "router_x"), ("tsm2", "router_t")]
     lines = []
-    for a, b in (("tsm1", "lora"), ("tsm1", "lora_nS"), ("tsm1", "lora_rn"), ("tsm2", "tsm1"), ("tsm2", "lora_nS"),
-                 ("tsm2", "moe"), ("tsm2", "router_x"), ("tsm2", "router_t")):  # fmt: skip
+    for a, b in pairs:
         if s.get(a, {}).get("heldout_mse") and s.get(b, {}).get("heldout_mse"):
             lines.append(f"- held-out ε-MSE: {better(a, b)}")
     return lines
+
+
+def _row(label: str, cost: object, rec: dict) -> str:
+    """One table row from a method's summary (or the base's plain record)."""
+    if "heldout_mse" in rec and isinstance(rec["heldout_mse"], dict):
+        cells = [_pm(rec.get("heldout_mse")), _diff(rec.get("heldout_mse"))]
+        cells += [_pm(rec.get(f"gen_{k}"), digits=0) for k in SCORE_NAMES]
+        cells.append(_pm(rec.get("train_seconds"), digits=0))
+    else:
+        cells = [f"{rec['heldout_mse']:.4f}", ""] + [f"{rec[f'gen_{k}']:.0f}" for k in SCORE_NAMES] + [""]
+    return f"| {label} | {cost} | " + " | ".join(cells) + " |"
 
 
 def results_section(doc: dict, plots: list[Path]) -> str:
     """The RESULTS.md section of a study document."""
     st, s = doc["settings"], doc["summary"]
     m0, m1 = doc["machine_at_start"], doc.get("machine_at_end", {})
-    head = "| method | cost (steps) | held-out ε-MSE | − LoRA (95 % CI) | colour % | count % | direction % | amplitude % | train s |"
-    rows = [head, "|" + " --- |" * 9]
-    base = doc["reference"]["base"]
-    rows.append(
-        f"| base (domain A only) | 0 | {base['heldout_mse']:.4f} | | {base['gen_color']:.0f} | {base['gen_count']:.0f} "
-        f"| {base['gen_direction']:.0f} | {base['gen_amplitude']:.0f} | |"
-    )
+    head = "| method | cost (steps) | held-out ε-MSE | − LoRA (95 % CI) | "
+    head += " | ".join(f"{k} %" for k in SCORE_NAMES) + " | train s |"
+    rows = [
+        head,
+        "|" + " --- |" * (5 + len(SCORE_NAMES)),
+        _row("base (domain A only)", 0, doc["reference"]["base"]),
+    ]
     for m, rec in doc["methods"].items():
-        if not rec.get("heldout_mse"):
-            continue
-        x = s[m]
-        rows.append(
-            f"| {LABELS.get(m, m)} | {rec['cost_steps'][0]} | {_pm(x.get('heldout_mse'))} | {_diff(x.get('heldout_mse'))} "
-            f"| {_pm(x.get('gen_color'), digits=0)} | {_pm(x.get('gen_count'), digits=0)} "
-            f"| {_pm(x.get('gen_direction'), digits=0)} | {_pm(x.get('gen_amplitude'), digits=0)} "
-            f"| {_pm(x.get('train_seconds'), digits=0)} |"
-        )
+        if rec.get("heldout_mse"):
+            rows.append(_row(LABELS.get(m, m), rec["cost_steps"][0], s[m]))
     done = [f"{m} ({len(r['heldout_mse'])} seeds)" for m, r in doc["methods"].items() if r.get("heldout_mse")]
     missing = [m for m, r in doc["methods"].items() if not r.get("heldout_mse")]
-    status = "Full run" if doc["full"] else (
-        f"**Not the full run** (`\"full\": false`): configuration `{doc['configuration']}`, finished: "
-        f"{', '.join(done)}; not run: {', '.join(missing) or 'none'}")  # fmt: skip
+    status = (
+        "Full run"
+        if doc["full"]
+        else (
+            f'**Not the full run** (`"full": false`): configuration `{doc["configuration"]}`, finished: '
+            f"{', '.join(done)}; not run: {', '.join(missing) or 'none'}"
+        )
+    )
+    setup = (
+        f"Setup: `vc2-tiny` with the demo's trained tiny VAE, {st['num_frames']}×{st['size']}×{st['size']} "
+        f"clips, base pretrained {st['base_steps']} steps on {st['videos_a']} domain-A videos, then "
+        f"post-pretrained on {st['videos_b']} domain-{st['domain'].upper()} videos; S = {st['steps']} steps, "
+        f"n = {st['n']}, rank {st['rank']}, batch {st['batch_size']}, lr {st['lr']}, seeds {doc['seeds']}. "
+        f"TSM-1 fostering: {doc['tsm1_schedule']}. Held-out ε-MSE: mean over the {st['n']} intervals on "
+        f"{st['videos_heldout']} held-out clips (same clips, t and noise for all); generation: "
+        f"{st['prompts']} held-out prompts, DDIM {st['ddim_steps']}, CFG {st['guidance_scale']}, "
+        "light backend scores against the synthetic ground truth. Mean ± std over seeds; “− LoRA” is the "
+        "paired difference to vanilla LoRA (negative = lower loss) with a 95 % t interval."
+    )
+    machine = (
+        f"Machine: {m0['machine']}, {m0['cpus']} CPUs, {m0['torch_threads']} torch threads, torch "
+        f"{m0['torch']}; load average (1/5/15 min) {m0['loadavg_1_5_15']} at start, "
+        f"{m1.get('loadavg_1_5_15', '–')} at end (a shared machine: wall times are upper bounds). "
+        f"Wall time {doc.get('wall_seconds', math.nan) / 60:.0f} min; base pretraining "
+        f"{doc['base_pretraining_seconds']:.0f} s (cached)."
+    )
     return "\n".join([
         "<!-- study_post_pretraining:start -->",
         "## Post-pretraining study: LoRA vs TSM at toy scale (`benchmarks/study_post_pretraining.py`)",
         "",
-        f"{status}. Machine: {m0['machine']}, {m0['cpus']} CPUs, {m0['torch_threads']} torch threads, torch "
-        f"{m0['torch']}; load average (1/5/15 min) {m0['loadavg_1_5_15']} at start, "
-        f"{m1.get('loadavg_1_5_15', '–')} at end (the machine was shared: wall times are upper bounds). "
-        f"Wall time {doc.get('wall_seconds', math.nan) / 60:.0f} min; base pretraining "
-        f"{doc['base_pretraining_seconds']:.0f} s (cached).",
+        f"{status}. {machine}",
         "",
-        f"Setup: `vc2-tiny` with the demo's trained tiny VAE, {st['num_frames']}×{st['size']}×{st['size']} clips, "
-        f"base pretrained {st['base_steps']} steps on {st['videos_a']} domain-A videos, then post-pretrained on "
-        f"{st['videos_b']} domain-{st['domain'].upper()} videos; S = {st['steps']} steps, n = {st['n']}, rank "
-        f"{st['rank']}, batch {st['batch_size']}, lr {st['lr']}, seeds {doc['seeds']}. Held-out ε-MSE: mean over "
-        f"the {st['n']} intervals on {st['videos_heldout']} held-out clips (same clips, t and noise for all); "
-        f"generation: {st['prompts']} held-out prompts, DDIM {st['ddim_steps']}, CFG {st['guidance_scale']}, light "
-        "backend scores against the synthetic ground truth. Mean ± std over seeds; "
-        "“− LoRA” is the paired difference to vanilla LoRA (negative = lower loss) with a 95 % t interval.",
+        setup,
         "",
         *rows,
         "",
@@ -611,7 +636,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache of data, base and runs")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     parser.add_argument("--no-results-md", action="store_true", help="do not touch benchmarks/RESULTS.md")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     settings = replace(QUICK if args.quick else FULL, domain=args.domain)
     claim_output_dir(args.workdir, COMMAND, clean=False)
     log_path = args.workdir / f"log_{settings.name}.txt"

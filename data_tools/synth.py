@@ -67,7 +67,7 @@ class Domain:
     """How varied a synthetic corpus is (see the module docstring)."""
 
     colors: dict[str, tuple[int, int, int]]
-    max_count: int  # upper bound on shapes per scene (``max_count`` arguments are clipped to it)
+    max_count: int  # default upper bound on shapes per scene (any bound is clipped to 4)
     jitter: float  # relative jitter of speed and shape size (0 = the named values exactly)
     textures: tuple[str, ...]  # fills: "solid" | "striped"
     cameras: tuple[str, ...]  # "static" or "pan <direction>" (background slides the other way)
@@ -76,7 +76,7 @@ class Domain:
 
 
 DOMAINS: dict[str, Domain] = {
-    "a": Domain(COLORS, 4, 0.0, ("solid",), ("static",), (20, 20), 0),
+    "a": Domain(COLORS, 3, 0.0, ("solid",), ("static",), (20, 20), 0),
     "b": Domain(COLORS_B, 4, 0.25, ("solid", "striped"), _CAMERA, (5, 45), 12),
     "shifted": Domain(COLORS_B, 4, 0.25, ("solid", "striped"), _CAMERA, (200, 235), 12),
 }
@@ -113,15 +113,16 @@ class SceneSpec:
         return text if self.camera == "static" else f"{text} as the camera pans {self.camera.split()[1]}"
 
 
-def sample_spec(rng: np.random.Generator, max_count: int = 3, domain: str = "a") -> SceneSpec:
-    """A uniformly drawn scene of ``domain`` (count in 1..max_count, max 4)."""
+def sample_spec(rng: np.random.Generator, max_count: int | None = None, domain: str = "a") -> SceneSpec:
+    """A uniformly drawn scene of ``domain`` (count in 1..max_count, max 4; default: the
+    domain's, 3 for A and 4 for B)."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown synthetic domain {domain!r}; valid: {', '.join(DOMAINS)}")
     dom = DOMAINS[domain]
     spec = SceneSpec(
         color=str(rng.choice(list(dom.colors))),
         shape=str(rng.choice(SHAPES)),
-        count=int(rng.integers(1, min(max_count, dom.max_count) + 1)),
+        count=int(rng.integers(1, min(max_count or dom.max_count, 4) + 1)),
         speed=str(rng.choice(list(SPEEDS))),
         direction=str(rng.choice(list(DIRECTIONS))),
     )
@@ -280,7 +281,7 @@ def make_synthetic_dataset(
     size: tuple[int, int] = (64, 64),
     num_frames: int = 24,
     fps: float = 8.0,
-    max_count: int = 3,
+    max_count: int | None = None,
     domain: str = "a",
 ) -> Path:
     """Write ``videos/*.mp4``, an OpenVid-format ``synthetic.csv`` and ``ground_truth.json``.

@@ -9,6 +9,8 @@ keeps the synthetic file name.
 
 from __future__ import annotations
 
+from eval_crafter.errors import EvalInputError
+
 __all__ = ["SPEED_TO_AMP", "synthetic_metadata"]
 
 SPEED_TO_AMP = {"fast": "large", "slow": "slow"}
@@ -24,6 +26,6 @@ def synthetic_metadata(ground_truth: dict[str, dict]) -> dict[str, dict]:
             attributes = {"color": f"{scene['color']} {scene['shape']}",
                           "count": f"{scene['count']} {scene['shape']}", "amp": speed}
         except KeyError as err:
-            raise ValueError(f"ground truth of {name!r} lacks or has a bad {err}") from err
+            raise EvalInputError(f"ground truth of {name!r} lacks or has a bad {err}") from err
         metadata[f"{i:04d}"] = {"prompt": scene["caption"], "attributes": attributes, "video": name}
     return metadata

@@ -20,7 +20,9 @@ def _project(tmp_path):
 
 
 def _snapshot(root):
-    return sorted((str(p.relative_to(root)), p.read_bytes() if p.is_file() else None) for p in root.rglob("*"))
+    return sorted(
+        (str(p.relative_to(root)), p.read_bytes() if p.is_file() else None) for p in root.rglob("*")
+    )
 
 
 def test_demo_refuses_a_folder_it_did_not_create(tmp_path):

@@ -22,7 +22,9 @@ def test_domain_a_draws_what_it_always_drew():
     ]
     assert rng.random() == 0.7970694287520462
     assert specs[1].caption == "one white triangle moving slow to the right"
-    frames, centres = render_scene(sample_spec(np.random.default_rng(1)), (32, 32), 4, np.random.default_rng(2))
+    frames, centres = render_scene(
+        sample_spec(np.random.default_rng(1)), (32, 32), 4, np.random.default_rng(2)
+    )
     assert int(frames.astype(np.int64).sum()) == 337260
     assert centres[0].round(3).tolist() == [[28.375, 7.237], [24.919, 15.355], [24.046, 25.006]]
 

@@ -153,10 +153,7 @@ def run_demo(
     }
     models = {label: load_trained(cfg, run) for label, run in compared.items()}
     batches = _heldout_batches(cfg, heldout_csv)
-    losses = {
-        label: interval_eps_mse(model, batches, core, seed=0, num_timesteps=cfg.tsm.num_timesteps)
-        for label, model in models.items()
-    }
+    losses = {label: interval_eps_mse(model, batches, core, seed=0) for label, model in models.items()}
     timings["held-out evaluation"] = time.perf_counter() - t0
 
     # 4. clips for held-out captions from every model (same noise) and their light scores
@@ -352,9 +349,9 @@ def _report(
         "",
         "## Light EvalCrafter-style scores",
         "",
-        f"{len(scenes)} held-out prompts, one clip each (same initial noise for every model), scored against the "
-        "synthetic ground truth by the light backend (`eval_crafter.metrics.light`, official rules): colour "
-        "(official hue rule; only prompts whose colour it can name), count, motion direction (foreground "
+        f"{len(scenes)} held-out prompts, one clip each (same initial noise for every model), scored "
+        "against the synthetic ground truth by the light backend (`eval_crafter.metrics.light`): colour "
+        "(the fixed hue rule; only prompts whose colour it can name), count, motion direction (foreground "
         "centroid), amplitude (slow/fast travel). The held-out videos themselves give the ceiling.",
         "",
         _score_table(scores),

@@ -148,7 +148,8 @@ class ImageBackbone(nn.Module):
         """The stock pipeline (release scheduler, CFG) from ``x_T`` (B, C, h, w) → latents.
 
         ``callback(i, t)`` runs from a forward pre-hook before the denoiser call of step ``i``
-        (one call per step: the pipeline batches the CFG rows).
+        (one call per step: the pipeline batches the CFG rows), ahead of the hook that sets
+        ``tsm_ctx``, so an expert merged for ``t`` is in place when the context checks it.
         """
         batch = x_T.shape[0]
         step = [0]
@@ -160,7 +161,11 @@ class ImageBackbone(nn.Module):
             callback(step[0], float(t.reshape(-1)[0]))
             step[0] += 1
 
-        handle = self.denoiser.register_forward_pre_hook(before, with_kwargs=True) if callback else None
+        handle = (
+            self.denoiser.register_forward_pre_hook(before, with_kwargs=True, prepend=True)
+            if callback
+            else None
+        )
         try:
             out = self.pipeline(
                 latents=x_T,
