@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from tsm_video.data.av_reader import AVReader, VideoReadError
 from tsm_video.data.dataset import DECORD_COLUMN
-from tsm_video.data.index import VideoIndex, iter_rows
+from tsm_video.data.index import VideoIndex, csv_header, iter_rows
 from tsm_video.data.video_io import verify_decord
 
 __all__ = ["PROBE_COLUMNS", "probe_record", "probe_dataset"]
@@ -177,8 +177,7 @@ def _annotate(rows: list[dict], csv_in, csv_out, path_column: str, check_decord:
     """Copy ``csv_in`` to ``csv_out`` (atomically) with the probe's columns set on every row."""
     by_id = {r["id"]: r for r in rows}
     added = PROBE_COLUMNS + ([DECORD_COLUMN] if check_decord else [])
-    with Path(csv_in).open(newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f))
+    header = csv_header(csv_in)
     fields = header + [c for c in added if c not in header]  # a re-probe overwrites its columns
     out = Path(csv_out)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tsm_video.data.index import iter_rows
+from tsm_video.data.index import csv_header, iter_rows
+from tsm_video.errors import TSMVideoError
 
 __all__ = ["SubsetError", "SubsetReport", "make_subset", "allocate"]
 
 PROBE_STATUS = "probe status"  # written by `tsm-video data probe --annotate`
 
 
-class SubsetError(ValueError):
+class SubsetError(TSMVideoError, ValueError):
     """The subset cannot be made from this CSV (a bounded or stratified column is absent)."""
 
 
@@ -78,8 +79,7 @@ def make_subset(
     non-numeric value in a bounded column is dropped (counted under ``missing:<column>``).
     """
     minimum, maximum = minimum or {}, maximum or {}
-    with Path(csv_in).open(newline="", encoding="utf-8") as f:
-        fieldnames = next(csv.reader(f))
+    fieldnames = csv_header(csv_in)
     for column in [*minimum, *maximum, *([stratify] if stratify else [])]:
         if column not in fieldnames:
             hint = (

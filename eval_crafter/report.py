@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from eval_crafter.cache import atomic_write_text, from_jsonable, to_jsonable  # noqa: E402
+from eval_crafter.errors import EvalInputError  # noqa: E402
 from eval_crafter.metrics import LIGHT_METRICS, METRICS  # noqa: E402
 
 __all__ = ["write_report", "load_report", "markdown_table", "plot_histograms", "compare_reports"]
@@ -26,9 +27,26 @@ def _fmt(value, digits: int = 2) -> str:
     return "nan" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+_REPORT_KEYS = ("tool", "mode", "backend", "label", "videos", "metrics")
+
+
 def load_report(path: str | Path) -> dict:
-    """A report JSON written by :func:`write_report` ("NaN" strings read back as floats)."""
-    return from_jsonable(json.loads(Path(path).read_text(encoding="utf-8")))
+    """A report JSON written by :func:`write_report` ("NaN" strings read back as floats).
+
+    Raises :class:`~eval_crafter.errors.EvalInputError` for a file that is not JSON or not such
+    a report (``OSError`` for a missing one)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EvalInputError(f"{path}: not a JSON report ({err})") from err
+    if not isinstance(data, dict) or any(k not in data for k in _REPORT_KEYS) or not isinstance(
+        data["metrics"], dict
+    ):
+        raise EvalInputError(
+            f"{path}: not a report of `tsm-video eval evalcrafter` (expected a JSON object with the "
+            f"keys {', '.join(_REPORT_KEYS)})"
+        )
+    return from_jsonable(data)
 
 
 def markdown_table(report: dict) -> str:

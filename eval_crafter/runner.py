@@ -25,12 +25,14 @@ from tqdm.auto import tqdm
 
 from eval_crafter.aggregate import evalcrafter_scores
 from eval_crafter.cache import RecordCache
+from eval_crafter.errors import EvalInputError, MissingVideosError
 from eval_crafter.metrics import BACKENDS, MODES, Metric, VideoInput, get_metric
 from eval_crafter.metrics.base import check_models_folder
 from eval_crafter.metrics.detection import DETECTION_SCHEDULES
 from eval_crafter.metrics.runtime import resolve_device
 from eval_crafter.prompts import entries_for_mode, load_metadata
 from tsm_video.data.video_io import read_frames
+from tsm_video.errors import TSMVideoError
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_METRICS", "UnknownVideoError", "EvalSettings", "list_videos",
            "evaluate"]
@@ -39,7 +41,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 DEFAULT_METRICS = ("is", "action", "amplitude", "blip_bleu", "color", "count")
 
 
-class UnknownVideoError(ValueError):
+class UnknownVideoError(TSMVideoError, ValueError):
     """Video names that are no prompt id of the metadata."""
 
 
@@ -64,14 +66,16 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {MODES}")
+            raise EvalInputError(f"unknown mode {self.mode!r}; choose one of {MODES}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
+            raise EvalInputError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
         if self.detection not in DETECTION_SCHEDULES:
-            raise ValueError(f"unknown detection schedule {self.detection!r}; "
+            raise EvalInputError(f"unknown detection schedule {self.detection!r}; "
                              f"choose one of {DETECTION_SCHEDULES}")
         if self.backend == "full" and self.models is None:
-            raise ValueError("the full backend needs --models DIR")
+            raise EvalInputError(
+                "the full backend needs --models DIR (its weights; layout: docs/evalcrafter.md), or use "
+                "--backend light for the synthetic domain")
         self.videos, self.out = Path(self.videos), Path(self.out)
         if self.cache_dir is None:
             self.cache_dir = self.out.parent / f"{self.out.stem}.cache"
@@ -80,8 +84,10 @@ class EvalSettings:
 def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> tuple[list[Path], list[str]]:
     """Video files of ``folder`` in visiting order, and the names skipped as unknown."""
     if not Path(folder).is_dir():
-        raise FileNotFoundError(f"videos folder {folder} does not exist")
+        raise MissingVideosError(f"videos folder {folder} does not exist")
     names = [n for n in os.listdir(folder) if not n.startswith(".") and n.lower().endswith(VIDEO_EXTENSIONS)]
+    if not names:
+        raise EvalInputError(f"no videos in {folder} (expected <prompt id>.mp4 files, e.g. 0000.mp4)")
     if mode == "fixed":
         names.sort()
     unknown = [n for n in names if Path(n).stem not in metadata]
@@ -89,10 +95,13 @@ def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> 
         raise UnknownVideoError(
             f"{len(unknown)} video(s) in {folder} are not named by a prompt id (e.g. 0042.mp4): "
             f"{sorted(unknown)[:10]}; rename them or pass --skip-unknown to count and skip them")
+    if len(unknown) == len(names):
+        raise EvalInputError(f"none of the {len(names)} video(s) in {folder} is named by a prompt id "
+                             f"(e.g. 0042.mp4); nothing to evaluate")
     stems = Counter(Path(n).stem for n in names)
     duplicates = sorted(s for s, c in stems.items() if c > 1)
     if duplicates:
-        raise ValueError(f"several files share a prompt id in {folder}: {duplicates[:10]}")
+        raise EvalInputError(f"several files share a prompt id in {folder}: {duplicates[:10]}")
     return [Path(folder) / n for n in names if n not in unknown], unknown
 
 

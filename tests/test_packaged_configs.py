@@ -39,7 +39,8 @@ def test_local_file_wins(name, tmp_path, monkeypatch):
 
 def test_missing_config_names_the_packaged_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"not found: nosuch\.yaml .*demo\.yaml, vc2_openvid70k"):
+    listed = r"not found: nosuch\.yaml .*packaged configs: .*demo\.yaml.*vc2_openvid70k"
+    with pytest.raises(ConfigError, match=listed):
         load_config("nosuch.yaml")
     # A path with a folder is never looked up in the package.
     with pytest.raises(ConfigError, match="config file not found"):

@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 import yaml
 
+from tsm_video.errors import TSMVideoError
+
 __all__ = [
     "BASE_FILE",
     "CONFIG_DIR",
@@ -70,18 +72,34 @@ fostering at scale 1 (vanilla LoRA), ``foster`` is TSM stage 1 for each configur
 ``assemble`` is TSM stage 2 (experts frozen, router trained)."""
 
 
-class ConfigError(ValueError):
-    """An invalid config: the message names the key, the value given and what is valid."""
+class ConfigError(TSMVideoError, ValueError):
+    """An invalid config: the message names the key, the value given and what is valid.
+
+    ``key`` is the dotted key at fault (``None`` when the config as a whole is), so the error is
+    blamed on the override that set it rather than on the YAML file.
+    """
+
+    def __init__(self, message: str, key: str | None = None, blamed: bool = False) -> None:
+        super().__init__(message)
+        self.key = key
+        self.blamed = blamed  # the message already names its source (an override or the file)
 
 
 def _fail(key: str, given: Any, valid: str) -> ConfigError:
-    return ConfigError(f"config key `{key}`: got {given!r}; {valid}")
+    return ConfigError(f"config key `{key}`: got {given!r}; {valid}", key=key)
 
 
 def _backbone_names() -> list[str]:
     from tsm_video.models import BACKBONES
 
     return sorted(BACKBONES)
+
+
+def _spatial_multiple(backbone: str) -> int:
+    """Pixel sizes of ``backbone`` must be multiples of this (the rule generation checks too)."""
+    from tsm_video.models import BACKBONES
+
+    return BACKBONES[backbone].pixel_multiple
 
 
 def _preset_names() -> list[str]:
@@ -188,7 +206,7 @@ class TextLoraConfig:
 
 @dataclass
 class TSMConfig:
-    scales: list[int] = field(default_factory=lambda: [8, 4, 2, 1])
+    scales: list[int] = field(default_factory=lambda: [8, 1])
     """Interval counts, strictly decreasing; the first (finest) is the core expert in stage 2.
     ``1`` is vanilla LoRA (one expert over all of [0, T))."""
     rank: int = 4
@@ -264,8 +282,9 @@ class DataConfig:
     target_fps: float | None = None
     height: int = 320
     width: int = 512
-    caption_dropout: float = 0.1
-    """Probability of replacing a caption by the empty prompt "" (classifier-free guidance)."""
+    caption_dropout: float = 0.2
+    """Probability of replacing a caption by the empty prompt "" (classifier-free guidance); 0.2 is
+    the LVDM/VideoCrafter training default (``uncond_prob=0.2``, ``uncond_type="empty_seq"``)."""
     num_workers: int = 2
     path_column: str = "video"
     caption_column: str = "caption"
@@ -294,7 +313,7 @@ class StageSteps:
     base: int = 0
     """Full-parameter steps of the ``base`` stage (the demo trains its own tiny base model)."""
     foster: int = 5000
-    """Steps of each stage-1 run (one per scale; ``lora`` = scale 1)."""
+    """Optimizer steps of each stage-1 run: per expert (``per_expert``) or per scale (``joint``)."""
     assemble: int = 5000
 
     def _validate(self, p: str) -> None:
@@ -337,10 +356,16 @@ class TrainConfig:
     global_batch_size: int = 32
     """= per_device_batch_size x gradient accumulation x processes (accumulation is derived)."""
     per_device_batch_size: int = 1
+    foster_schedule: Literal["per_expert", "joint"] = "per_expert"
+    """How stage 1 spends its budget (docs/training.md, paper Tab. 8). ``per_expert`` (the paper's):
+    each expert of a scale is its own run of ``steps.foster`` optimizer steps at
+    ``global_batch_size``, every sample from its interval (``foster_s<n>_i<i>/``; independent jobs
+    with ``--scale n --interval i``), assembled into the scale's adapter once all are present.
+    ``joint`` (n times cheaper): one run of ``steps.foster`` steps trains the scale's n experts
+    together, each global batch split exactly equally over the intervals."""
     foster_sampling: Literal["stratified", "uniform"] = "stratified"
-    """Timesteps in fostering: stratified (every interval its share of every batch) or uniform."""
-    foster_interval: int | None = None
-    """One-interval mode: train only this interval of the fostered scale (t drawn inside it)."""
+    """Timesteps of a ``joint`` run: stratified (every interval its exact share of every global
+    batch) or uniform over [0, T)."""
     checkpoint_every: int = 500
     keep_last: int = 2
     log_every: int = 10
@@ -385,8 +410,6 @@ class TrainConfig:
             )
         if self.warmup_steps < 0:
             raise _fail(f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
-        if self.foster_interval is not None and self.foster_interval < 0:
-            raise _fail(f"{p}.foster_interval", self.foster_interval, "an interval index >= 0 or null")
         self.validation._validate(f"{p}.validation")
 
     def gradient_accumulation(self, num_processes: int) -> int:
@@ -413,6 +436,10 @@ class GenerateConfig:
     fps: int = 28
     seed: int = 123
     batch_size: int = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Arithmetic of the sampler (UNet, text encoder, VAE decode): ``fp32`` as VideoCrafter2's own
+    inference script; ``bf16``/``fp16`` (autocast) are faster opt-ins whose error the guidance
+    scale multiplies (benchmarks/RESULTS.md). Independent of ``model.mixed_precision`` (training)."""
 
     def _validate(self, p: str) -> None:
         for key in ("height", "width"):
@@ -445,13 +472,17 @@ class RunConfig:
                 self.tsm.scales,
                 "stage `assemble` needs at least two scales (a core and a context scale)",
             )
-        fi = self.train.foster_interval
-        if fi is not None and fi >= min(self.tsm.scales, default=1) and "foster" in self.train.stages:
-            raise _fail(
-                "train.foster_interval",
-                fi,
-                f"must be < every fostered scale (smallest is {min(self.tsm.scales)})",
-            )
+        multiple = _spatial_multiple(self.model.backbone)
+        for key in ("data.height", "data.width", "generate.height", "generate.width"):
+            section, field_name = key.split(".")
+            v = getattr(getattr(self, section), field_name)
+            if v % multiple:
+                raise _fail(
+                    key,
+                    v,
+                    f"must be a multiple of {multiple} for backbone `{self.model.backbone}` (VAE × UNet "
+                    f"downsampling); try {max(multiple, round(v / multiple) * multiple)}",
+                )
 
     @property
     def run_dir(self) -> Path:
@@ -544,28 +575,43 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         if k not in names:
             raise ConfigError(
                 f"unknown config key `{key}`{_did_you_mean(k, names)}; "
-                f"valid keys{' of ' + prefix if prefix else ''}: {names}"
+                f"valid keys{' of ' + prefix if prefix else ''}: {names}",
+                key=key,
             )
         kwargs[k] = _convert(hints[k], v, key)
     return cls(**kwargs)
 
 
 def _apply_override(raw: dict, override: str) -> None:
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(f"override {override!r}: {problem}", blamed=True)
+
     if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected key.sub=value (e.g. train.lr=1e-4)")
+        raise fail("expected key.sub=value (e.g. train.lr=1e-4)")
     dotted, text = override.split("=", 1)
     parts = dotted.strip().split(".")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {override!r}: the value is not valid YAML ({e})") from None
+        raise fail(f"the value is not valid YAML ({' '.join(str(e).split())})") from None
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: `{'.'.join(parts[: i + 1])}` is not a section")
+            raise fail(f"`{'.'.join(parts[: i + 1])}` is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def _override_of(key: str | None, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The last override that set ``key`` (or a section above it), else ``None``."""
+    if key is None:
+        return None
+    for override in reversed(overrides):
+        dotted = override.split("=", 1)[0].strip()
+        if key == dotted or key.startswith((dotted + ".", dotted + "[")):
+            return override
+    return None
 
 
 def parse_config(raw: dict | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -575,8 +621,14 @@ def parse_config(raw: dict | None, overrides: list[str] | tuple[str, ...] = ()) 
     raw = copy.deepcopy(raw or {})
     for o in overrides:
         _apply_override(raw, o)
-    cfg = _build(RunConfig, raw, "")
-    cfg._validate()
+    try:
+        cfg = _build(RunConfig, raw, "")
+        cfg._validate()
+    except ConfigError as e:
+        override = _override_of(e.key, overrides)
+        if override is None:
+            raise
+        raise ConfigError(f"override {override!r}: {e}", key=e.key, blamed=True) from None
     return cfg
 
 
@@ -618,7 +670,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     try:
         return parse_config(raw, overrides)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        if e.blamed:  # an override's fault: the file is fine
+            raise
+        raise ConfigError(f"{path}: {e}", key=e.key, blamed=True) from None
 
 
 def config_to_dict(cfg: RunConfig) -> dict:
@@ -641,7 +695,9 @@ def missing_paths(cfg: RunConfig) -> list[str]:
     """Input files a training run needs that do not exist, each as ``key: path`` (empty = all present)."""
     missing = []
     if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).exists():
-        missing.append(f"model.checkpoint: {cfg.model.checkpoint}")
+        from tsm_video.models.registry import weights_hint
+
+        missing.append(f"model.checkpoint: {cfg.model.checkpoint} ({weights_hint(cfg.model.backbone)})")
     d = cfg.data
     if d.source == "videos":
         if d.csv is None:

@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from tsm_video.errors import TSMVideoError
+
 __all__ = [
     "export_vc2_safetensors",
     "export_lora",
@@ -30,11 +32,12 @@ def export_vc2_safetensors(ckpt: str | os.PathLike, out: str | os.PathLike, back
     the output always holds the full official key set (``Backbone.convert_checkpoint``).
     """
     from tsm_video.models import CheckpointError, FullCheckpoint, build_backbone
+    from tsm_video.models.registry import check_weights
 
     model = build_backbone(backbone, device="meta")  # architecture only: no memory, no init
     if not isinstance(model, FullCheckpoint):
         raise CheckpointError(f"backbone {backbone} has no single-file checkpoint to convert to")
-    return model.convert_checkpoint(ckpt, out)
+    return model.convert_checkpoint(check_weights(backbone, ckpt), out)
 
 
 DIFFUSERS_LORA_FAMILIES = ("sd15", "sd2", "sd3")
@@ -42,7 +45,7 @@ DIFFUSERS_LORA_FAMILIES = ("sd15", "sd2", "sd3")
 others (PixArt-α, VC2) get peft adapter folders."""
 
 
-class LoraExportError(ValueError):
+class LoraExportError(TSMVideoError, ValueError):
     """An adapter that cannot be exported as asked (message names the file and the fix)."""
 
 

@@ -161,6 +161,8 @@ def test_decord_is_verified_against_a_sequential_decode(corpus, monkeypatch):
     assert verify_decord(corpus["vp9.webm"].path)
     assert not verify_decord(corpus["mpeg4_bframes.mp4"].path)  # decord answers 15 for 13
     assert not verify_decord(corpus["av1.mp4"].path)  # decord cannot open it
+    with pytest.raises(VideoReadError, match="corrupt"):  # damage is found before decord is asked
+        verify_decord(corpus["h264_damaged.mp4"].path)
     # a proven file may be read by decord under "auto"; its frames are still the right ones
     video, calls = corpus["vp9.webm"], []
     real = video_io._decord_batch

@@ -21,7 +21,7 @@ def test_from_unit_maps_continuous_time():
     sched = IntervalSchedule(1000)
     u = torch.tensor([0.0, 0.2499, 0.25, 0.999, 1.0])
     assert sched.interval_index(sched.from_unit(u), 4).tolist() == [0, 0, 1, 3, 3]
-    with pytest.raises(RuntimeError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
         sched.from_unit(torch.tensor([1.5]))
 
 
@@ -42,10 +42,14 @@ def test_bounds_partition_timesteps():
 
 def test_out_of_range_timesteps_raise():
     sched = IntervalSchedule(1000)
-    with pytest.raises(RuntimeError, match=r"\[0, 1000\)"):
+    with pytest.raises(ValueError, match=r"\[0, 1000\), got values in \[1000, 1000\]"):
         sched.interval_index(torch.tensor([1000]), 4)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match=r"\[0, 1000\)"):
         sched.interval_index(torch.tensor([-1]), 4)
+    with pytest.raises(ValueError, match=r"\[0, 1000\]"):
+        sched.interval_index(torch.tensor([float("nan")]), 4)
+    with pytest.raises(ValueError, match=r"interval ids must lie in \[0, 4\)"):
+        sched.uniform_in(torch.tensor([0, 4]), 4)
 
 
 @pytest.mark.parametrize("batch,n", [(16, 4), (10, 4), (3, 8), (8, 1)])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["register"]
@@ -11,25 +10,16 @@ __all__ = ["register"]
 
 def _run_vc2_safetensors(args: argparse.Namespace) -> int:
     from tsm_video.export import export_vc2_safetensors
-    from tsm_video.models import CheckpointError
 
-    try:
-        count = export_vc2_safetensors(args.ckpt, args.out, args.backbone)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    count = export_vc2_safetensors(args.ckpt, args.out, args.backbone)
     print(f"wrote {args.out} ({count} tensors, {args.out.stat().st_size / 2**30:.2f} GiB)")
     return 0
 
 
 def _run_lora(args: argparse.Namespace) -> int:
-    from tsm_video.export import LoraExportError, export_lora
+    from tsm_video.export import export_lora
 
-    try:
-        written = export_lora(args.adapter, args.out, args.scale, args.interval, args.format)
-    except LoraExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    written = export_lora(args.adapter, args.out, args.scale, args.interval, args.format)
     print(f"wrote {len(written)} files under {args.out}")
     return 0
 

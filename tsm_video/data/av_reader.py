@@ -28,12 +28,14 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from tsm_video.errors import TSMVideoError
+
 __all__ = ["AVReader", "FrameTable", "VideoReadError", "Source", "open_container", "cover_size"]
 
 Source = str | os.PathLike | bytes
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(TSMVideoError, RuntimeError):
     """A video could not be read; ``reason`` is a short machine-readable tag for skip counters."""
 
     def __init__(self, reason: str, message: str) -> None:
@@ -143,7 +145,14 @@ class AVReader:
         self.close()
 
     def close(self) -> None:
+        self._drop_pending()
         self._container.close()
+
+    def _drop_pending(self) -> None:
+        """Close the suspended demuxing generator: it holds the decoder's frames and buffers."""
+        pending, self._pending = self._pending, iter(())
+        if hasattr(pending, "close"):
+            pending.close()
 
     # -- facts ------------------------------------------------------------------------------
     @property
@@ -180,6 +189,7 @@ class AVReader:
 
         Returns the pts decoding starts from (None: the first packet, nothing to drop).
         """
+        self._drop_pending()
         if keyframe_pts is not None:
             try:
                 self._container.seek(keyframe_pts, stream=self._stream, backward=True)

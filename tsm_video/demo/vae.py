@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tsm_video.models.vc2.checkpoint import PART_PREFIXES, read_state_dict, save_safetensors
+from tsm_video.models.checkpoint_io import read_state_dict, save_safetensors
 
 __all__ = ["VAE_WEIGHTS", "VAERecipe", "train_tiny_vae", "synthetic_frames", "compose_checkpoint"]
 
 VAE_WEIGHTS = Path(__file__).resolve().parent / "weights" / "vc2_tiny_vae.safetensors"
-_PREFIX = PART_PREFIXES["vae"]
+_PREFIX = "first_stage_model."  # the VAE's key prefix in an official VC2 checkpoint
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ def generate_clips(
             by default ``W0`` is restored before returning.
 
     Returns:
-        clips (B, 3, F, H, W) (images: (B, 3, H, W)) in ``[-1, 1]`` (float32, on the model's device).
+        clips (B, 3, F, H, W) in ``[-1, 1]`` (float32, on the model's device); images are
+        one-frame clips (B, 3, 1, H, W).
     """
     if len(prompts) != len(seeds) or not prompts:
         raise ValueError(f"need one seed per prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
@@ -58,4 +59,5 @@ def generate_clips(
     finally:
         if expert_plan is not None and not keep_merged:
             expert_plan.close()
-    return model.decode(z).float()
+    pixels = model.decode(z).float()
+    return pixels.unsqueeze(2) if model.modality == "image" else pixels  # an image is a 1-frame clip

@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from tsm_video.errors import TSMVideoError
 from tsm_video.tsm import TimestepContext
 
 __all__ = [
@@ -146,7 +147,7 @@ class Backbone(Protocol):
         ...
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TSMVideoError, ValueError):
     """A checkpoint (file or folder) that is missing, unreadable or does not fit the architecture."""
 
 

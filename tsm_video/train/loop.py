@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
@@ -33,12 +32,12 @@ from tsm_video.train.checkpoint import (
 from tsm_video.train.data import COND_EXTRAS, build_stream, forever
 from tsm_video.train.interval_loss import IntervalLossTracker, plot_interval_losses
 from tsm_video.train.objective import DiffusionObjective
-from tsm_video.train.randomness import TimestepSampler, TrainRNG
+from tsm_video.train.randomness import TrainRNG, rank_seed, stage_interval_sampler
 from tsm_video.train.stages import StageRun, adapter_metadata, build_stage_model, text_prefixes
 from tsm_video.train.validation import write_validation_clips
 from tsm_video.tsm import save_adapter
 
-__all__ = ["StageResult", "train_stage", "timestep_sampler", "rank_seed", "trainable_digest"]
+__all__ = ["StageResult", "train_stage", "trainable_digest"]
 
 
 @dataclass
@@ -50,23 +49,6 @@ class StageResult:
     seconds: float
     sample_ids: list[str]  # clip ids this rank consumed in this invocation (data audit)
     digest: str  # sha256 of the trainable tensors at the end (equal on every rank)
-
-
-def timestep_sampler(cfg: RunConfig, run: StageRun) -> TimestepSampler:
-    """Stratified over the fostered scale's intervals in fostering (or one interval); else uniform."""
-    T = cfg.tsm.num_timesteps
-    if run.stage == "foster" and run.scales[0] > 1:
-        if cfg.train.foster_interval is not None:
-            return TimestepSampler("interval", run.scales[0], cfg.train.foster_interval, T)
-        if cfg.train.foster_sampling == "stratified":
-            return TimestepSampler("stratified", run.scales[0], None, T)
-    return TimestepSampler("uniform", 1, None, T)
-
-
-def rank_seed(seed: int, rank: int, run: StageRun) -> int:
-    """A distinct, reproducible stream per (run seed, rank, stage run)."""
-    words = [seed, rank, sum(run.name.encode())]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def trainable_digest(model: torch.nn.Module) -> str:
@@ -151,8 +133,9 @@ def train_stage(
 
     # 3. data shard, the step's randomness, registered state, resume
     dataset, loader = build_stream(cfg, accelerator.process_index, accelerator.num_processes)
-    rng = TrainRNG(rank_seed(cfg.run.seed, accelerator.process_index, run))
-    sampler = timestep_sampler(cfg, run)
+    rank = accelerator.process_index
+    rng = TrainRNG(rank_seed(cfg.run.seed, rank, run.name))
+    sampler, t_scale = stage_interval_sampler(cfg, run, accelerator.num_processes, accum)
     progress = TrainProgress()
     tracker = IntervalLossTracker(cfg.tsm.core_scale, cfg.tsm.num_timesteps)
     accelerator.register_for_checkpointing(
@@ -189,12 +172,14 @@ def train_stage(
     window_loss = torch.zeros((), device=device)
     window_micro, window_start = 0, time.perf_counter()
     batches = forever(loader)
+    micro = 0  # micro-batch within the optimizer step (checkpoints fall on step boundaries)
     while progress.step < run.steps:
         batch = next(batches)
         seen_ids += batch["id"]
         with accelerator.accumulate(objective):
             bsz = len(batch["caption"])
-            t = sampler(bsz, rng, model, device)
+            ids = sampler(progress.step, micro, rank)  # (B,) interval ids at t_scale (full batches)
+            t = model.sample_t(ids, t_scale, rng.generator).to(device)
             extras = {key: batch[key].to(device) for key in COND_EXTRAS if key in batch}  # VC2: fps
             inputs = (
                 {"latents": batch["latents"].to(device)} if cache else {"pixels": batch["pixels"].to(device)}
@@ -216,8 +201,10 @@ def train_stage(
         tracker.update(t, per_sample)
         window_loss += loss.detach()
         window_micro += 1
+        micro += 1
         if not accelerator.sync_gradients:
             continue
+        micro = 0
         lr_schedule.step()
         progress.step += 1
         bar.update(1)

@@ -4,7 +4,8 @@ One call, written only with the :class:`~tsm_video.models.Backbone` protocol: pi
 ``encode_pixels`` (posterior sample, frozen) or cached latents → conditioning (through the text
 LoRA when it trains) → noise → ``add_noise`` at ``t`` → ``predict`` with TSM layers reading ``t``
 → ``loss`` per sample (B,). The caller draws ``t`` and drops captions; the VAE sample and the
-noise come from the same checkpointed generator, in that order.
+noise come from the same checkpointed generator, in that order; the noise and ``x_t`` are
+float32 even under bf16/fp16 autocast.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class DiffusionObjective(nn.Module):
         if cond is None:
             with torch.set_grad_enabled(self.train_text and torch.is_grad_enabled()):
                 cond = model.encode_text(captions)
-        noise = rng.randn_like(latents)
-        x_t, target = model.add_noise(latents, noise, t)
+        # noise and x_t in float32 whatever the latents' dtype or an enclosing autocast: a bf16
+        # noise draw would quantise the very target the model regresses
+        noise = rng.randn(tuple(latents.shape), latents.device)
+        with torch.autocast(latents.device.type, enabled=False):
+            x_t, target = model.add_noise(latents.float(), noise, t)
         return model.loss(model.predict(x_t, t, cond, **extras), target)

@@ -6,7 +6,11 @@ Stages (``tsm_video.config.STAGES``), each in its own run folder under ``<output
                  demo's tiny model with its trained VAE), else from a seeded random init;
                  writes ``model.safetensors``, the base of every later stage of the run.
 - ``lora``     → ``foster_s1/``: fostering at scale 1, i.e. vanilla LoRA.
-- ``foster``   → ``foster_s<n>/`` for each configured scale ``n``: TSM stage 1.
+- ``foster``   → for each configured scale ``n``, TSM stage 1 (``train.foster_schedule``):
+                 ``per_expert`` — one run per expert, ``foster_s<n>_i<i>/`` (a scale-1 LoRA trained
+                 on interval ``i`` only), assembled into ``foster_s<n>/adapter.safetensors``
+                 (``tsm_video.train.intervals``); scale 1 is one run, ``foster_s1/``;
+                 ``joint`` — one run ``foster_s<n>/`` training the n experts together.
 - ``assemble`` → ``assemble/``: TSM stage 2; loads every scale's stage-1 adapter (experts
                  frozen) and trains the routers.
 
@@ -25,6 +29,7 @@ from torch import nn
 
 from tsm_video.config import BASE_FILE, ConfigError, RunConfig
 from tsm_video.models.backbone import Backbone, FullCheckpoint
+from tsm_video.train.identity import base_identity, recipe_of
 from tsm_video.tsm import (
     PRESETS,
     AdapterError,
@@ -38,10 +43,13 @@ from tsm_video.tsm import (
 __all__ = [
     "StageRun",
     "plan_stages",
+    "foster_runs",
+    "interval_run",
     "build_stage_model",
     "stage1_adapter",
     "check_prerequisites",
     "adapter_metadata",
+    "interval_metadata",
     "load_trained",
     "text_lora_targets",
     "text_prefixes",
@@ -60,6 +68,14 @@ class StageRun:
     dir: Path
     steps: int
     lr: float
+    interval: int | None = None  # per_expert fostering of scale > 1: the one interval this run trains
+
+    @property
+    def intervals(self) -> list[int]:
+        """The intervals of ``scales[0]`` whose experts this run trains (fostering; else [])."""
+        if self.stage != "foster":
+            return []
+        return [self.interval] if self.interval is not None else list(range(self.scales[0]))
 
     @property
     def name(self) -> str:
@@ -75,8 +91,29 @@ def stage1_adapter(cfg: RunConfig, scale: int) -> Path:
     return cfg.run_dir / f"foster_s{scale}" / ADAPTER_FILE
 
 
-def plan_stages(cfg: RunConfig, stage: str | None = None, scale: int | None = None) -> list[StageRun]:
-    """The runs ``tsm-video train`` performs: all of ``train.stages``, or one ``--stage [--scale]``."""
+def interval_run(cfg: RunConfig, scale: int, interval: int) -> StageRun:
+    """The ``per_expert`` run of expert ``interval`` of ``scale`` (``foster_s<n>_i<i>/``)."""
+    t = cfg.train
+    return StageRun(
+        "foster", (scale,), cfg.run_dir / f"foster_s{scale}_i{interval}", t.steps.foster, t.lr, interval
+    )
+
+
+def foster_runs(cfg: RunConfig, scale: int, interval: int | None = None) -> list[StageRun]:
+    """Stage-1 runs of ``scale``: one per expert (``per_expert``, scale > 1), else one run;
+    ``interval`` picks one expert's run."""
+    t = cfg.train
+    if scale == 1 or cfg.train.foster_schedule == "joint":
+        return [StageRun("foster", (scale,), cfg.run_dir / f"foster_s{scale}", t.steps.foster, t.lr)]
+    chosen = range(scale) if interval is None else [interval]
+    return [interval_run(cfg, scale, i) for i in chosen]
+
+
+def plan_stages(
+    cfg: RunConfig, stage: str | None = None, scale: int | None = None, interval: int | None = None
+) -> list[StageRun]:
+    """The runs ``tsm-video train`` performs: all of ``train.stages``, or one
+    ``--stage [--scale [--interval]]``."""
     stages = list(cfg.train.stages) if stage is None else [stage]
     if scale is not None and stage not in ("foster", "lora"):
         raise ConfigError(
@@ -84,6 +121,16 @@ def plan_stages(cfg: RunConfig, stage: str | None = None, scale: int | None = No
         )
     if scale is not None and scale not in cfg.tsm.scales:
         raise ConfigError(f"--scale {scale}: not one of tsm.scales={cfg.tsm.scales}")
+    if interval is not None:
+        if scale is None or stage != "foster":
+            raise ConfigError(f"--interval {interval} needs --stage foster --scale N")
+        if not 0 <= interval < scale:
+            raise ConfigError(f"--interval {interval}: scale {scale} has intervals 0..{scale - 1}")
+        if cfg.train.foster_schedule != "per_expert" and scale > 1:
+            raise ConfigError(
+                f"--interval {interval}: one-expert runs belong to train.foster_schedule=per_expert "
+                f"(this config: {cfg.train.foster_schedule})"
+            )
     runs = []
     t = cfg.train
     for s in stages:
@@ -91,9 +138,8 @@ def plan_stages(cfg: RunConfig, stage: str | None = None, scale: int | None = No
             runs.append(StageRun("base", (), cfg.run_dir / "base", t.steps.base, t.base_lr))
         elif s in ("lora", "foster"):
             scales = [1] if s == "lora" else ([scale] if scale is not None else cfg.tsm.scales)
-            runs += [
-                StageRun("foster", (n,), cfg.run_dir / f"foster_s{n}", t.steps.foster, t.lr) for n in scales
-            ]
+            for n in scales:
+                runs += foster_runs(cfg, n, interval)
         else:
             runs.append(
                 StageRun("assemble", tuple(cfg.tsm.scales), cfg.run_dir / "assemble", t.steps.assemble, t.lr)
@@ -111,6 +157,18 @@ def adapter_metadata(cfg: RunConfig, run: StageRun) -> dict:
         "run": cfg.run.name,
         "run_stage": run.name,
         "core_scale": cfg.tsm.core_scale,
+    } | (interval_metadata(cfg, run) if run.interval is not None else {})
+
+
+def interval_metadata(cfg: RunConfig, run: StageRun) -> dict:
+    """What a ``per_expert`` interval file adds: which expert it is, the base weights it was
+    trained from and the recipe keys (the assembly refuses files that disagree on them)."""
+    return {
+        "stage": "foster_interval",
+        "interval_scale": run.scales[0],
+        "interval": run.interval,
+        "base": base_identity(cfg),
+        "recipe": recipe_of(cfg),
     }
 
 
@@ -130,9 +188,14 @@ def check_prerequisites(cfg: RunConfig, run: StageRun, produced: frozenset[Path]
         if path in produced:
             continue
         if not path.is_file():
+            parts = [r for r in foster_runs(cfg, n) if r.interval is not None]
+            missing = [r.interval for r in parts if r.output not in produced and not r.output.is_file()]
+            if parts and not missing:
+                continue  # every expert's file is there: assembled before stage 2 starts
             problems.append(
                 f"stage-1 adapter of scale {n} not found: {path} "
-                f"(run `tsm-video train --cfg ... --stage foster --scale {n}` first)"
+                f"(run `tsm-video train --cfg ... --stage foster --scale {n}` first"
+                + (f"; experts {missing} missing, each can run alone with --interval I)" if parts else ")")
             )
             continue
         try:
@@ -216,7 +279,7 @@ def build_stage_model(
         model.denoiser,
         cfg.tsm.targets,
         ctx=ctx,
-        scales=list(run.scales),
+        scales=[1] if run.interval is not None else list(run.scales),  # one expert: a plain LoRA
         rank=cfg.tsm.rank,
         alpha=float(cfg.tsm.alpha or cfg.tsm.rank),
         mode=mode,
