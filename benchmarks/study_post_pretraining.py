@@ -65,7 +65,7 @@ from tsm_video.demo.scores import SCORE_NAMES, light_scores  # noqa: E402
 from tsm_video.demo.vae import VAE_WEIGHTS, compose_checkpoint  # noqa: E402
 from tsm_video.train.evaluate import interval_eps_mse  # noqa: E402
 from tsm_video.train.runner import run_training  # noqa: E402
-from tsm_video.train.stages import load_trained, plan_stages  # noqa: E402
+from tsm_video.train.stages import load_trained, plan_stages, stage1_run  # noqa: E402
 from tsm_video.train.validation import sample_clips  # noqa: E402
 
 __all__ = ["StudySettings", "FULL", "QUICK", "SMOKE", "ORDER", "run_study", "paired_stats", "main"]
@@ -205,13 +205,11 @@ def method_plan(
         c = _config(s, out, name, seed, base, data, **tsm)
         return replace(c, train=replace(c.train, steps=replace(c.train.steps, foster=foster_steps)))
 
-    tsm = cfg("tsm")
-    # TSM-1: each of the n experts S steps on its own interval = n·S steps, stratified over intervals
-    tsm1 = cfg("tsm", n * S)
+    tsm = cfg("tsm")  # TSM-1 is per_expert (the config default): each of the n experts S steps alone
     stage2 = n * S + 2 * S  # TSM-1 + the scale-1 context expert (S) + S router steps
     return {
         "lora": (tsm, "foster", 1, S),
-        "tsm1": (tsm1, "foster", n, n * S),
+        "tsm1": (tsm, "foster", n, n * S),
         "tsm2": (tsm, "assemble", None, stage2),
         "moe": (cfg("moe", router="symmetric"), "assemble", None, stage2),
         "router_x": (cfg("router_x", router_input="x"), "assemble", None, stage2),
@@ -439,8 +437,7 @@ def run_study(
         "machine_at_start": machine_start,
         "cost_unit": "optimizer steps of batch settings.batch_size (Tab. 8 accounting)",
         "vae": _vae_identity(),
-        "tsm1_schedule": "joint — n·S steps stratified over the n intervals (each expert sees S steps' worth "
-        "of samples in expectation; the per-expert schedule is not on main yet)",
+        "tsm1_schedule": "per_expert — one run per expert, S steps on its own interval",
     }
     plans = {seed: method_plan(s, runs / f"seed_{seed}", seed, base, csvs["b"]) for seed in s.seeds}
     for method in ORDER:
@@ -449,7 +446,8 @@ def run_study(
             seconds, steps = train_method(plans[seed], method, log)
             cfg, stage, scale, cost = plans[seed][method]
             t0 = time.perf_counter()
-            metrics = evaluate(load_trained(cfg, plan_stages(cfg, stage, scale)[-1]), s, batches, scenes)
+            run = stage1_run(cfg, scale) if stage == "foster" else plan_stages(cfg, stage)[-1]
+            metrics = evaluate(load_trained(cfg, run), s, batches, scenes)
             metrics.update(eval_seconds=time.perf_counter() - t0, train_seconds=seconds, own_steps=steps,
                            cost_steps=cost)  # fmt: skip
             for k, v in metrics.items():
