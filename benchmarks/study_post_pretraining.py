@@ -117,7 +117,7 @@ class StudySettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-FULL = StudySettings("full", seeds=(0, 1, 2), steps=20, base_steps=300, videos_heldout=24, prompts=6)
+FULL = StudySettings("full", seeds=(0, 1, 2), steps=12, base_steps=300, videos_heldout=24, prompts=4)
 QUICK = StudySettings(
     "quick", seeds=(0, 1), steps=12, base_steps=150, videos_b=64, videos_heldout=16, prompts=4
 )
