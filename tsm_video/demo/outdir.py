@@ -36,7 +36,7 @@ def _read_marker(path: Path) -> dict | None:
 
 
 def _write_marker(path: Path, data: dict) -> None:
-    tmp = path / f".{MARKER}.tmp"
+    tmp = path / f".{MARKER}.{os.getpid()}.tmp"  # one per process: parallel writers never share it
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     os.replace(tmp, path / MARKER)
 
