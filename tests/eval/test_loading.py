@@ -278,3 +278,18 @@ def test_compare_notes_runtime_differences():
     assert "note:" not in compare_reports(report("cpu", "a"), report("cpu", "a"))
     text = compare_reports(report("cpu", "a"), report("cuda:0", "b"))
     assert "note: tiny ran differently: device cpu vs cuda:0; other weights files" in text
+
+
+def test_docs_models_table_is_what_the_code_loads():
+    """docs/evalcrafter.md's models-folder table lists exactly the files the metrics require."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "evalcrafter.md").read_text()
+    section = text.split("## Models folder (`--models DIR`)")[1].split("\n## ")[0]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|---"))  # rows after the header
+    rows = [line.split("|") for line in lines[start + 1:] if line.startswith("| ")]
+    documented = {re.search(r"`([^`]+)`", cells[2]).group(1) for cells in rows}
+    required = {f.relpath for name in DEFAULT_METRICS for f in METRICS[name].required_files()}
+    assert documented == required
