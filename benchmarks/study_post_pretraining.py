@@ -62,7 +62,7 @@ from tsm_video.config import RunConfig, parse_config  # noqa: E402
 from tsm_video.data import StreamLoader, VideoClipDataset, read_index  # noqa: E402
 from tsm_video.demo.outdir import claim_output_dir, record_entries  # noqa: E402
 from tsm_video.demo.scores import SCORE_NAMES, light_scores  # noqa: E402
-from tsm_video.demo.vae import compose_checkpoint  # noqa: E402
+from tsm_video.demo.vae import VAE_WEIGHTS, compose_checkpoint  # noqa: E402
 from tsm_video.train.evaluate import interval_eps_mse  # noqa: E402
 from tsm_video.train.runner import run_training  # noqa: E402
 from tsm_video.train.stages import load_trained, plan_stages  # noqa: E402
@@ -73,6 +73,8 @@ __all__ = ["StudySettings", "FULL", "QUICK", "SMOKE", "ORDER", "run_study", "pai
 COMMAND = "study_post_pretraining"
 RESULTS = ROOT / "benchmarks" / "results" / "study_post_pretraining.json"
 DEFAULT_WORKDIR = ROOT / "benchmarks" / ".cache" / "study_post_pretraining"
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+MD_START, MD_END = "<!-- study_post_pretraining:start -->", "<!-- study_post_pretraining:end -->"
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class StudySettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-FULL = StudySettings("full", seeds=(0, 1, 2), steps=50, base_steps=600, videos_heldout=24, prompts=6)
+FULL = StudySettings("full", seeds=(0, 1, 2), steps=40, base_steps=300, videos_heldout=24, prompts=6)
 QUICK = StudySettings(
     "quick", seeds=(0, 1), steps=12, base_steps=150, videos_b=64, videos_heldout=16, prompts=4
 )
@@ -252,7 +254,7 @@ def prepare_data(s: StudySettings, work: Path) -> dict[str, Path]:
                 num_videos=count,
                 seed=seed,
                 size=(s.size, s.size),
-                num_frames=16,
+                num_frames=s.num_frames,  # a training clip is the whole video: its full motion
                 fps=8.0,
                 domain=domain,
             )
@@ -364,6 +366,19 @@ def summarise(methods: dict[str, dict]) -> dict[str, dict]:
 # --------------------------------------------------------------------------------------
 
 
+def _vae_identity() -> dict:
+    """The tiny VAE the base started from: file sha256 and the recipe stored in its metadata."""
+    from safetensors import safe_open
+
+    meta = safe_open(str(VAE_WEIGHTS), "pt").metadata() or {}
+    digest = hashlib.sha256(VAE_WEIGHTS.read_bytes()).hexdigest()
+    return {
+        "sha256": digest,
+        "recipe": json.loads(meta.get("recipe", "{}")),
+        "stats": json.loads(meta.get("stats", "{}")),
+    }
+
+
 def _atomic_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -395,7 +410,7 @@ def run_study(
     """
     start = time.perf_counter()
     work = claim_output_dir(workdir, COMMAND, clean=False)
-    runs = work / f"runs_{s.name}"
+    runs = work / f"runs_{s.name}_seeds_{'-'.join(map(str, s.seeds))}"  # own folder per parallel process
     record_entries(work, COMMAND, [runs.name])
     shutil.rmtree(runs, ignore_errors=True)  # this configuration's previous runs (ours)
     machine_start = _machine()
@@ -423,6 +438,7 @@ def run_study(
         "data_seconds": data_seconds,
         "machine_at_start": machine_start,
         "cost_unit": "optimizer steps of batch settings.batch_size (Tab. 8 accounting)",
+        "vae": _vae_identity(),
         "tsm1_schedule": "joint — n·S steps stratified over the n intervals (each expert sees S steps' worth "
         "of samples in expectation; the per-expert schedule is not on main yet)",
     }
@@ -449,6 +465,38 @@ def run_study(
     return doc
 
 
+def merge_documents(docs: list[dict]) -> dict:
+    """One document from per-seed documents of one configuration (``--seeds k`` runs in parallel).
+
+    Per-method lists are concatenated in seed order; ``full`` holds when the seeds together are
+    the configuration's and every part finished all methods; the summary is recomputed.
+    """
+    if len({d["configuration"] for d in docs}) != 1 or len({d["vae"]["sha256"] for d in docs}) != 1:
+        raise ValueError("merge: the documents come from different configurations or VAEs")
+    docs = sorted(docs, key=lambda d: d["settings"]["seeds"][0])
+    merged = {**docs[0], "methods": {m: {} for m in ORDER}, "parts": []}
+    seeds = []
+    for d in docs:
+        seeds += d["settings"]["seeds"]
+        merged["parts"].append({k: d.get(k) for k in ("seeds", "full", "wall_seconds", "machine_at_start",
+                                                      "machine_at_end")})  # fmt: skip
+        for m, rec in d["methods"].items():
+            for k, v in rec.items():
+                merged["methods"][m].setdefault(k, []).extend(v)
+    configured = {"full": FULL, "quick": QUICK, "smoke": SMOKE}[docs[0]["configuration"]].seeds
+    merged["seeds"] = seeds
+    merged["settings"] = {**docs[0]["settings"], "seeds": seeds}
+    merged["full"] = (
+        sorted(seeds) == sorted(configured)
+        and all(d.get("wall_seconds") for d in docs)
+        and (docs[0]["configuration"] == "full")
+    )
+    merged["wall_seconds"] = max(d.get("wall_seconds") or 0.0 for d in docs)
+    merged["machine_at_end"] = docs[-1].get("machine_at_end", {})
+    merged["summary"] = summarise(merged["methods"])
+    return merged
+
+
 # --------------------------------------------------------------------------------------
 # report: plots and RESULTS.md
 # --------------------------------------------------------------------------------------
@@ -473,6 +521,8 @@ def plot(doc: dict, prefix: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     methods = {m: r for m, r in doc["methods"].items() if r.get("heldout_mse")}
+    if "lora" not in methods:
+        return []  # nothing to compare against yet
     n = doc["settings"]["n"]
     paths = [prefix.with_name(prefix.name + "_intervals.png"), prefix.with_name(prefix.name + "_diff.png")]
     ref = np.mean(methods["lora"]["heldout_mse_per_interval"], axis=0)
@@ -611,7 +661,7 @@ def results_section(doc: dict, plots: list[Path]) -> str:
         f"{doc['base_pretraining_seconds']:.0f} s (cached)."
     )
     return "\n".join([
-        "<!-- study_post_pretraining:start -->",
+        MD_START,
         "## Post-pretraining study: LoRA vs TSM at toy scale (`benchmarks/study_post_pretraining.py`)",
         "",
         f"{status}. {machine}",
@@ -623,7 +673,7 @@ def results_section(doc: dict, plots: list[Path]) -> str:
         *verdict(doc),
         "",
         *[f"![{p.stem}](results/{p.name})" for p in plots],
-        "<!-- study_post_pretraining:end -->",
+        MD_END,
     ])  # fmt: skip
 
 
@@ -637,12 +687,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     parser.add_argument("--no-results-md", action="store_true", help="do not touch benchmarks/RESULTS.md")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="run only these seeds (one process per seed)"
+    )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="merge per-seed JSONs of one configuration into --out (then redraw the report)",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only redraw the plots and the RESULTS.md section from --out (e.g. of an interrupted run)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.merge:
+        _atomic_json(args.out, merge_documents([json.loads(p.read_text()) for p in args.merge]))
+    if args.report_only or args.merge:
+        doc = json.loads(args.out.read_text())
+        write_section(RESULTS_MD, MD_START, MD_END, results_section(doc, plot(doc, args.out.with_suffix(""))))
+        return 0
     settings = replace(QUICK if args.quick else FULL, domain=args.domain)
+    every_seed = args.seeds is None or set(args.seeds) == set(settings.seeds)
+    if args.seeds is not None:
+        settings = replace(settings, seeds=tuple(args.seeds))
     claim_output_dir(args.workdir, COMMAND, clean=False)
-    log_path = args.workdir / f"log_{settings.name}.txt"
+    log_path = args.workdir / f"log_{settings.name}_seeds_{'-'.join(map(str, settings.seeds))}.txt"
     record_entries(args.workdir, COMMAND, [log_path.name])
 
     def log(msg: str) -> None:
@@ -650,11 +724,11 @@ def main(argv: list[str] | None = None) -> int:
         with log_path.open("a", encoding="utf-8") as f:
             f.write(msg + "\n")
 
-    doc = run_study(settings, args.workdir, args.out, log, is_full=not args.quick and args.domain == "b")
+    is_full = not args.quick and args.domain == "b" and every_seed
+    doc = run_study(settings, args.workdir, args.out, log, is_full=is_full)
     plots = plot(doc, args.out.with_suffix(""))
     if not args.no_results_md:
-        write_section(ROOT / "benchmarks" / "RESULTS.md", "<!-- study_post_pretraining:start -->",
-                      "<!-- study_post_pretraining:end -->", results_section(doc, plots))  # fmt: skip
+        write_section(RESULTS_MD, MD_START, MD_END, results_section(doc, plots))
     return 0
 
 

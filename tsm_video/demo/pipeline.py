@@ -115,9 +115,12 @@ def run_demo(
     t0 = time.perf_counter()
     d = user_cfg.data
     size = (d.height, d.width)
-    csv = make_synthetic_dataset(out / "data", num_videos=NUM_TRAIN_VIDEOS, seed=0, size=size, num_frames=16)
+    # videos as long as a training clip: every clip shows the whole prompted motion
+    csv = make_synthetic_dataset(
+        out / "data", num_videos=NUM_TRAIN_VIDEOS, seed=0, size=size, num_frames=d.num_frames
+    )
     heldout_csv = make_synthetic_dataset(
-        out / "heldout", num_videos=NUM_HELDOUT_VIDEOS, seed=1, size=size, num_frames=16
+        out / "heldout", num_videos=NUM_HELDOUT_VIDEOS, seed=1, size=size, num_frames=d.num_frames
     )
     init = user_cfg.model.checkpoint or compose_checkpoint(
         out / "init" / "model.safetensors", user_cfg.run.seed
