@@ -3,8 +3,9 @@
 Rows pass numeric thresholds on any columns (score columns, ``seconds``, ``frame``, ``fps``,
 and ``width``/``height`` as added by ``tsm-video data probe --annotate``); then ``n`` rows are
 drawn with a seeded generator, optionally stratified by a column (categorical, or numeric cut
-into quantile bins) with strata sized in proportion. The output keeps the input's columns
-and row order.
+into quantile bins) with strata sized in proportion. Rows a probe marked bad (a ``probe
+status`` column other than ``ok``, e.g. ``corrupt`` from ``probe --deep``) are dropped and
+counted as ``probe:<status>``. The output keeps the input's columns and row order.
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from tsm_video.data.index import iter_rows
+from tsm_video.data.index import csv_header, iter_rows
+from tsm_video.errors import TSMVideoError
 
-__all__ = ["SubsetReport", "make_subset", "allocate"]
+__all__ = ["SubsetError", "SubsetReport", "make_subset", "allocate"]
+
+PROBE_STATUS = "probe status"  # written by `tsm-video data probe --annotate`
+
+
+class SubsetError(TSMVideoError, ValueError):
+    """The subset cannot be made from this CSV (a bounded or stratified column is absent)."""
 
 
 @dataclass
@@ -71,22 +79,29 @@ def make_subset(
     non-numeric value in a bounded column is dropped (counted under ``missing:<column>``).
     """
     minimum, maximum = minimum or {}, maximum or {}
-    with Path(csv_in).open(newline="", encoding="utf-8") as f:
-        fieldnames = next(csv.reader(f))
+    fieldnames = csv_header(csv_in)
     for column in [*minimum, *maximum, *([stratify] if stratify else [])]:
         if column not in fieldnames:
-            raise KeyError(f"{csv_in} has no column {column!r}; columns: {fieldnames}")
+            hint = (
+                " (width/height come from `tsm-video data probe --annotate`)"
+                if column in ("width", "height")
+                else ""
+            )
+            raise SubsetError(f"{csv_in} has no column {column!r}{hint}; columns: {', '.join(fieldnames)}")
     report, kept = SubsetReport(), []
     for row in iter_rows(csv_in):
         report.rows += 1
         if row is None:
             report.dropped["malformed_row"] += 1
             continue
-        reason = None
+        status = (row.get(PROBE_STATUS) or "ok").strip()
+        reason = None if status == "ok" else f"probe:{status}"
         for column, bound in [
             *((c, (lo, None)) for c, lo in minimum.items()),
             *((c, (None, hi)) for c, hi in maximum.items()),
         ]:
+            if reason:
+                break
             try:
                 value = float(row[column])
             except (TypeError, ValueError):

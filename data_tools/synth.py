@@ -5,6 +5,14 @@ fast speed; its caption says so ("three red circles moving fast to the left"). T
 keeps the ground truth (attributes plus per-frame centres), and :func:`estimate_attributes`
 reads the same attributes back from pixels, so generated clips of this domain can be scored
 (colour, count, direction, speed) without any learned model.
+
+Domains (``domain=``): ``"a"`` is the plain domain above (flat shapes of 6 colours, 1..3 of
+them, fixed speeds, one dark background, static camera). ``"b"`` is the more varied corpus of
+post-pretraining (:data:`DOMAINS`): 9 colours, 1..4 shapes, shape sizes and speeds jittered
+around the named speed, striped or solid fills, a textured background of varying brightness,
+and a panning camera (the background slides; the caption says so). ``"shifted"`` is ``"b"`` on
+a bright background (a domain-adaptation variant). Same seed and domain → same files; domain
+``"a"`` draws exactly what it always drew.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -23,6 +31,8 @@ from tsm_video.data.video_io import write_mp4
 
 __all__ = [
     "COLORS",
+    "COLORS_B",
+    "DOMAINS",
     "SHAPES",
     "SPEEDS",
     "DIRECTIONS",
@@ -45,40 +55,97 @@ COLORS = {
 SHAPES = ("circle", "square", "triangle")
 SPEEDS = {"slow": 0.2, "fast": 0.6}  # displacement over the whole clip, as a fraction of the side
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+#: Domain B's palette: domain A's colours plus three more.
+COLORS_B = {**COLORS, "orange": (245, 140, 30), "cyan": (40, 210, 225), "pink": (240, 100, 170)}
 _WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 _BACKGROUND = (20, 20, 20)
+_CAMERA = ("static", "pan left", "pan right", "pan up", "pan down")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """How varied a synthetic corpus is (see the module docstring)."""
+
+    colors: dict[str, tuple[int, int, int]]
+    max_count: int  # default upper bound on shapes per scene (any bound is clipped to 4)
+    jitter: float  # relative jitter of speed and shape size (0 = the named values exactly)
+    textures: tuple[str, ...]  # fills: "solid" | "striped"
+    cameras: tuple[str, ...]  # "static" or "pan <direction>" (background slides the other way)
+    background: tuple[int, int]  # background grey level range [lo, hi]
+    texture_amplitude: int  # ± grey levels of the background texture (0 = flat)
+
+
+DOMAINS: dict[str, Domain] = {
+    "a": Domain(COLORS, 3, 0.0, ("solid",), ("static",), (20, 20), 0),
+    "b": Domain(COLORS_B, 4, 0.25, ("solid", "striped"), _CAMERA, (5, 45), 12),
+    "shifted": Domain(COLORS_B, 4, 0.25, ("solid", "striped"), _CAMERA, (200, 235), 12),
+}
 
 
 @dataclass(frozen=True)
 class SceneSpec:
-    """What a synthetic video shows."""
+    """What a synthetic video shows.
+
+    The first five fields are domain A's; the rest default to domain A's fixed values:
+    ``travel``/``size`` scale the named speed's displacement and the shape radius, ``texture``
+    is the fill, ``camera`` the background's pan, ``background`` its grey level and
+    ``texture_amplitude`` the contrast of its texture.
+    """
 
     color: str
     shape: str
     count: int
     speed: str
     direction: str
+    travel: float = 1.0
+    size: float = 1.0
+    texture: str = "solid"
+    camera: str = "static"
+    background: int = _BACKGROUND[0]
+    texture_amplitude: int = 0
 
     @property
     def caption(self) -> str:
         noun = self.shape + ("s" if self.count > 1 else "")
         where = f"to the {self.direction}" if self.direction in ("left", "right") else self.direction
-        return f"{_WORDS[self.count]} {self.color} {noun} moving {self.speed} {where}"
+        fill = "striped " if self.texture == "striped" else ""
+        text = f"{_WORDS[self.count]} {fill}{self.color} {noun} moving {self.speed} {where}"
+        return text if self.camera == "static" else f"{text} as the camera pans {self.camera.split()[1]}"
 
 
-def sample_spec(rng: np.random.Generator, max_count: int = 3) -> SceneSpec:
-    """A uniformly drawn scene (count in 1..max_count, max 4)."""
-    return SceneSpec(
-        color=str(rng.choice(list(COLORS))),
+def sample_spec(rng: np.random.Generator, max_count: int | None = None, domain: str = "a") -> SceneSpec:
+    """A uniformly drawn scene of ``domain`` (count in 1..max_count, max 4; default: the
+    domain's, 3 for A and 4 for B)."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown synthetic domain {domain!r}; valid: {', '.join(DOMAINS)}")
+    dom = DOMAINS[domain]
+    spec = SceneSpec(
+        color=str(rng.choice(list(dom.colors))),
         shape=str(rng.choice(SHAPES)),
-        count=int(rng.integers(1, min(max_count, 4) + 1)),
+        count=int(rng.integers(1, min(max_count or dom.max_count, 4) + 1)),
         speed=str(rng.choice(list(SPEEDS))),
         direction=str(rng.choice(list(DIRECTIONS))),
     )
+    if domain == "a":  # draws nothing more: domain A's files stay what they always were
+        return spec
+    lo, hi = dom.background
+    return replace(
+        spec,
+        travel=float(rng.uniform(1 - dom.jitter, 1 + dom.jitter)),
+        size=float(rng.uniform(1 - dom.jitter, 1 + dom.jitter)),
+        texture=str(rng.choice(dom.textures)),
+        camera=str(rng.choice(dom.cameras)),
+        background=int(rng.integers(lo, hi + 1)),
+        texture_amplitude=dom.texture_amplitude,
+    )
 
 
-def _radius(size: tuple[int, int]) -> int:
-    return max(2, int(min(size) * 0.07))
+def _radius(size: tuple[int, int], scale: float = 1.0) -> int:
+    return max(2, int(min(size) * 0.07 * scale))
+
+
+def _color_of(name: str) -> tuple[int, int, int]:
+    return COLORS_B[name]
 
 
 def _draw(frame: np.ndarray, shape: str, center: np.ndarray, radius: int, color) -> None:
@@ -90,6 +157,22 @@ def _draw(frame: np.ndarray, shape: str, center: np.ndarray, radius: int, color)
     else:
         pts = np.array([[x, y - radius], [x - radius, y + radius], [x + radius, y + radius]], np.int32)
         cv2.fillPoly(frame, [pts], color, lineType=cv2.LINE_AA)
+
+
+def _stripes(frame: np.ndarray, mask: np.ndarray, color) -> None:
+    """Darken every other pair of rows inside ``mask`` (H, W) bool: a striped fill of ``color``."""
+    rows = (np.arange(frame.shape[0]) // 2 % 2 == 1)[:, None] & mask
+    frame[rows] = (np.asarray(color, np.float64) * 0.55).astype(np.uint8)
+
+
+def _background(spec: SceneSpec, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A (2H, 2W) grey texture to pan across (flat when ``texture_amplitude`` is 0)."""
+    h, w = size
+    base = np.full((2 * h, 2 * w), float(spec.background))
+    if spec.texture_amplitude:
+        coarse = rng.uniform(-1, 1, (max(2, h // 4), max(2, w // 4)))
+        base += spec.texture_amplitude * cv2.resize(coarse, (2 * w, 2 * h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(base, 0, 255).astype(np.uint8)
 
 
 def render_scene(
@@ -104,10 +187,10 @@ def render_scene(
     """
     rng = rng or np.random.default_rng(0)
     h, w = size
-    radius = _radius(size)
+    radius = _radius(size, spec.size)
     dx, dy = DIRECTIONS[spec.direction]
     along, across = (w, h) if dx else (h, w)
-    travel = SPEEDS[spec.speed] * along
+    travel = min(SPEEDS[spec.speed] * spec.travel, 0.8) * along
     margin = radius + 1
     start_lo, start_hi = margin, along - margin - travel
     lanes = np.linspace(0, across, spec.count + 2)[1:-1] + rng.uniform(-0.05, 0.05, spec.count) * across
@@ -120,18 +203,31 @@ def render_scene(
     centres = np.empty((num_frames, spec.count, 2))
     centres[..., 0 if dx else 1] = along_pos
     centres[..., 1 if dx else 0] = lanes[None]
+    color = _color_of(spec.color)
+    plain = spec.camera == "static" and not spec.texture_amplitude
+    texture = None if plain else _background(spec, size, rng)
+    pan = np.zeros(2) if spec.camera == "static" else np.array(DIRECTIONS[spec.camera.split()[1]], float)
     frames = np.empty((num_frames, h, w, 3), np.uint8)
     for i in range(num_frames):
-        frames[i] = _BACKGROUND
+        if texture is None:
+            frames[i] = spec.background
+        else:  # the camera pans by half a side over the clip: the background slides the other way
+            ox, oy = (np.round((0.5 + pan * (t[i, 0] - 0.5) * 0.5) * np.array([w, h]))).astype(int)
+            frames[i] = texture[oy : oy + h, ox : ox + w, None]
         for c in centres[i]:
-            _draw(frames[i], spec.shape, c, radius, COLORS[spec.color])
+            _draw(frames[i], spec.shape, c, radius, color)
+        if spec.texture == "striped":
+            mask = np.zeros((h, w), np.uint8)
+            for c in centres[i]:
+                _draw(mask, spec.shape, c, radius, 1)
+            _stripes(frames[i], mask.astype(bool), color)
     return frames, centres
 
 
 def scene_masks(spec: SceneSpec, centres: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Per-object masks (T, count, H, W) bool for the centres :func:`render_scene` returned."""
     h, w = size
-    radius = _radius(size)
+    radius = _radius(size, spec.size)
     masks = np.zeros((*centres.shape[:2], h, w), np.uint8)
     for t, frame_centres in enumerate(centres):
         for k, c in enumerate(frame_centres):
@@ -185,19 +281,23 @@ def make_synthetic_dataset(
     size: tuple[int, int] = (64, 64),
     num_frames: int = 24,
     fps: float = 8.0,
-    max_count: int = 3,
+    max_count: int | None = None,
+    domain: str = "a",
 ) -> Path:
     """Write ``videos/*.mp4``, an OpenVid-format ``synthetic.csv`` and ``ground_truth.json``.
 
     Returns the CSV path. The ground truth maps each video name to its attributes, caption
-    and per-frame centres ``(T, count, 2)``. Same seed → same files.
+    and per-frame centres ``(T, count, 2)``. Same seed and ``domain`` (:data:`DOMAINS`) → same
+    files.
     """
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown synthetic domain {domain!r}; valid: {', '.join(DOMAINS)}")
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows, truth = [], {}
     for i in range(num_videos):
-        spec = sample_spec(rng, max_count)
+        spec = sample_spec(rng, max_count, domain)
         frames, centres = render_scene(spec, size, num_frames, rng)
         name = f"synth_{seed}_{i:05d}.mp4"
         write_mp4(out_dir / "videos" / name, frames, fps)
@@ -208,7 +308,7 @@ def make_synthetic_dataset(
                 "aesthetic score": f"{rng.uniform(4, 6):.3f}",
                 "motion score": f"{SPEEDS[spec.speed] * 10:.3f}",
                 "temporal consistency score": f"{rng.uniform(0.9, 1.0):.4f}",
-                "camera motion": "static",
+                "camera motion": spec.camera,
                 "frame": num_frames,
                 "fps": fps,
                 "seconds": round(num_frames / fps, 3),

@@ -1,11 +1,13 @@
 """Per-video record cache, so an interrupted evaluation resumes where it stopped.
 
 Layout: ``<cache_dir>/<metric>/<video id>.json`` (the record, plus a ``_source``
-fingerprint: the video's size and mtime and a digest of its metadata entry) and
+fingerprint: the video's size and mtime, a digest of its metadata entry and a digest of
+the metric's runtime -- device, dtypes and weights identity) and
 ``<video id>.<key>.npy`` for every numpy array in the record. NaN is kept as Python's
 json ``NaN`` token, so records round-trip exactly (reports use :func:`to_jsonable`
 instead). Writes are atomic (temp file + rename): a killed run leaves only whole records.
-A record whose video or prompt entry changed since it was written is recomputed.
+A record whose video, prompt entry, device, precision or weights changed since it was
+written is recomputed.
 """
 
 from __future__ import annotations
@@ -67,18 +69,25 @@ def _numpy_scalar(value):
     raise TypeError(f"record value of type {type(value).__name__} is not JSON-able")
 
 
-def _fingerprint(video_path: Path, meta: dict) -> list:
-    """Video file size and mtime, and a digest of the metadata entry it was scored against."""
-    stat = video_path.stat()
-    digest = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:16]
-    return [stat.st_size, stat.st_mtime_ns, digest]
+def _digest(value) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class RecordCache:
-    """Records of one metric (one mode/backend) keyed by video id."""
+    """Records of one metric (one mode/backend) keyed by video id.
 
-    def __init__(self, root: Path) -> None:
+    ``runtime``: the metric's device, dtypes and weights identity (``Metric.runtime``); a
+    record written under another runtime is not reused.
+    """
+
+    def __init__(self, root: Path, runtime: dict | None = None) -> None:
         self.root = Path(root)
+        self.runtime_digest = _digest(runtime or {})
+
+    def _fingerprint(self, video_path: Path, meta: dict) -> list:
+        """Video size and mtime, digests of the metadata entry and of the runtime."""
+        stat = video_path.stat()
+        return [stat.st_size, stat.st_mtime_ns, _digest(meta), self.runtime_digest]
 
     def _json(self, video_id: str) -> Path:
         return self.root / f"{video_id}.json"
@@ -89,7 +98,7 @@ class RecordCache:
         if not path.exists():
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.pop("_source", None) != _fingerprint(video_path, meta):
+        if data.pop("_source", None) != self._fingerprint(video_path, meta):
             return None
         for key, name in data.pop("_arrays", {}).items():
             data[key] = np.load(self.root / name, allow_pickle=False)
@@ -109,5 +118,5 @@ class RecordCache:
                 arrays[key] = name
             else:
                 plain[key] = value
-        plain.update(_source=_fingerprint(video_path, meta), _arrays=arrays)
+        plain.update(_source=self._fingerprint(video_path, meta), _arrays=arrays)
         atomic_write_text(self._json(video_id), json.dumps(plain, default=_numpy_scalar))  # NaN round-trips

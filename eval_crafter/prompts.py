@@ -16,6 +16,8 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from eval_crafter.errors import EvalInputError
+
 __all__ = [
     "ATTRIBUTE_KEYS",
     "load_metadata",
@@ -39,20 +41,23 @@ def load_metadata(path: str | Path | None = None) -> dict[str, dict]:
     dict ``attributes`` whose keys are among :data:`ATTRIBUTE_KEYS`.
     """
     text = _asset("metadata.json") if path is None else Path(path).read_text(encoding="utf-8")
-    data = json.loads(text)
     source = "packaged metadata.json" if path is None else str(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise EvalInputError(f"{source}: not JSON ({err})") from err
     if not isinstance(data, dict) or not data:
-        raise ValueError(f"{source}: expected a non-empty JSON object keyed by prompt id")
+        raise EvalInputError(f"{source}: expected a non-empty JSON object keyed by prompt id")
     for key, entry in data.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("prompt"), str):
-            raise ValueError(f"{source}: entry {key!r} needs a string 'prompt'")
+            raise EvalInputError(f"{source}: entry {key!r} needs a string 'prompt'")
         attributes = entry.get("attributes", {})
         if not isinstance(attributes, dict):
-            raise ValueError(f"{source}: entry {key!r}: 'attributes' must be an object")
+            raise EvalInputError(f"{source}: entry {key!r}: 'attributes' must be an object")
         unknown = set(attributes) - set(ATTRIBUTE_KEYS)
         if unknown:
-            raise ValueError(f"{source}: entry {key!r}: unknown attributes {sorted(unknown)}; "
-                             f"known: {list(ATTRIBUTE_KEYS)}")
+            raise EvalInputError(f"{source}: entry {key!r}: unknown attributes {sorted(unknown)}; "
+                                 f"known: {list(ATTRIBUTE_KEYS)}")
     return data
 
 

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from eval_crafter.cache import atomic_write_text, from_jsonable, to_jsonable  # noqa: E402
+from eval_crafter.errors import EvalInputError  # noqa: E402
 from eval_crafter.metrics import LIGHT_METRICS, METRICS  # noqa: E402
 
 __all__ = ["write_report", "load_report", "markdown_table", "plot_histograms", "compare_reports"]
@@ -26,9 +27,26 @@ def _fmt(value, digits: int = 2) -> str:
     return "nan" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+_REPORT_KEYS = ("tool", "mode", "backend", "label", "videos", "metrics")
+
+
 def load_report(path: str | Path) -> dict:
-    """A report JSON written by :func:`write_report` ("NaN" strings read back as floats)."""
-    return from_jsonable(json.loads(Path(path).read_text(encoding="utf-8")))
+    """A report JSON written by :func:`write_report` ("NaN" strings read back as floats).
+
+    Raises :class:`~eval_crafter.errors.EvalInputError` for a file that is not JSON or not such
+    a report (``OSError`` for a missing one)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise EvalInputError(f"{path}: not a JSON report ({err})") from err
+    if not isinstance(data, dict) or any(k not in data for k in _REPORT_KEYS) or not isinstance(
+        data["metrics"], dict
+    ):
+        raise EvalInputError(
+            f"{path}: not a report of `tsm-video eval evalcrafter` (expected a JSON object with the "
+            f"keys {', '.join(_REPORT_KEYS)})"
+        )
+    return from_jsonable(data)
 
 
 def markdown_table(report: dict) -> str:
@@ -99,4 +117,19 @@ def compare_reports(a: dict, b: dict, names: tuple[str, str] = ("A", "B")) -> st
     header = [f"{names[0]}: {a['label']} ({a['videos']})", f"{names[1]}: {b['label']} ({b['videos']})"]
     if (a["mode"], a["backend"]) != (b["mode"], b["backend"]):
         header.append("**warning: the runs differ in mode or backend; values are not comparable**")
+    header += _runtime_differences(a.get("runtime", {}), b.get("runtime", {}))
     return "\n".join(["\n\n".join(header), "", *lines]) + "\n"
+
+
+def _runtime_differences(a: dict, b: dict) -> list[str]:
+    """One note per metric whose device, precision, detection schedule or weights differ."""
+    notes = []
+    for name in sorted(set(a) & set(b)):
+        ra, rb = a[name], b[name]
+        parts = [f"{key} {ra.get(key)} vs {rb.get(key)}" for key in ("device", "fp32", "dtypes", "detection")
+                 if ra.get(key) != rb.get(key)]
+        if ra.get("weights") != rb.get("weights"):
+            parts.append("other weights files")
+        if parts:
+            notes.append(f"note: {name} ran differently: " + "; ".join(parts))
+    return notes

@@ -1,12 +1,13 @@
 """Run EvalCrafter metrics over a folder of videos named by prompt id; resumable.
 
 ``evaluate`` lists the videos (``0000.mp4`` ... ; the stem must be a prompt id of the
-metadata), builds every requested metric (a missing weight file fails here, before any
-work), then per video: skips it if every applicable metric has a cached record, else
-decodes it once with ``tsm_video.data.video_io.read_frames`` and scores it. Unreadable
-videos are counted and skipped; names that are no prompt id are an error unless
-``skip_unknown`` (then counted). Finally each metric aggregates its records and the
-official EvalCrafter aggregation is applied to what was measured.
+metadata), checks the models folder for every file the requested metrics load (all
+missing files listed in one error), builds the metrics, then per video: skips it if every
+applicable metric has a cached record, else decodes it once with
+``tsm_video.data.video_io.read_frames`` and scores it. Unreadable videos are counted and
+skipped; names that are no prompt id are an error unless ``skip_unknown`` (then counted).
+Finally each metric aggregates its records and the official EvalCrafter aggregation is
+applied to what was measured.
 
 Order: ``compat`` visits videos in ``os.listdir`` order, as the official mains do (IS
 depends on it); ``fixed`` sorts them by name.
@@ -24,9 +25,14 @@ from tqdm.auto import tqdm
 
 from eval_crafter.aggregate import evalcrafter_scores
 from eval_crafter.cache import RecordCache
+from eval_crafter.errors import EvalInputError, MissingVideosError
 from eval_crafter.metrics import BACKENDS, MODES, Metric, VideoInput, get_metric
+from eval_crafter.metrics.base import check_models_folder
+from eval_crafter.metrics.detection import DETECTION_SCHEDULES
+from eval_crafter.metrics.runtime import resolve_device
 from eval_crafter.prompts import entries_for_mode, load_metadata
 from tsm_video.data.video_io import read_frames
+from tsm_video.errors import TSMVideoError
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_METRICS", "UnknownVideoError", "EvalSettings", "list_videos",
            "evaluate"]
@@ -35,7 +41,7 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 DEFAULT_METRICS = ("is", "action", "amplitude", "blip_bleu", "color", "count")
 
 
-class UnknownVideoError(ValueError):
+class UnknownVideoError(TSMVideoError, ValueError):
     """Video names that are no prompt id of the metadata."""
 
 
@@ -49,7 +55,9 @@ class EvalSettings:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     mode: str = "compat"
     backend: str = "full"
-    device: str = "cpu"
+    device: str = "auto"
+    fp32: bool = False
+    detection: str = "track"
     batch_size: int = 8
     prompts: Path | None = None
     skip_unknown: bool = False
@@ -58,11 +66,16 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {MODES}")
+            raise EvalInputError(f"unknown mode {self.mode!r}; choose one of {MODES}")
         if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
+            raise EvalInputError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
+        if self.detection not in DETECTION_SCHEDULES:
+            raise EvalInputError(f"unknown detection schedule {self.detection!r}; "
+                             f"choose one of {DETECTION_SCHEDULES}")
         if self.backend == "full" and self.models is None:
-            raise ValueError("the full backend needs --models DIR")
+            raise EvalInputError(
+                "the full backend needs --models DIR (its weights; layout: docs/evalcrafter.md), or use "
+                "--backend light for the synthetic domain")
         self.videos, self.out = Path(self.videos), Path(self.out)
         if self.cache_dir is None:
             self.cache_dir = self.out.parent / f"{self.out.stem}.cache"
@@ -71,8 +84,10 @@ class EvalSettings:
 def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> tuple[list[Path], list[str]]:
     """Video files of ``folder`` in visiting order, and the names skipped as unknown."""
     if not Path(folder).is_dir():
-        raise FileNotFoundError(f"videos folder {folder} does not exist")
+        raise MissingVideosError(f"videos folder {folder} does not exist")
     names = [n for n in os.listdir(folder) if not n.startswith(".") and n.lower().endswith(VIDEO_EXTENSIONS)]
+    if not names:
+        raise EvalInputError(f"no videos in {folder} (expected <prompt id>.mp4 files, e.g. 0000.mp4)")
     if mode == "fixed":
         names.sort()
     unknown = [n for n in names if Path(n).stem not in metadata]
@@ -80,20 +95,27 @@ def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> 
         raise UnknownVideoError(
             f"{len(unknown)} video(s) in {folder} are not named by a prompt id (e.g. 0042.mp4): "
             f"{sorted(unknown)[:10]}; rename them or pass --skip-unknown to count and skip them")
+    if len(unknown) == len(names):
+        raise EvalInputError(f"none of the {len(names)} video(s) in {folder} is named by a prompt id "
+                             f"(e.g. 0042.mp4); nothing to evaluate")
     stems = Counter(Path(n).stem for n in names)
     duplicates = sorted(s for s, c in stems.items() if c > 1)
     if duplicates:
-        raise ValueError(f"several files share a prompt id in {folder}: {duplicates[:10]}")
+        raise EvalInputError(f"several files share a prompt id in {folder}: {duplicates[:10]}")
     return [Path(folder) / n for n in names if n not in unknown], unknown
 
 
 def _build_metrics(settings: EvalSettings) -> dict[str, Metric]:
-    metrics = {}
-    for name in settings.metrics:
-        cls = get_metric(name, settings.backend)
-        metrics[name] = cls(settings.models, device=settings.device, mode=settings.mode,
-                            batch_size=settings.batch_size)
-    return metrics
+    classes = {name: get_metric(name, settings.backend) for name in settings.metrics}
+    options = {name: {k: getattr(settings, k) for k in cls.options} for name, cls in classes.items()}
+    if settings.backend == "full":
+        needed = [f for name, cls in classes.items()
+                  for f in cls.required_files(settings.mode, **options[name])]
+        check_models_folder(settings.models, needed)
+    device = resolve_device(settings.device)
+    return {name: cls(settings.models, device=device, mode=settings.mode, batch_size=settings.batch_size,
+                      fp32=settings.fp32, **options[name])
+            for name, cls in classes.items()}
 
 
 def evaluate(settings: EvalSettings) -> dict[str, Any]:
@@ -103,8 +125,9 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     entries = entries_for_mode(metadata, settings.mode, official_meta)
     videos, unknown = list_videos(settings.videos, metadata, settings.mode, settings.skip_unknown)
     metrics = _build_metrics(settings)
-    caches = {name: RecordCache(settings.cache_dir / f"{name}-{settings.mode}-{settings.backend}")
-              for name in metrics}
+    caches = {name: RecordCache(settings.cache_dir / f"{name}-{settings.mode}-{settings.backend}",
+                                runtime=metric.runtime)
+              for name, metric in metrics.items()}
     records: dict[str, dict[str, dict]] = {name: {} for name in metrics}
     skipped: Counter = Counter({"unknown_name": len(unknown)} if unknown else {})
     failures: dict[str, dict[str, str]] = {}
@@ -162,6 +185,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
         "skipped": dict(skipped),
         "failures": failures,
         "cached": dict(cached),
+        "runtime": {name: metric.runtime for name, metric in metrics.items()},
         "metrics": aggregates,
         "evalcrafter": evalcrafter_scores(official) if settings.backend == "full" else None,
         "per_video": _per_video(records),
@@ -171,6 +195,9 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
 def _label(settings: EvalSettings) -> str:
     if settings.backend == "light":
         return f"light backend ({settings.mode} rules) -- synthetic domain, not EvalCrafter numbers"
+    if settings.detection != "track" and {"count", "color"} & set(settings.metrics):
+        return (f"EvalCrafter ({settings.mode}; count/color: detection on every frame, "
+                "not the official tracker)")
     return f"EvalCrafter ({settings.mode})"
 
 

@@ -21,7 +21,13 @@ from tsm_video.generation.prompts import (
     read_prompts,
     select_shard,
 )
-from tsm_video.generation.runner import ManifestError, OutputOptions, check_manifest, run_prompts
+from tsm_video.generation.runner import (
+    ManifestError,
+    OutputOptions,
+    check_manifest,
+    recorded_run,
+    run_prompts,
+)
 from tsm_video.generation.settings import GenerateSettings, SettingsError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "evalcrafter"
@@ -169,7 +175,26 @@ def test_run_prompts_kill_mid_write_leaves_no_clip(tmp_path, monkeypatch):
 
 
 def test_manifest_refuses_other_settings(tmp_path):
-    check_manifest(tmp_path, {"seed": 1, "settings": {"steps": 50}})
-    check_manifest(tmp_path, {"seed": 1, "settings": {"steps": 50}})  # same run (another shard)
+    assert check_manifest(tmp_path, {"seed": 1, "settings": {"steps": 50}})
+    (tmp_path / "0000.mp4").write_bytes(b"clip")  # the folder now holds a clip of that run
+    assert not check_manifest(tmp_path, {"seed": 1, "settings": {"steps": 50}})  # same run (another shard)
     with pytest.raises(ManifestError, match="settings"):
         check_manifest(tmp_path, {"seed": 1, "settings": {"steps": 25}})
+
+
+def test_manifest_without_clips_binds_nothing(tmp_path):
+    check_manifest(tmp_path, {"seed": 1})
+    assert check_manifest(tmp_path, {"seed": 2})  # no clip was made under seed 1: replaced
+    assert json.loads((tmp_path / "generate.json").read_text()) == {"seed": 2}
+
+
+def test_failed_run_leaves_no_manifest(tmp_path):
+    with pytest.raises(RuntimeError, match="no weights"), recorded_run(tmp_path / "out", {"seed": 1}):
+        assert (tmp_path / "out" / "generate.json").is_file()
+        raise RuntimeError("no weights")  # e.g. the base checkpoint fails to load
+    assert not (tmp_path / "out" / "generate.json").exists()
+    # A run that fails after its first clip keeps the manifest: it describes that clip.
+    with pytest.raises(RuntimeError), recorded_run(tmp_path / "out", {"seed": 1}):
+        (tmp_path / "out" / "0000.mp4").write_bytes(b"clip")
+        raise RuntimeError("disk full")
+    assert (tmp_path / "out" / "generate.json").is_file()

@@ -7,9 +7,17 @@ dotted key, the value given and what is valid. ``key.sub=value`` overrides are p
 YAML scalars or lists (``tsm.scales=[8,4]``, ``train.lr=1e-4``, ``model.checkpoint=null``).
 Names pick from fixed registries (backbones, presets, stages); nothing imports by string.
 
+Where a config comes from: ``load_config(name)`` reads a local file when one exists at ``name``
+(or ``name.yaml``), else a config shipped inside the package (``tsm_video/configs/``, also
+reachable as ``configs/`` in a checkout), so ``tsm-video train --cfg vc2_openvid70k`` works from
+any folder. Relative paths *inside* a config (``model.checkpoint``, ``data.csv``, ``data.videos``,
+``data.cache_dir``, ``run.output_dir``) and in overrides always resolve against the current
+working directory, never against the YAML's own folder: a packaged config and a local copy of it
+read the same files.
+
 >>> cfg = load_config("configs/demo.yaml", overrides=["train.steps.foster=10"])
 >>> cfg.tsm.scales
-[4, 2, 1]
+[4, 1]
 """
 
 from __future__ import annotations
@@ -27,8 +35,11 @@ from typing import Any, Literal
 
 import yaml
 
+from tsm_video.errors import TSMVideoError
+
 __all__ = [
     "BASE_FILE",
+    "CONFIG_DIR",
     "ConfigError",
     "RunConfig",
     "RunSection",
@@ -42,11 +53,16 @@ __all__ = [
     "GenerateConfig",
     "STAGES",
     "load_config",
+    "packaged_configs",
     "parse_config",
+    "resolve_config_path",
     "save_config",
     "config_to_dict",
     "missing_paths",
 ]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The run configs shipped inside the package (``vc2_openvid70k.yaml``, ``demo.yaml``)."""
 
 BASE_FILE = "model.safetensors"  # the demo-only `base` stage writes the full denoiser here
 
@@ -56,18 +72,34 @@ fostering at scale 1 (vanilla LoRA), ``foster`` is TSM stage 1 for each configur
 ``assemble`` is TSM stage 2 (experts frozen, router trained)."""
 
 
-class ConfigError(ValueError):
-    """An invalid config: the message names the key, the value given and what is valid."""
+class ConfigError(TSMVideoError, ValueError):
+    """An invalid config: the message names the key, the value given and what is valid.
+
+    ``key`` is the dotted key at fault (``None`` when the config as a whole is), so the error is
+    blamed on the override that set it rather than on the YAML file.
+    """
+
+    def __init__(self, message: str, key: str | None = None, blamed: bool = False) -> None:
+        super().__init__(message)
+        self.key = key
+        self.blamed = blamed  # the message already names its source (an override or the file)
 
 
 def _fail(key: str, given: Any, valid: str) -> ConfigError:
-    return ConfigError(f"config key `{key}`: got {given!r}; {valid}")
+    return ConfigError(f"config key `{key}`: got {given!r}; {valid}", key=key)
 
 
 def _backbone_names() -> list[str]:
     from tsm_video.models import BACKBONES
 
     return sorted(BACKBONES)
+
+
+def _spatial_multiple(backbone: str) -> int:
+    """Pixel sizes of ``backbone`` must be multiples of this (the rule generation checks too)."""
+    from tsm_video.models import BACKBONES
+
+    return BACKBONES[backbone].pixel_multiple
 
 
 def _preset_names() -> list[str]:
@@ -155,18 +187,26 @@ class TextLoraConfig:
     alpha: float | None = None
     """LoRA alpha; null = rank (scaling 1)."""
     targets: str | list[str] = "vc2-text"
+    lr: float | None = None
+    """Learning rate of the text LoRA; null = ``train.lr`` (SD3 in App. A.1: 5e-6 vs 1e-5)."""
+    weight_decay: float | None = None
+    """Weight decay of the text LoRA; null = ``train.weight_decay`` (SD3: 1e-3 vs 1e-4)."""
 
     def _validate(self, p: str) -> None:
         if self.rank <= 0:
             raise _fail(f"{p}.rank", self.rank, "the LoRA rank must be a positive integer")
         if self.alpha is not None and self.alpha <= 0:
             raise _fail(f"{p}.alpha", self.alpha, "alpha must be > 0 (or null for alpha = rank)")
+        if self.lr is not None and self.lr <= 0:
+            raise _fail(f"{p}.lr", self.lr, "must be > 0 (or null for train.lr)")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise _fail(f"{p}.weight_decay", self.weight_decay, "must be >= 0 (null: train.weight_decay)")
         _check_targets(f"{p}.targets", self.targets)
 
 
 @dataclass
 class TSMConfig:
-    scales: list[int] = field(default_factory=lambda: [8, 4, 2, 1])
+    scales: list[int] = field(default_factory=lambda: [8, 1])
     """Interval counts, strictly decreasing; the first (finest) is the core expert in stage 2.
     ``1`` is vanilla LoRA (one expert over all of [0, T))."""
     rank: int = 4
@@ -178,6 +218,9 @@ class TSMConfig:
     gate_activation: Literal["none", "softmax", "sigmoid"] = "none"
     router: Literal["asymmetric", "symmetric"] = "asymmetric"
     """``asymmetric`` = TSM (core un-gated); ``symmetric`` = every expert gated (MoE ablation)."""
+    router_input: Literal["both", "x", "t"] = "both"
+    """What the stage-2 router reads: ``both`` = ``FC(x) + Emb(t)`` (TSM, Sec. 3.3); ``x`` / ``t``
+    = the router-input ablation of Sec. 4.4 (the other term stays frozen at its zero init)."""
     num_timesteps: int = 1000
 
     def _validate(self, p: str) -> None:
@@ -218,8 +261,15 @@ class TSMConfig:
 
 @dataclass
 class DataConfig:
-    source: Literal["videos", "cache"] = "videos"
-    """``videos``: decode clips from ``csv`` + ``videos``; ``cache``: latents/text in ``cache_dir``."""
+    source: Literal["videos", "cache", "images"] = "videos"
+    """``videos``: decode clips from ``csv`` + ``videos``; ``cache``: latents/text in ``cache_dir``;
+    ``images``: image–caption pairs from ``images`` (image backbones)."""
+    images: str | list[str] | None = None
+    """Image data (``source: images``): a folder with ``metadata.jsonl`` (``file_name``, ``text``),
+    a CSV (``path_column``, ``caption_column``), or webdataset shards (a folder of ``.tar`` files
+    or a list of them: ``<key>.jpg|png`` + ``<key>.txt``)."""
+    crop: Literal["center", "random"] = "center"
+    """Images: resize the short side to the target, then crop ``height`` × ``width`` (center or random)."""
     csv: str | None = None
     """OpenVid-format CSV (columns ``video``, ``caption``)."""
     videos: str | list[str] | None = None
@@ -232,8 +282,9 @@ class DataConfig:
     target_fps: float | None = None
     height: int = 320
     width: int = 512
-    caption_dropout: float = 0.1
-    """Probability of replacing a caption by the empty prompt "" (classifier-free guidance)."""
+    caption_dropout: float = 0.2
+    """Probability of replacing a caption by the empty prompt "" (classifier-free guidance); 0.2 is
+    the LVDM/VideoCrafter training default (``uncond_prob=0.2``, ``uncond_type="empty_seq"``)."""
     num_workers: int = 2
     path_column: str = "video"
     caption_column: str = "caption"
@@ -262,7 +313,7 @@ class StageSteps:
     base: int = 0
     """Full-parameter steps of the ``base`` stage (the demo trains its own tiny base model)."""
     foster: int = 5000
-    """Steps of each stage-1 run (one per scale; ``lora`` = scale 1)."""
+    """Optimizer steps of each stage-1 run: per expert (``per_expert``) or per scale (``joint``)."""
     assemble: int = 5000
 
     def _validate(self, p: str) -> None:
@@ -305,10 +356,16 @@ class TrainConfig:
     global_batch_size: int = 32
     """= per_device_batch_size x gradient accumulation x processes (accumulation is derived)."""
     per_device_batch_size: int = 1
+    foster_schedule: Literal["per_expert", "joint"] = "per_expert"
+    """How stage 1 spends its budget (docs/training.md, paper Tab. 8). ``per_expert`` (the paper's):
+    each expert of a scale is its own run of ``steps.foster`` optimizer steps at
+    ``global_batch_size``, every sample from its interval (``foster_s<n>_i<i>/``; independent jobs
+    with ``--scale n --interval i``), assembled into the scale's adapter once all are present.
+    ``joint`` (n times cheaper): one run of ``steps.foster`` steps trains the scale's n experts
+    together, each global batch split exactly equally over the intervals."""
     foster_sampling: Literal["stratified", "uniform"] = "stratified"
-    """Timesteps in fostering: stratified (every interval its share of every batch) or uniform."""
-    foster_interval: int | None = None
-    """One-interval mode: train only this interval of the fostered scale (t drawn inside it)."""
+    """Timesteps of a ``joint`` run: stratified (every interval its exact share of every global
+    batch) or uniform over [0, T)."""
     checkpoint_every: int = 500
     keep_last: int = 2
     log_every: int = 10
@@ -353,8 +410,6 @@ class TrainConfig:
             )
         if self.warmup_steps < 0:
             raise _fail(f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
-        if self.foster_interval is not None and self.foster_interval < 0:
-            raise _fail(f"{p}.foster_interval", self.foster_interval, "an interval index >= 0 or null")
         self.validation._validate(f"{p}.validation")
 
     def gradient_accumulation(self, num_processes: int) -> int:
@@ -381,6 +436,10 @@ class GenerateConfig:
     fps: int = 28
     seed: int = 123
     batch_size: int = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Arithmetic of the sampler (UNet, text encoder, VAE decode): ``fp32`` as VideoCrafter2's own
+    inference script; ``bf16``/``fp16`` (autocast) are faster opt-ins whose error the guidance
+    scale multiplies (benchmarks/RESULTS.md). Independent of ``model.mixed_precision`` (training)."""
 
     def _validate(self, p: str) -> None:
         for key in ("height", "width"):
@@ -413,13 +472,17 @@ class RunConfig:
                 self.tsm.scales,
                 "stage `assemble` needs at least two scales (a core and a context scale)",
             )
-        fi = self.train.foster_interval
-        if fi is not None and fi >= min(self.tsm.scales, default=1) and "foster" in self.train.stages:
-            raise _fail(
-                "train.foster_interval",
-                fi,
-                f"must be < every fostered scale (smallest is {min(self.tsm.scales)})",
-            )
+        multiple = _spatial_multiple(self.model.backbone)
+        for key in ("data.height", "data.width", "generate.height", "generate.width"):
+            section, field_name = key.split(".")
+            v = getattr(getattr(self, section), field_name)
+            if v % multiple:
+                raise _fail(
+                    key,
+                    v,
+                    f"must be a multiple of {multiple} for backbone `{self.model.backbone}` (VAE × UNet "
+                    f"downsampling); try {max(multiple, round(v / multiple) * multiple)}",
+                )
 
     @property
     def run_dir(self) -> Path:
@@ -512,28 +575,43 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         if k not in names:
             raise ConfigError(
                 f"unknown config key `{key}`{_did_you_mean(k, names)}; "
-                f"valid keys{' of ' + prefix if prefix else ''}: {names}"
+                f"valid keys{' of ' + prefix if prefix else ''}: {names}",
+                key=key,
             )
         kwargs[k] = _convert(hints[k], v, key)
     return cls(**kwargs)
 
 
 def _apply_override(raw: dict, override: str) -> None:
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(f"override {override!r}: {problem}", blamed=True)
+
     if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected key.sub=value (e.g. train.lr=1e-4)")
+        raise fail("expected key.sub=value (e.g. train.lr=1e-4)")
     dotted, text = override.split("=", 1)
     parts = dotted.strip().split(".")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {override!r}: the value is not valid YAML ({e})") from None
+        raise fail(f"the value is not valid YAML ({' '.join(str(e).split())})") from None
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: `{'.'.join(parts[: i + 1])}` is not a section")
+            raise fail(f"`{'.'.join(parts[: i + 1])}` is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def _override_of(key: str | None, overrides: list[str] | tuple[str, ...]) -> str | None:
+    """The last override that set ``key`` (or a section above it), else ``None``."""
+    if key is None:
+        return None
+    for override in reversed(overrides):
+        dotted = override.split("=", 1)[0].strip()
+        if key == dotted or key.startswith((dotted + ".", dotted + "[")):
+            return override
+    return None
 
 
 def parse_config(raw: dict | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -543,16 +621,46 @@ def parse_config(raw: dict | None, overrides: list[str] | tuple[str, ...] = ()) 
     raw = copy.deepcopy(raw or {})
     for o in overrides:
         _apply_override(raw, o)
-    cfg = _build(RunConfig, raw, "")
-    cfg._validate()
+    try:
+        cfg = _build(RunConfig, raw, "")
+        cfg._validate()
+    except ConfigError as e:
+        override = _override_of(e.key, overrides)
+        if override is None:
+            raise
+        raise ConfigError(f"override {override!r}: {e}", key=e.key, blamed=True) from None
     return cfg
 
 
+def packaged_configs() -> list[str]:
+    """Names of the run configs shipped in :data:`CONFIG_DIR` (e.g. ``["demo.yaml", ...]``)."""
+    return sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(name: str | os.PathLike) -> Path:
+    """The file ``--cfg name`` means: a local file first (``name``, then ``name.yaml``), else, for
+    a bare name or ``configs/<name>`` (the repository's path, so README commands work from any
+    folder), the packaged config of that name (raises :class:`ConfigError`)."""
+    path = Path(name)
+    candidates = [path] if path.suffix in (".yaml", ".yml") else [path, path.with_name(path.name + ".yaml")]
+    for c in candidates:
+        if c.is_file():
+            return c
+    if path.parent in (Path("."), Path("configs")):
+        for c in candidates:
+            if (CONFIG_DIR / c.name).is_file():
+                return CONFIG_DIR / c.name
+    raise ConfigError(
+        f"config file not found: {path} (neither a local file nor a packaged config; "
+        f"packaged configs: {', '.join(packaged_configs())})"
+    )
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML run config, apply ``key.sub=value`` overrides, validate (raises :class:`ConfigError`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    """Read a YAML run config (a local path or a packaged config's name, see
+    :func:`resolve_config_path`), apply ``key.sub=value`` overrides, validate (raises
+    :class:`ConfigError`)."""
+    path = resolve_config_path(path)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -562,7 +670,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     try:
         return parse_config(raw, overrides)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        if e.blamed:  # an override's fault: the file is fine
+            raise
+        raise ConfigError(f"{path}: {e}", key=e.key, blamed=True) from None
 
 
 def config_to_dict(cfg: RunConfig) -> dict:
@@ -585,7 +695,9 @@ def missing_paths(cfg: RunConfig) -> list[str]:
     """Input files a training run needs that do not exist, each as ``key: path`` (empty = all present)."""
     missing = []
     if cfg.model.checkpoint is not None and not Path(cfg.model.checkpoint).exists():
-        missing.append(f"model.checkpoint: {cfg.model.checkpoint}")
+        from tsm_video.models.registry import weights_hint
+
+        missing.append(f"model.checkpoint: {cfg.model.checkpoint} ({weights_hint(cfg.model.backbone)})")
     d = cfg.data
     if d.source == "videos":
         if d.csv is None:
@@ -598,6 +710,13 @@ def missing_paths(cfg: RunConfig) -> list[str]:
             for v in [d.videos] if isinstance(d.videos, str) else d.videos:
                 if not Path(v).exists():
                     missing.append(f"data.videos: {v}")
+    elif d.source == "images":
+        if d.images is None:
+            missing.append("data.images: not set (an image folder, a CSV or .tar shards)")
+        else:
+            for v in [d.images] if isinstance(d.images, str) else d.images:
+                if not Path(v).exists():
+                    missing.append(f"data.images: {v}")
     else:
         if d.cache_dir is None:
             missing.append("data.cache_dir: not set (needed with data.source=cache)")

@@ -3,7 +3,13 @@
 The recogniser is the mmaction2 checkpoint the official code loads
 (``<models>/VideoMAE/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_20230510-3e7f93b2.pth``),
 converted on load into transformers' ``VideoMAEForVideoClassification``
-(:func:`convert_mmaction_videomae`); the architecture is read from the weights. The
+(:func:`convert_mmaction_videomae`); the architecture is read from the weights. The load
+is non-strict as the official ``init_recognizer``: keys the recogniser does not have are
+ignored (listed in the record's runtime), and a checkpoint without ``backbone.pos_embed``
+gets the fixed sinusoid table mmaction2 builds (:func:`sinusoid_position_table`). A
+checkpoint that lacks any learned weight is refused (the official run would score with
+random weights). The ``.pth`` is read with ``weights_only=True`` and only mmengine's
+metadata globals allow-listed (:mod:`eval_crafter.checkpoint`). The
 mmaction2 test pipeline is reproduced: ``SampleFrames(clip_len=16, frame_interval=4,
 num_clips=5, test_mode=True)``, short side resized to 224 (bilinear), ``ThreeCrop(224)``,
 ImageNet mean/std on RGB, softmax per view averaged over the 15 views
@@ -23,14 +29,24 @@ import torch
 from transformers import AutoTokenizer, CLIPModel, VideoMAEConfig, VideoMAEForVideoClassification
 
 from eval_crafter import scoring
-from eval_crafter.metrics.base import Metric, VideoInput, mean_of, require_model
+from eval_crafter.checkpoint import checkpoint_state_dict, load_checkpoint
+from eval_crafter.metrics.base import (
+    IncompatibleModelError,
+    Metric,
+    ModelFile,
+    VideoInput,
+    mean_of,
+    require_model,
+)
 from eval_crafter.metrics.registry import register_metric
 from eval_crafter.prompts import load_kinetics_labels
 
 __all__ = [
     "VIDEOMAE_FILE",
     "CLIP_DIR",
+    "sinusoid_position_table",
     "convert_mmaction_videomae",
+    "load_videomae",
     "videomae_config_from_state_dict",
     "sample_test_clips",
     "three_crop_views",
@@ -63,16 +79,31 @@ _VIDEOMAE_RULES = (
 )
 
 
+def sinusoid_position_table(num_tokens: int, dim: int) -> torch.Tensor:
+    """mmaction2's fixed ``pos_embed`` (``get_sinusoid_encoding``): (1, num_tokens, dim) float32.
+
+    Angle ``t / 10000 ** (2 * (j // 2) / dim)`` in float64, sine on even ``j``, cosine on
+    odd ``j``, then cast to float32.
+    """
+    pair = torch.arange(dim, dtype=torch.float64)
+    pair = (pair - pair % 2) / dim  # 2 * (j // 2) / dim
+    angles = torch.arange(num_tokens, dtype=torch.float64)[:, None] * torch.pow(10000.0, -pair)[None, :]
+    table = torch.where(torch.arange(dim) % 2 == 0, angles.sin(), angles.cos())
+    return table.to(torch.float32)[None]
+
+
 def convert_mmaction_videomae(
     state_dict: dict[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None, list[str]]:
     """mmaction2 VisionTransformer + TimeSformerHead keys -> transformers VideoMAE keys.
 
     The fused ``attn.qkv.weight`` (3D, D) splits into query/key/value (D, D) each; the
-    fixed sinusoidal ``backbone.pos_embed`` buffer (1, N, D) is returned apart, to replace
-    the table transformers computes. Returns ``(state_dict, pos_embed)``.
+    fixed sinusoidal ``backbone.pos_embed`` buffer (1, N, D) is returned apart (None when
+    the checkpoint has none), to replace the table transformers computes. Keys outside the
+    recogniser are returned as ``unexpected`` (the official non-strict load ignores them).
+    Returns ``(state_dict, pos_embed, unexpected)``.
     """
-    out, pos_embed = {}, None
+    out, pos_embed, unexpected = {}, None, []
     for key, value in state_dict.items():
         if key == "backbone.pos_embed":
             pos_embed = value
@@ -87,23 +118,28 @@ def convert_mmaction_videomae(
         for pattern, replacement in _VIDEOMAE_RULES:
             new = re.sub(pattern, replacement, new)
         if new == key:
-            raise KeyError(f"unexpected key {key!r} in the VideoMAE checkpoint")
+            unexpected.append(key)
+            continue
         out[new] = value
-    if pos_embed is None:
-        raise KeyError("the VideoMAE checkpoint has no backbone.pos_embed")
-    return out, pos_embed
+    return out, pos_embed, unexpected
 
 
 def videomae_config_from_state_dict(state_dict: dict[str, torch.Tensor],
-                                    pos_embed: torch.Tensor) -> VideoMAEConfig:
+                                    pos_embed: torch.Tensor | None) -> VideoMAEConfig:
     """The ViT config the converted weights imply (64-dim heads, 16 frames, 224 crops)."""
+    for key in ("videomae.embeddings.patch_embeddings.projection.weight",
+                "videomae.encoder.layer.0.intermediate.dense.weight", "classifier.weight"):
+        if key not in state_dict:
+            raise IncompatibleModelError(f"the VideoMAE checkpoint lacks {key!r} (mmaction2 name); "
+                                         "it is not a VideoMAE V2 ViT recogniser")
     proj = state_dict["videomae.embeddings.patch_embeddings.projection.weight"]  # d 3 t p p
     dim, _, tubelet, patch, _ = proj.shape
     depth = len({k.split(".")[3] for k in state_dict if k.startswith("videomae.encoder.layer.")})
     tokens = (CLIP_LEN // tubelet) * (CROP // patch) ** 2
-    if pos_embed.shape[1] != tokens:
-        raise ValueError(f"pos_embed has {pos_embed.shape[1]} tokens; a {CLIP_LEN}-frame {CROP}px "
-                         f"input with patch {patch} and tubelet {tubelet} gives {tokens}")
+    if pos_embed is not None and pos_embed.shape[1] != tokens:
+        raise IncompatibleModelError(
+            f"pos_embed has {pos_embed.shape[1]} tokens; a {CLIP_LEN}-frame {CROP}px input with patch "
+            f"{patch} and tubelet {tubelet} gives {tokens}")
     return VideoMAEConfig(
         image_size=CROP, patch_size=patch, num_channels=3, num_frames=CLIP_LEN, tubelet_size=tubelet,
         hidden_size=dim, num_hidden_layers=depth, num_attention_heads=max(1, dim // 64),
@@ -111,6 +147,37 @@ def videomae_config_from_state_dict(state_dict: dict[str, torch.Tensor],
         qkv_bias=True, use_mean_pooling=True, layer_norm_eps=1e-6,
         num_labels=state_dict["classifier.weight"].shape[0],
     )
+
+
+def load_videomae(path: Path) -> tuple[VideoMAEForVideoClassification, dict]:
+    """The recogniser of an mmaction2 VideoMAE V2 ``.pth`` (float32, eval mode) and load notes.
+
+    Non-strict as the official load: unexpected keys are ignored; a missing ``pos_embed``
+    falls back to :func:`sinusoid_position_table`. Notes: ``{"unexpected_keys": [...],
+    "pos_embed": "checkpoint" | "sinusoid"}``.
+
+    Raises:
+        IncompatibleModelError: learned weights are missing or have other shapes.
+    """
+    state = checkpoint_state_dict(load_checkpoint(path), path)
+    converted, pos_embed, unexpected = convert_mmaction_videomae(state)
+    model = VideoMAEForVideoClassification(videomae_config_from_state_dict(converted, pos_embed))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(converted))
+    if missing:
+        raise IncompatibleModelError(f"{path}: the VideoMAE checkpoint lacks {len(missing)} weight(s), e.g. "
+                                     f"{missing[:4]} (transformers names); the official non-strict load "
+                                     "would leave them random")
+    bad = [k for k in converted if k in expected and converted[k].shape != expected[k].shape]
+    if bad:
+        raise IncompatibleModelError(f"{path}: VideoMAE weights with unexpected shapes: {bad[:4]}")
+    model.load_state_dict({k: v for k, v in converted.items() if k in expected})
+    source = "checkpoint" if pos_embed is not None else "sinusoid"
+    if pos_embed is None:
+        pos_embed = sinusoid_position_table(*model.videomae.embeddings.position_embeddings.shape[1:])
+    model.videomae.embeddings.position_embeddings = pos_embed.float()
+    model.fc_norm.eps = 1e-6  # mmaction2 builds every LayerNorm with eps 1e-6
+    return model.eval(), {"unexpected_keys": unexpected, "pos_embed": source}
 
 
 def sample_test_clips(num_frames: int) -> np.ndarray:
@@ -145,22 +212,27 @@ class ActionScore(Metric):
     histogram_key = "action_score"
 
     def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8) -> None:
-        super().__init__(models_dir, device, mode, batch_size)
+                 batch_size: int = 8, fp32: bool = False) -> None:
+        super().__init__(models_dir, device, mode, batch_size, fp32)
         path = require_model(self.models_dir, VIDEOMAE_FILE, "VideoMAE V2 ViT-B/16 K400 (mmaction2)",
                              VIDEOMAE_URL)
         clip_dir = require_model(self.models_dir, f"{CLIP_DIR}/config.json",
                                  "CLIP ViT-B/32 (transformers folder)", CLIP_URL).parent
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        state, pos_embed = convert_mmaction_videomae(checkpoint.get("state_dict", checkpoint))
-        self.recognizer = VideoMAEForVideoClassification(videomae_config_from_state_dict(state, pos_embed))
-        self.recognizer.load_state_dict(state)
-        self.recognizer.videomae.embeddings.position_embeddings = pos_embed.float()
-        self.recognizer.fc_norm.eps = 1e-6  # mmaction2 builds every LayerNorm with eps 1e-6
-        self.recognizer.to(device).eval()
-        self.clip = CLIPModel.from_pretrained(clip_dir, local_files_only=True).to(device).eval()
+        self.recognizer, self.load_notes = load_videomae(path)
+        self.recognizer.to(self.device)  # float32, as the official mmaction2 inference
+        self.clip = CLIPModel.from_pretrained(clip_dir, local_files_only=True).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(clip_dir, local_files_only=True)
         self.labels = list(load_kinetics_labels())
+        self.record_weights(VIDEOMAE_FILE)
+        self.record_weights(f"{CLIP_DIR}/")
+        self.record_dtype("videomae", torch.float32)
+        self.record_dtype("clip", self.clip.dtype)
+        self.runtime["videomae_load"] = self.load_notes
+
+    @classmethod
+    def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
+        return [ModelFile(VIDEOMAE_FILE, "VideoMAE V2 ViT-B/16 K400 (mmaction2)", VIDEOMAE_URL, (cls.name,)),
+                ModelFile(f"{CLIP_DIR}/", "CLIP ViT-B/32 (transformers folder)", CLIP_URL, (cls.name,))]
 
     def applies_to(self, meta: dict) -> bool:
         return bool(meta["attributes"].get("action"))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torchvision.models.optical_flow import raft_large
 
 from eval_crafter import scoring
-from eval_crafter.metrics.base import Metric, VideoInput, mean_of, require_model
+from eval_crafter.metrics.base import Metric, ModelFile, VideoInput, mean_of, require_model
 from eval_crafter.metrics.registry import register_metric
 
 __all__ = [
@@ -107,13 +107,19 @@ class MotionAmplitude(Metric):
     iters = 20
 
     def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8) -> None:
-        super().__init__(models_dir, device, mode, batch_size)
+                 batch_size: int = 8, fp32: bool = False) -> None:
+        super().__init__(models_dir, device, mode, batch_size, fp32)
         path = require_model(self.models_dir, RAFT_FILE, "RAFT (things) weights", RAFT_URL)
         self.model = raft_large(weights=None)
         state = torch.load(path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(convert_raft_state_dict(state))
-        self.model.to(device).eval()
+        self.model.to(self.device).eval()  # float32: the official run leaves mixed_precision off
+        self.record_weights(RAFT_FILE)
+        self.record_dtype("raft", torch.float32)
+
+    @classmethod
+    def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
+        return [ModelFile(RAFT_FILE, "RAFT (things) weights", RAFT_URL, (cls.name,))]
 
     @torch.no_grad()
     def flows(self, frames: np.ndarray) -> np.ndarray:

@@ -35,10 +35,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from eval_crafter.errors import IncompatibleModelError, MissingModelsError, ModelNotFoundError
+from eval_crafter.metrics.runtime import resolve_device, weights_identity
+
 __all__ = [
     "MODES",
     "BACKENDS",
     "ModelNotFoundError",
+    "MissingModelsError",
+    "IncompatibleModelError",
+    "ModelFile",
+    "check_models_folder",
     "Metric",
     "VideoInput",
     "require_model",
@@ -49,20 +56,46 @@ MODES = ("compat", "fixed")
 BACKENDS = ("full", "light")
 
 
-class ModelNotFoundError(FileNotFoundError):
-    """A weight file or folder a metric needs is absent from ``--models``.
+_WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
 
-    The message names the expected path and where the official release publishes it.
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file or folder a metric loads: its path under ``--models``, what it is, its source.
+
+    A ``relpath`` ending in ``/`` is a transformers folder: present when it holds
+    ``config.json`` and a weights file (``*.safetensors`` / ``*.bin`` or their index).
     """
 
-    def __init__(self, path: Path, what: str, source: str) -> None:
-        self.path = Path(path)
-        self.what = what
-        self.source = source
-        super().__init__(
-            f"{what}: expected {self.path} (not found). Get it from {source} and place it "
-            f"there (layout: docs/evalcrafter.md)."
-        )
+    relpath: str
+    what: str
+    source: str
+    metrics: tuple[str, ...] = ()
+
+    def present(self, models_dir: Path | str) -> bool:
+        """Whether it is there under ``models_dir``."""
+        path = Path(models_dir) / self.relpath
+        if not self.relpath.endswith("/"):
+            return path.is_file()
+        return (path / "config.json").is_file() and any(any(path.glob(p)) for p in _WEIGHT_PATTERNS)
+
+
+def check_models_folder(models_dir: Path | str, needed: list[ModelFile]) -> None:
+    """Raise :class:`MissingModelsError` listing every entry of ``needed`` absent from ``models_dir``.
+
+    Entries with the same ``relpath`` (a folder two metrics share) are merged, their metrics
+    listed together.
+    """
+    merged: dict[str, ModelFile] = {}
+    for item in needed:
+        old = merged.get(item.relpath)
+        metrics = (*old.metrics, *item.metrics) if old else item.metrics
+        merged[item.relpath] = ModelFile(item.relpath, item.what, item.source, tuple(dict.fromkeys(metrics)))
+    if not Path(models_dir).is_dir():
+        raise MissingModelsError(models_dir, list(merged.values()))
+    missing = [m for m in merged.values() if not m.present(models_dir)]
+    if missing:
+        raise MissingModelsError(models_dir, missing)
 
 
 def require_model(models_dir: Path | str, relpath: str, what: str, source: str) -> Path:
@@ -105,7 +138,11 @@ class Metric:
     """Base class of the six metrics (and their light-backend twins).
 
     Subclasses set ``name`` (the CLI name), ``backend`` (``"full"`` or ``"light"``) and
-    implement ``score`` and ``aggregate``; ``applies_to`` defaults to "every video".
+    implement ``score`` and ``aggregate``; ``applies_to`` defaults to "every video";
+    ``required_files`` lists what the constructor loads (the runner checks them all up front).
+    ``device`` may be ``"auto"``; ``fp32`` forces float32 where the official run on CUDA uses
+    float16. ``runtime`` (device, dtypes, weights identity) goes into the cache key and the
+    report: constructors fill it with ``record_weights`` / ``record_dtype``.
     Records may hold numpy arrays (the runner's cache stores them as .npy files beside the
     JSON); ``histogram_key`` names the per-video number the report plots.
     Constructors load their weights from ``models_dir`` (``require_model`` for each file)
@@ -114,18 +151,35 @@ class Metric:
 
     name: ClassVar[str]
     backend: ClassVar[str] = "full"
+    options: ClassVar[tuple[str, ...]] = ()  # extra constructor keywords, taken from EvalSettings
     histogram_key: ClassVar[str | None] = None  # per-video record key the report plots
 
     def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8) -> None:
+                 batch_size: int = 8, fp32: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.models_dir = Path(models_dir)
-        self.device = device
+        self.device = resolve_device(device)
         self.mode = mode
         self.batch_size = batch_size
+        self.fp32 = fp32
+        self.runtime: dict[str, Any] = {"device": str(self.device), "fp32": fp32, "dtypes": {}, "weights": {}}
+
+    @classmethod
+    def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
+        """The files/folders under ``--models`` this metric loads in ``mode`` with ``options``
+        (none by default)."""
+        return []
+
+    def record_weights(self, relpath: str) -> None:
+        """Put the identity of ``models_dir / relpath`` into ``runtime`` (cache key, report)."""
+        self.runtime["weights"][relpath] = weights_identity(self.models_dir / relpath)
+
+    def record_dtype(self, part: str, dtype: Any) -> None:
+        """Note the dtype a model part runs in (``torch.float16`` -> ``"float16"``)."""
+        self.runtime["dtypes"][part] = str(dtype).removeprefix("torch.")
 
     def applies_to(self, meta: dict) -> bool:
         """Whether this metric scores the video of ``meta`` (one metadata.json entry)."""

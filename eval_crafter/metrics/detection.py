@@ -1,11 +1,12 @@
-"""Count and Color: GroundingDINO finds the prompt's object, SAM segments each box.
+"""Count and Color: GroundingDINO finds the prompt's object, SAM segments each box, DeAOT tracks.
 
 The official ``object_attributes_eval.py`` runs Segment-and-Track-Anything on raw frames
-0, 5, 10, ...: GroundingDINO SwinT-OGC + SAM ViT-B on frame 0 (and on every 9th processed
-frame), the DeAOT tracker in between. DeAOT is in no library, so here detection and
-segmentation run on **every** processed frame; docs/evalcrafter_detection.md says exactly
-how this approximates the tracker and which official parameters are kept. Per processed
-frame (what ``SegTracker.detect_and_seg`` computes):
+0, 5, 10, ...: GroundingDINO SwinT-OGC + SAM ViT-B on frame 0 and on every 9th processed
+frame, the DeAOT tracker in between. ``detection="track"`` (the default) follows that
+schedule with the native DeAOT (:mod:`eval_crafter.deaot`, :mod:`eval_crafter.metrics.tracking`);
+``detection="every-frame"`` is the documented alternative that detects on every processed
+frame and needs no tracker (docs/evalcrafter_detection.md says how it approximates the
+tracker). Per detection frame (what ``SegTracker.detect_and_seg`` computes):
 
 1. GroundingDINO on the RGB frame resized as the official ``RandomResize([800], 1333)``
    (PIL bilinear), caption ``object.lower().strip() + "."``; every query whose max token
@@ -20,16 +21,19 @@ frame (what ``SegTracker.detect_and_seg`` computes):
 
 Then ``scoring.count_score(masks, gt)`` and ``scoring.color_score(frames, masks, gt)``
 (``color_score_fixed`` in fixed mode). On CUDA both models run under float16 autocast, as
-the official ``video_detection``.
+the official ``video_detection`` (``fp32`` turns autocast off). Count and Color share one
+loaded copy of the two models (:meth:`DetectionModels.shared`).
 
 Weights: ``--models DIR/grounding-dino-tiny/`` (``IDEA-Research/grounding-dino-tiny``, the
-transformers port of ``groundingdino_swint_ogc.pth``) and ``--models DIR/sam-vit-base/``
-(``facebook/sam-vit-base``, the port of ``sam_vit_b_01ec64.pth``).
+transformers port of ``groundingdino_swint_ogc.pth``), ``--models DIR/sam-vit-base/``
+(``facebook/sam-vit-base``, the port of ``sam_vit_b_01ec64.pth``) and, for the tracker,
+the official ``--models DIR/ckpt/R50_DeAOTL_PRE_YTB_DAV.pth``.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,12 +44,16 @@ from torchvision.ops import box_convert
 from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor, SamModel, SamProcessor
 
 from eval_crafter import scoring
-from eval_crafter.metrics.base import Metric, VideoInput, mean_of, require_model
+from eval_crafter.deaot import DeAOT, DeAOTTracker, load_deaot
+from eval_crafter.metrics.base import Metric, ModelFile, VideoInput, mean_of, require_model
 from eval_crafter.metrics.registry import register_metric
+from eval_crafter.metrics.tracking import frame_roles, track_video
 
 __all__ = [
     "GROUNDING_DINO_DIR",
     "SAM_DIR",
+    "DEAOT_FILE",
+    "DETECTION_SCHEDULES",
     "FRAME_STEP",
     "BOX_THRESHOLD",
     "TEXT_THRESHOLD",
@@ -72,6 +80,11 @@ SAM_SOURCE = (
     "https://huggingface.co/facebook/sam-vit-base (transformers port of the official "
     "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth)"
 )
+DEAOT_FILE = "ckpt/R50_DeAOTL_PRE_YTB_DAV.pth"
+DEAOT_SOURCE = ("EvalCrafter checkpoints/download.sh (gdown 1QoChMkTVxdYZ_eBlZhK2acq9KMQZccPJ; "
+                "aot-benchmark MODEL_ZOO.md, R50-DeAOT-L PRE_YTB_DAV)")
+DEAOT_WHAT = "DeAOT R50-DeAOT-L tracker (official .pth)"
+DETECTION_SCHEDULES = ("track", "every-frame")
 FRAME_STEP = 5  # official Num: raw frames 0, 5, 10, ...
 BOX_THRESHOLD = 0.6  # official box_threshold
 TEXT_THRESHOLD = 0.5  # official text_threshold: labels phrases only, never filters boxes (unused here)
@@ -222,14 +235,41 @@ def segment_boxes(model: SamModel, processor: SamProcessor, frames: np.ndarray, 
     return masks
 
 
-@dataclass
+_SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+@dataclass(eq=False)
 class DetectionModels:
-    """GroundingDINO and SAM with their processors, as loaded from ``--models``."""
+    """GroundingDINO and SAM with their processors, as loaded from ``--models``.
+
+    ``autocast``: run them under float16 autocast (the official CUDA run).
+    """
 
     detector: GroundingDinoForObjectDetection
     detector_processor: GroundingDinoProcessor
     segmenter: SamModel
     segmenter_processor: SamProcessor
+    autocast: bool = False
+    tracker_model: DeAOT | None = None
+
+    def deaot(self, models_dir: Path | str) -> DeAOT:
+        """The DeAOT network from ``models_dir/ckpt/R50_DeAOTL_PRE_YTB_DAV.pth``, loaded once."""
+        if self.tracker_model is None:
+            path = require_model(models_dir, DEAOT_FILE, DEAOT_WHAT, DEAOT_SOURCE)
+            self.tracker_model = load_deaot(path).to(self.detector.device)
+        return self.tracker_model
+
+    @classmethod
+    def shared(cls, models_dir: Path | str, device: torch.device, fp32: bool = False) -> DetectionModels:
+        """One loaded copy per (folders, device, precision) while any metric holds it (count and
+        color share it; about 1 GB of float32 weights)."""
+        key = (str(Path(models_dir).resolve()), str(device), fp32)
+        models = _SHARED.get(key)
+        if models is None:
+            models = cls.load(models_dir, device)
+            models.autocast = device.type == "cuda" and not fp32
+            _SHARED[key] = models
+        return models
 
     @classmethod
     def load(cls, models_dir: Path | str, device: Any) -> DetectionModels:
@@ -266,7 +306,7 @@ def detect_and_segment(models: DetectionModels, frames: np.ndarray, caption: str
         frame has no box) and F ``(boxes, scores)`` from :func:`detect_boxes`.
     """
     device = models.detector.device
-    with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.float16, enabled=models.autocast):
         detections = detect_boxes(models.detector, models.detector_processor, frames, caption, box_threshold,
                                   batch_size)
         boxes = [b for b, _ in detections]
@@ -283,12 +323,38 @@ class _DetectionMetric(Metric):
     """Shared part of Count and Color: models, applicability, the per-frame id maps."""
 
     attribute: ClassVar[str]
+    options = ("detection",)
 
     def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8) -> None:
-        super().__init__(models_dir, device, mode, batch_size)
-        self.models = DetectionModels.load(self.models_dir, device)
+                 batch_size: int = 8, fp32: bool = False, detection: str = "track") -> None:
+        super().__init__(models_dir, device, mode, batch_size, fp32)
+        if detection not in DETECTION_SCHEDULES:
+            raise ValueError(f"unknown detection schedule {detection!r}; choose one of {DETECTION_SCHEDULES}")
+        self.detection = detection
+        self.models = DetectionModels.shared(self.models_dir, self.device, fp32)
         self.box_threshold = BOX_THRESHOLD
+        self.record_weights(f"{GROUNDING_DINO_DIR}/")
+        self.record_weights(f"{SAM_DIR}/")
+        precision = "float16 autocast" if self.models.autocast else "float32"
+        self.runtime["dtypes"].update(grounding_dino=precision, sam=precision)
+        self.runtime["detection"] = detection
+        self.tracker = None
+        if detection == "track":
+            self.tracker = DeAOTTracker(self.models.deaot(self.models_dir), autocast=self.models.autocast)
+            self.record_weights(DEAOT_FILE)
+            self.runtime["dtypes"]["deaot"] = precision
+
+    @classmethod
+    def required_files(cls, mode: str = "compat", detection: str = "track",
+                       **options: Any) -> list[ModelFile]:
+        files = [
+            ModelFile(f"{GROUNDING_DINO_DIR}/", "GroundingDINO SwinT-OGC (transformers folder)",
+                      GROUNDING_DINO_SOURCE, (cls.name,)),
+            ModelFile(f"{SAM_DIR}/", "SAM ViT-B (transformers folder)", SAM_SOURCE, (cls.name,)),
+        ]
+        if detection == "track":
+            files.append(ModelFile(DEAOT_FILE, DEAOT_WHAT, DEAOT_SOURCE, (cls.name,)))
+        return files
 
     def applies_to(self, meta: dict) -> bool:
         return bool(meta.get("attributes", {}).get(self.attribute))
@@ -298,13 +364,25 @@ class _DetectionMetric(Metric):
         truth, caption = parse_attribute(meta["attributes"][self.attribute])
         indices = np.arange(0, len(video.frames), FRAME_STEP)
         frames = video.frames[indices]
-        masks, detections = detect_and_segment(self.models, frames, caption, self.box_threshold,
-                                               self.batch_size)
+        roles = frame_roles(len(frames)) if self.tracker is not None else ["detect"] * len(frames)
+        detected = [i for i, role in enumerate(roles) if role != "track"]
+        det_masks, found = detect_and_segment(self.models, frames[detected], caption, self.box_threshold,
+                                              self.batch_size)
+        if self.tracker is None:
+            masks = det_masks
+        else:
+            masks = track_video(self.tracker, frames, dict(zip(detected, det_masks)), self.mode)
+        boxes: list = [None] * len(frames)
+        scores: list = [None] * len(frames)
+        for i, (frame_boxes, frame_scores) in zip(detected, found):
+            boxes[i], scores[i] = frame_boxes.tolist(), frame_scores.tolist()
         record = {
             "object": caption,
+            "detection": self.detection,
             "frame_indices": indices.tolist(),
-            "boxes": [b.tolist() for b, _ in detections],
-            "box_scores": [s.tolist() for _, s in detections],
+            "frame_roles": roles,
+            "boxes": boxes,
+            "box_scores": scores,
             "mask_dtypes": [str(m.dtype) for m in masks],
             "det_count_frames": scoring.count_per_frame(masks),
         }

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torchvision.models import inception as tv_inception
 
 from eval_crafter import scoring
-from eval_crafter.metrics.base import Metric, VideoInput, require_model
+from eval_crafter.metrics.base import Metric, ModelFile, VideoInput, require_model
 from eval_crafter.metrics.registry import register_metric
 
 __all__ = ["INCEPTION_FILE", "INCEPTION_URL", "FIDInceptionV3", "InceptionScore"]
@@ -106,12 +106,18 @@ class InceptionScore(Metric):
     name = "is"
 
     def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8) -> None:
-        super().__init__(models_dir, device, mode, batch_size)
+                 batch_size: int = 8, fp32: bool = False) -> None:
+        super().__init__(models_dir, device, mode, batch_size, fp32)
         path = require_model(self.models_dir, INCEPTION_FILE, "FID Inception-v3 weights", INCEPTION_URL)
         self.model = FIDInceptionV3()
         self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        self.model.to(device).eval()
+        self.model.to(self.device).eval()  # float32, as the official metrics/is.py
+        self.record_weights(INCEPTION_FILE)
+        self.record_dtype("inception", torch.float32)
+
+    @classmethod
+    def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
+        return [ModelFile(INCEPTION_FILE, "FID Inception-v3 weights", INCEPTION_URL, (cls.name,))]
 
     @torch.no_grad()
     def probabilities(self, frames: np.ndarray) -> np.ndarray:

@@ -91,8 +91,8 @@ class _LightMetric(Metric):
     attribute: str
 
     def __init__(self, models_dir: Path | str | None = None, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8) -> None:
-        super().__init__(models_dir or ".", device, mode, batch_size)
+                 batch_size: int = 8, fp32: bool = False) -> None:
+        super().__init__(models_dir or ".", device, mode, batch_size, fp32)
 
     def applies_to(self, meta: dict) -> bool:
         return bool(meta["attributes"].get(self.attribute))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from eval_crafter.errors import UnknownMetricError
 from eval_crafter.metrics.base import BACKENDS, Metric
 
 __all__ = ["METRICS", "LIGHT_METRICS", "register_metric", "get_metric"]
@@ -27,5 +28,5 @@ def get_metric(name: str, backend: str = "full") -> type[Metric]:
 
     table = METRICS if backend == "full" else LIGHT_METRICS
     if name not in table:
-        raise KeyError(f"unknown {backend} metric {name!r}; available: {sorted(table)}")
+        raise UnknownMetricError(f"unknown {backend} metric {name!r}; available: {sorted(table)}")
     return table[name]

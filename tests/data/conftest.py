@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from video_corpus import CorpusFile, build_corpus
 
 from tsm_video.data.index import OPENVID_COLUMNS
 from tsm_video.data.video_io import write_mp4
@@ -88,3 +89,10 @@ def zip_parts(tmp_path_factory, video_dir) -> Path:
     (root / "OpenVid_part2_partab").write_bytes(data[cut:])
     whole.unlink()
     return root
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> dict[str, CorpusFile]:
+    """The barcoded corpus of tests/data/video_corpus.py (h264 open GOP, MPEG-4 B-frames in
+    mp4/avi, VP9, AV1, VFR, rotated, damaged), ~1 s to write."""
+    return build_corpus(tmp_path_factory.mktemp("corpus"))

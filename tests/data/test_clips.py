@@ -14,17 +14,18 @@ def test_stride_target_fps_and_effective_fps():
     assert ClipSampler(16, frame_stride=3).stride(30.0) == 3
     sampler = ClipSampler(16, target_fps=10)
     assert [sampler.stride(f) for f in (30.0, 24.0, 8.0, 60.0)] == [3, 2, 1, 6]
-    indices, fps = sampler.sample(200, 24.0, rng=None)
-    assert fps == 12.0 and np.all(np.diff(indices) == 2) and len(indices) == 16
-    assert ClipSampler(4).sample(10, 25.0)[1] == 25.0
+    indices, fps = sampler.sample(np.arange(200) / 24.0, rng=None)
+    assert fps == pytest.approx(12.0, rel=1e-12) and np.all(np.diff(indices) == 2) and len(indices) == 16
+    assert ClipSampler(4).sample(np.arange(10) / 25.0)[1] == pytest.approx(25.0, rel=1e-12)
 
 
 def test_starts_train_random_validation_centred():
     sampler = ClipSampler(4, frame_stride=2)  # span 7
     assert sampler.span(30) == 7
-    assert sampler.sample(6, 30.0) is None
-    np.testing.assert_array_equal(sampler.sample(11, 30.0)[0], [2, 4, 6, 8])  # centred: slack 4 → start 2
-    starts = {int(sampler.sample(11, 30.0, np.random.default_rng(s))[0][0]) for s in range(200)}
+    assert sampler.sample(np.arange(6) / 30.0) is None
+    eleven = np.arange(11) / 30.0
+    np.testing.assert_array_equal(sampler.sample(eleven)[0], [2, 4, 6, 8])  # centred: slack 4 → start 2
+    starts = {int(sampler.sample(eleven, np.random.default_rng(s))[0][0]) for s in range(200)}
     assert starts == {0, 1, 2, 3, 4}  # every valid start, nothing past the end
 
 
@@ -74,5 +75,5 @@ def test_model_pixels_layout_and_range():
 def test_load_clip_decodes_only_the_planned_frames(video_dir, frame_ids):
     sampler = ClipSampler(4, target_fps=8)  # 24 fps → stride 3, effective 8 fps
     frames, fps = load_clip(str(video_dir / "good_1.mp4"), sampler, None, rng=None)  # 42 frames
-    assert fps == 8.0
+    assert fps == pytest.approx(8.0, rel=1e-12)  # from timestamps: float rounding only
     assert frame_ids(frames) == [16, 19, 22, 25]  # centred: span 10, slack 42 - 10 = 32 → start 16

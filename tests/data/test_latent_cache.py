@@ -14,7 +14,7 @@ from tsm_video.data.latent_cache import LatentCacheDataset, read_uncond, write_l
 class FakeEncoder:
     """Deterministic stand-in for VC2Model's two encoders (same shapes, /8 spatially)."""
 
-    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         pooled = torch.nn.functional.avg_pool3d(pixels, (1, 8, 8))  # b 3 t h/8 w/8
         return torch.cat([pooled, pooled.mean(1, keepdim=True)], 1)  # b 4 t h/8 w/8
 
@@ -46,7 +46,7 @@ def test_cache_round_trip(cache, video_dir):
     assert sorted(p.name for p in cache.glob("index-*.json")) == ["index-r0.json", "index-r1.json"]
     for sample in ds:
         clip = clips[sample["id"]]
-        expected = FakeEncoder().encode_video(clip["pixels"][None])[0]
+        expected = FakeEncoder().encode_pixels(clip["pixels"][None])[0]
         assert sample["latents"].shape == (4, 4, 2, 3)
         torch.testing.assert_close(sample["latents"], expected)
         torch.testing.assert_close(sample["context"], FakeEncoder().encode_text([clip["caption"]])[0])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from data_tools.probe import probe_dataset
-from data_tools.subset import allocate, make_subset
+from data_tools.subset import SubsetError, allocate, make_subset
 from data_tools.synth import SceneSpec, estimate_attributes, make_synthetic_dataset, render_scene, scene_masks
 from tsm_video.cli import main
 from tsm_video.data import OPENVID_COLUMNS, read_frames, read_index
@@ -133,8 +133,11 @@ def test_subset_thresholds_seed_and_strata(tmp_path):
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
     make_subset(tmp_path / "all.csv", tmp_path / "c.csv", n=40, seed=2)
     assert (tmp_path / "c.csv").read_text() != (tmp_path / "a.csv").read_text()
-    with pytest.raises(KeyError, match="no column"):
+    with pytest.raises(
+        SubsetError, match=r"no column 'width' \(width/height come from `tsm-video data probe"
+    ):
         make_subset(tmp_path / "all.csv", tmp_path / "d.csv", minimum={"width": 512})
+    assert not (tmp_path / "d.csv").exists()
 
 
 def test_probe_counts_bad_files_by_reason(video_dir, tmp_path):
@@ -172,16 +175,25 @@ def test_cli_synth_subset_probe_cache(tmp_path, monkeypatch, capsys):
                 str(tmp_path / "s" / "videos"),
                 "--out",
                 str(tmp_path / "probe"),
+                "--deep-segments",
+                "2",
+                "--check-decord",
+                "--annotate",
+                str(tmp_path / "annotated.csv"),
             ]
         )
         == 0
     )
     assert json.loads((tmp_path / "probe" / "probe.json").read_text())["summary"]["decodable"] == 3
+    with (tmp_path / "annotated.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["probe status"] for r in rows} == {"ok"} and {r["rotation"] for r in rows} == {"0"}
+    assert {r["decord exact"] for r in rows} <= {"yes", "no"}
 
     import tsm_video.models
 
     class Tiny(torch.nn.Module):
-        def encode_video(self, pixels):
+        def encode_pixels(self, pixels):
             return pixels[:, :1].repeat(1, 4, 1, 1, 1)[..., ::8, ::8]  # b 4 t h/8 w/8
 
         def encode_text(self, prompts):
@@ -215,3 +227,20 @@ def test_cli_synth_subset_probe_cache(tmp_path, monkeypatch, capsys):
     )
     rows = json.loads((tmp_path / "cache" / "index-r0.json").read_text())["rows"]
     assert len(rows) == 4
+
+
+def test_cli_min_resolution_without_probe_columns_is_one_line(tmp_path, capsys):
+    main(["data", "synth", "--out", str(tmp_path / "s"), "--num-videos", "2", "--num-frames", "4"])
+    capsys.readouterr()
+    argv = [
+        "data",
+        "subset",
+        "--csv",
+        str(tmp_path / "s" / "synthetic.csv"),
+        "--out",
+        str(tmp_path / "o.csv"),
+    ]
+    assert main([*argv, "--min-resolution", "512x320"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no column 'width'" in err and "probe --annotate" in err
+    assert not (tmp_path / "o.csv").exists()

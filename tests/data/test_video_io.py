@@ -85,12 +85,12 @@ def test_truncated_file_over_reports_and_is_guarded(video_dir, frame_ids, monkey
     frames, _ = read_frames(path)  # every frame that decodes, none invented
     assert frame_ids(frames) == list(range(len(frames))) and len(frames) <= present
     requested = []
-    if have_decord():
-        real = video_io._decode_decord
-        monkeypatch.setattr(video_io, "_decode_decord", lambda s, i: requested.append(i.max()) or real(s, i))
-    with pytest.raises(VideoReadError) as err:
-        read_frames(path, [10, 49])
-    assert err.value.reason == "too_short"
+    real = video_io._decord_batch
+    monkeypatch.setattr(video_io, "_decord_batch", lambda s, i: requested.append(i.max()) or real(s, i))
+    for backend in ("av", "auto", "decord"):
+        with pytest.raises(VideoReadError) as err:
+            read_frames(path, [10, 49], backend=backend)
+        assert err.value.reason == "too_short"
     assert requested == []  # decord was never asked for a frame past the packets present
 
 
@@ -118,7 +118,7 @@ def test_decoder_scaling_matches_resizing_after(tmp_path, backend):
     )  # smooth ramp
     path = write_mp4(tmp_path / "ramp.mp4", frames, 10)
     full, _ = decode_frames(path, [1, 4], backend=backend)
-    scaled, _ = decode_frames(path, [1, 4], backend=backend, scale_to=(36, 64))
+    scaled, _ = decode_frames(path, [1, 4], backend=backend, cover=(36, 64))
     assert scaled.shape == (2, 36, 64, 3)
     after = np.stack([cv2.resize(f, (64, 36), interpolation=cv2.INTER_AREA) for f in full])
     assert np.abs(scaled.astype(int) - after.astype(int)).mean() < 3

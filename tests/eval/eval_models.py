@@ -8,12 +8,37 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from tsm_video.data.video_io import write_mp4
+
+# the DeAOT fixture generator's weights and inputs are shared with the tests that use them
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from make_deaot_fixtures import (  # noqa: E402
+    REDETECT_AT,
+    SCENARIOS,
+    deaot_state_dict,
+    rectangle_mask,
+    synthetic_frames,
+)
+
+__all__ = [
+    "REDETECT_AT",
+    "SCENARIOS",
+    "deaot_state_dict",
+    "rectangle_mask",
+    "synthetic_frames",
+    "raft_to_original_layout",
+    "videomae_to_mmaction_layout",
+    "tiny_videomae",
+    "save_tiny_clip",
+    "write_video",
+    "write_json",
+]
 
 _TV_TO_RAFT = (
     (r"^feature_encoder\.", "fnet."),

@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from eval_crafter import scoring
+from eval_crafter.errors import IncompatibleModelError
 from eval_crafter.metrics import METRICS, ModelNotFoundError, VideoInput
 from eval_crafter.metrics.blip_bleu import (
     BLIP2_DIR,
@@ -47,6 +48,20 @@ def _write_opt_tokenizer(folder: Path) -> GPT2Tokenizer:
                          eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
 
 
+def _tiny_config(vocab_size: int, image_token_index: int | None) -> Blip2Config:
+    return Blip2Config(
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=IMAGE_SIZE, patch_size=8),
+        qformer_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                            encoder_hidden_size=16, vocab_size=vocab_size),
+        text_config=dict(model_type="opt", vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1,
+                         ffn_dim=32, num_attention_heads=2, max_position_embeddings=64,
+                         word_embed_proj_dim=16, bos_token_id=2, eos_token_id=2, pad_token_id=1),
+        num_query_tokens=4,
+        image_token_index=image_token_index,
+    )
+
+
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("models")
@@ -56,20 +71,38 @@ def models_dir(tmp_path_factory) -> Path:
     image_processor = BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     processor = Blip2Processor(image_processor=image_processor, tokenizer=tokenizer, num_query_tokens=4)
     vocab_size = len(processor.tokenizer)  # + "<image>", added by the processor
-    config = Blip2Config(
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=IMAGE_SIZE, patch_size=8),
-        qformer_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                            encoder_hidden_size=16, vocab_size=vocab_size),
-        text_config=dict(model_type="opt", vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1,
-                         ffn_dim=32, num_attention_heads=2, max_position_embeddings=64,
-                         word_embed_proj_dim=16, bos_token_id=2, eos_token_id=2, pad_token_id=1),
-        num_query_tokens=4,
-        image_token_index=processor.tokenizer.convert_tokens_to_ids("<image>"),
-    )
+    config = _tiny_config(vocab_size, processor.tokenizer.convert_tokens_to_ids("<image>"))
     torch.manual_seed(0)
     Blip2ForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
+    return root
+
+
+def _old_style_folder(root: Path, source: Path, extra_rows: int) -> Path:
+    """An old hub snapshot of the same weights: no ``image_token_index`` in config.json, a
+    tokenizer without ``<image>``, an image-processor config and no processor config.
+
+    ``extra_rows``: embedding rows beyond the tokenizer (OPT-2.7b: 50272 rows, 50265 tokens).
+    """
+    folder = root / BLIP2_DIR
+    folder.mkdir(parents=True)
+    tokenizer = _write_opt_tokenizer(root)
+    tokenizer.save_pretrained(folder)
+    BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(folder)
+    model = Blip2ForConditionalGeneration.from_pretrained(source)
+    config = _tiny_config(len(tokenizer) + extra_rows, None)
+    old = Blip2ForConditionalGeneration(config)
+    state = model.state_dict()
+    if extra_rows == 0:  # drop the <image> row: the table then has no id for it
+        for key, value in state.items():
+            if value.shape[:1] == (len(tokenizer) + 1,):
+                state[key] = value[:-1]
+    old.load_state_dict(state)
+    old.save_pretrained(folder)
+    saved = json.loads((folder / "config.json").read_text())
+    assert "image_token_index" not in saved or saved["image_token_index"] is None
+    saved.pop("image_token_index", None)
+    (folder / "config.json").write_text(json.dumps(saved))
     return root
 
 
@@ -131,14 +164,15 @@ def test_pipeline_end_to_end(models_dir, video, mode):
     handle.remove()
 
     assert record["frame_indices"] == [0, 3, 6, 9, 12]
-    # what the model saw: the official frames in the mode's channel order, 2 + 2 + 1 per call
-    assert [len(s) for s in seen] == [2, 2, 1]
+    # what the model saw: the official frames in the mode's channel order, one per generate call
+    # (batch_size does not batch captions)
+    assert [len(s) for s in seen] == [1] * 5
     _, images = caption_images(video.frames, mode)
     expected = metric.processor(images=list(images), return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(torch.cat(seen), expected, rtol=0, atol=0)
-    # batched captions equal the official one-frame-per-generate captions
-    one_by_one = [caption_frames(metric.model, metric.processor, images[k:k + 1], 1)[0] for k in range(5)]
-    assert record["captions"] == one_by_one
+    assert record["captions"] == caption_frames(metric.model, metric.processor, images)
+    assert metric.runtime["dtypes"] == {"blip2": "float32", "qformer": "float32"}
+    assert set(metric.runtime["weights"]) == {BLIP2_DIR + "/"}
     bleu = scoring.blip_bleu if mode == "compat" else scoring.blip_bleu_fixed
     assert record["prompt"] == meta["prompt"]
     assert record["blip_bleu"] == bleu(record["captions"], meta["prompt"])
@@ -185,3 +219,36 @@ def test_missing_model_names_folder_and_source(tmp_path):
         BlipBleu(tmp_path)
     message = str(err.value)
     assert str(tmp_path / BLIP2_DIR) in message and "Salesforce/blip2-opt-2.7b" in message
+
+
+def test_old_folder_without_image_token_is_completed(models_dir, video, tmp_path):
+    """An old snapshot's config (no image_token_index) gets the id the processor gives <image>;
+    its captions equal those of the current-style folder with the same weights."""
+    old_root = _old_style_folder(tmp_path / "old", models_dir / BLIP2_DIR, extra_rows=1)
+    old = BlipBleu(old_root)
+    new = BlipBleu(models_dir)
+    tokens = len(GPT2Tokenizer.from_pretrained(old_root / BLIP2_DIR))
+    assert old.model.config.image_token_index == tokens == new.model.config.image_token_index
+    assert old.processor.num_query_tokens == 4
+    meta = {"prompt": "a dog", "attributes": {}}
+    assert old.score(video, meta) == new.score(video, meta)
+
+
+def test_old_folder_without_room_for_the_image_token_is_refused(models_dir, tmp_path):
+    old_root = _old_style_folder(tmp_path / "old", models_dir / BLIP2_DIR, extra_rows=0)
+    with pytest.raises(IncompatibleModelError, match="image_token_index"):
+        BlipBleu(old_root)
+
+
+def test_float16_load_keeps_the_qformer_in_float16_as_the_official_run(models_dir, video, monkeypatch):
+    """transformers 5 loads the Q-Former in float32 even for float16; the 2023 official run had
+    it in float16. (The CUDA precision choice is forced here so the cast runs on the CPU.)"""
+    from eval_crafter.metrics import blip_bleu
+
+    monkeypatch.setattr(blip_bleu, "official_dtype", lambda device, dtype, fp32=False: torch.float16)
+    metric = BlipBleu(models_dir)
+    assert metric.runtime["dtypes"] == {"blip2": "float16", "qformer": "float16"}
+    assert metric.model.query_tokens.dtype == torch.float16
+    assert {p.dtype for p in metric.model.parameters()} == {torch.float16}
+    record = metric.score(video, {"prompt": "a dog", "attributes": {}})
+    assert len(record["captions"]) == 5

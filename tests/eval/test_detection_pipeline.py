@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from eval_models import deaot_state_dict
 from transformers import (
     BertConfig,
     BertTokenizer,
@@ -27,9 +28,11 @@ from transformers import (
 )
 
 from eval_crafter import scoring
+from eval_crafter.deaot import DeAOT, DeAOTTracker
 from eval_crafter.metrics import METRICS, ModelNotFoundError, VideoInput
 from eval_crafter.metrics.detection import (
     BOX_THRESHOLD,
+    DEAOT_FILE,
     GROUNDING_DINO_DIR,
     SAM_DIR,
     ColorMetric,
@@ -46,6 +49,7 @@ from eval_crafter.prompts import load_metadata
 from tsm_video.data.video_io import read_frames, write_mp4
 
 NUM_QUERIES = 10
+EVERY = "every-frame"  # the detection-only schedule; the tracker schedule is tested at the end
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "dog", "car", "red", "fire", "hydrant", "person"]
 
 
@@ -110,7 +114,7 @@ def video(tmp_path_factory) -> VideoInput:
 
 @pytest.fixture(scope="module")
 def count_metric(models_dir) -> CountMetric:
-    return CountMetric(models_dir, device="cpu", mode="compat", batch_size=2)
+    return CountMetric(models_dir, device="cpu", mode="compat", batch_size=2, detection=EVERY)
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +219,7 @@ def test_count_end_to_end(models_dir, video, reference):
     masks, detections = reference["dog"]
     records = {}
     for mode in ("compat", "fixed"):
-        metric = CountMetric(models_dir, mode=mode, batch_size=2)
+        metric = CountMetric(models_dir, mode=mode, batch_size=2, detection=EVERY)
         assert metric.box_threshold == BOX_THRESHOLD == 0.6
         records[mode] = metric.score(video, {"prompt": "two dogs", "attributes": {"count": "2 dog"}})
     record = records["compat"]
@@ -228,6 +232,7 @@ def test_count_end_to_end(models_dir, video, reference):
     assert record["mask_dtypes"] == [str(m.dtype) for m in masks]
     assert record["det_count_frames"] == scoring.count_per_frame(masks)
     assert record["count_score"] == scoring.count_score(masks, "2")
+    assert record["detection"] == EVERY and record["frame_roles"] == ["detect"] * 3
     json.dumps(record)
 
 
@@ -236,7 +241,7 @@ def test_color_end_to_end_compat_and_fixed(models_dir, video, reference):
     frames = _frames(video)
     masks, _ = reference["car"]
     for mode, score_fn in (("compat", scoring.color_score), ("fixed", scoring.color_score_fixed)):
-        record = ColorMetric(models_dir, mode=mode, batch_size=4).score(video, meta)
+        record = ColorMetric(models_dir, mode=mode, batch_size=4, detection=EVERY).score(video, meta)
         assert record["object"] == "car" and record["gt_color"] == "red"
         assert record["color_score"] == score_fn(frames, masks, "red")
         assert len(record["per_frame_color"]) == len(record["per_frame_avg_hue"]) == 3
@@ -248,14 +253,14 @@ def test_no_detection_keeps_official_quirks(models_dir, video):
     meta = {"prompt": "a red car", "attributes": {"color": "red car", "count": "2 car"}}
     colors = {}
     for mode in ("compat", "fixed"):
-        metric = ColorMetric(models_dir, mode=mode)
+        metric = ColorMetric(models_dir, mode=mode, detection=EVERY)
         metric.box_threshold = 1.0
         colors[mode] = metric.score(video, meta)
     assert colors["compat"]["mask_dtypes"] == ["float64"] * 3
     assert colors["compat"]["per_frame_avg_hue"] == [None] * 3
     assert colors["compat"]["per_frame_color"] == ["red"] * 3 and colors["compat"]["color_score"] == 1.0
     assert colors["fixed"]["per_frame_color"] == [None] * 3 and colors["fixed"]["color_score"] == 0.0
-    counter = CountMetric(models_dir)
+    counter = CountMetric(models_dir, detection=EVERY)
     counter.box_threshold = 1.0
     record = counter.score(video, meta)
     assert record["det_count_frames"] == [0, 0, 0] and record["count_score"] == 0.0
@@ -263,7 +268,7 @@ def test_no_detection_keeps_official_quirks(models_dir, video):
 
 def test_applies_to_and_aggregate(count_metric, models_dir):
     metadata = load_metadata()
-    color_metric = ColorMetric(models_dir)
+    color_metric = ColorMetric(models_dir, detection=EVERY)
     assert sum(count_metric.applies_to(e) for e in metadata.values()) == 50
     assert sum(color_metric.applies_to(e) for e in metadata.values()) == 46
     assert METRICS["count"] is CountMetric and METRICS["color"] is ColorMetric
@@ -283,3 +288,83 @@ def test_missing_models_name_folder_and_source(models_dir, tmp_path):
     with pytest.raises(ModelNotFoundError) as err:
         ColorMetric(tmp_path)
     assert str(tmp_path / SAM_DIR) in str(err.value) and "facebook/sam-vit-base" in str(err.value)
+
+
+def test_count_and_color_share_one_copy_of_the_models(count_metric, models_dir):
+    color = ColorMetric(models_dir, device="cpu", mode="fixed", detection=EVERY)
+    assert color.models is count_metric.models and not color.models.autocast
+    assert color.runtime["dtypes"] == {"grounding_dino": "float32", "sam": "float32"}
+    assert set(color.runtime["weights"]) == {GROUNDING_DINO_DIR + "/", SAM_DIR + "/"}
+
+
+@pytest.fixture(scope="module")
+def tracked_models_dir(models_dir, tmp_path_factory) -> Path:
+    """The tiny detector and segmenter plus a DeAOT checkpoint (deterministic weights)."""
+    root = tmp_path_factory.mktemp("tracked_models")
+    for name in (GROUNDING_DINO_DIR, SAM_DIR):
+        (root / name).symlink_to(models_dir / name)
+    shapes = {k: tuple(v.shape) for k, v in DeAOT().state_dict().items()}
+    (root / DEAOT_FILE).parent.mkdir()
+    # as the official file: a DataParallel "module." prefix under "state_dict"
+    state = {f"module.{k}": v for k, v in deaot_state_dict(shapes).items()}
+    torch.save({"state_dict": state}, root / DEAOT_FILE)
+    return root
+
+
+@pytest.mark.slow
+def test_count_and_color_follow_the_official_track_schedule(tracked_models_dir, video, reference):
+    """Detection on processed frame 1 only (a 3-processed-frame clip never reaches p = 9);
+    frames 2 and 3 are DeAOT's, fed with frame 1's id map, memory updated each frame."""
+    meta = {"prompt": "two dogs", "attributes": {"count": "2 dog", "color": "red dog"}}
+    count = CountMetric(tracked_models_dir, batch_size=2)
+    color = ColorMetric(tracked_models_dir, mode="fixed")
+    assert count.models.tracker_model is color.models.tracker_model  # one network for both
+    assert count.runtime["detection"] == "track" and DEAOT_FILE in count.runtime["weights"]
+    shapes = {k: tuple(v.shape) for k, v in DeAOT().state_dict().items()}
+    for key, value in deaot_state_dict(shapes).items():  # strictly loaded, prefix stripped
+        torch.testing.assert_close(count.models.tracker_model.state_dict()[key], value, rtol=0, atol=0)
+    record = count.score(video, meta)
+    assert record["frame_roles"] == ["detect", "track", "track"]
+    detected, found = reference["dog"]
+    assert record["boxes"] == [found[0][0].tolist(), None, None]
+    tracker = DeAOTTracker(count.models.tracker_model)
+    frames = _frames(video)
+    tracker.add_reference(frames[0], detected[0], int(detected[0].max()))
+    expected = [detected[0]] + [tracker.track(f, update_memory=True) for f in frames[1:]]
+    assert record["mask_dtypes"] == [str(m.dtype) for m in expected]
+    assert record["det_count_frames"] == scoring.count_per_frame(expected)
+    assert record["count_score"] == scoring.count_score(expected, "2")
+    assert color.score(video, meta)["color_score"] == scoring.color_score_fixed(frames, expected, "red")
+
+
+def test_track_schedule_without_detection_tracks_nothing(tracked_models_dir, video):
+    """No box on frame 0: the official reference is float64 zeros with 0 objects, and DeAOT
+    (every id above 0 excluded) returns uint8 zeros."""
+    counter = CountMetric(tracked_models_dir)
+    counter.box_threshold = 1.0
+    record = counter.score(video, {"prompt": "x", "attributes": {"count": "2 dog"}})
+    assert record["mask_dtypes"] == ["float64", "uint8", "uint8"]
+    assert record["det_count_frames"] == [0, 0, 0] and record["count_score"] == 0.0
+
+
+def test_cli_runs_either_schedule_and_labels_the_alternative(tracked_models_dir, video, tmp_path):
+    from eval_crafter.report import load_report
+    from tsm_video.cli import main
+
+    meta = {"0000": {"prompt": "two dogs", "attributes": {"count": "2 dog"}}}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    reports = {}
+    for schedule in ("track", "every-frame"):
+        out = tmp_path / f"{schedule}.json"
+        args = ["eval", "evalcrafter", "--videos", str(video.path.parent),
+                "--models", str(tracked_models_dir), "--metrics", "count",
+                "--prompts", str(tmp_path / "meta.json"), "--device", "cpu",
+                "--detection", schedule, "--out", str(out), "--no-progress"]
+        assert main(args) == 0
+        reports[schedule] = load_report(out)
+    assert reports["track"]["label"] == "EvalCrafter (compat)"
+    assert "detection on every frame, not the official tracker" in reports["every-frame"]["label"]
+    roles = {s: r["per_video"]["0000"]["count"]["frame_roles"] for s, r in reports.items()}
+    assert roles == {"track": ["detect", "track", "track"], "every-frame": ["detect"] * 3}
+    assert reports["track"]["runtime"]["count"]["detection"] == "track"
+    assert DEAOT_FILE not in reports["every-frame"]["runtime"]["count"]["weights"]

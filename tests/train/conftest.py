@@ -39,7 +39,7 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 def _tiny_config(csv: Path, out: Path, *overrides: str, base: Path | None = None) -> RunConfig:
-    """vc2-tiny on 4x32x32 clips, scales [2, 1], rank 2, text LoRA on, 2 clips per device."""
+    """vc2-tiny on 4x32x32 clips, scales [2, 1], rank 2, text LoRA on, 2 clips per device, joint stage 1."""
     raw = {
         "run": {"name": "tiny", "output_dir": str(out), "seed": 0},
         "model": {
@@ -61,6 +61,7 @@ def _tiny_config(csv: Path, out: Path, *overrides: str, base: Path | None = None
         "train": {
             "stages": ["foster", "assemble"],
             "steps": {"base": 1, "foster": 2, "assemble": 1},
+            "foster_schedule": "joint",  # one run per scale; tests/train/test_schedules.py covers per_expert
             "global_batch_size": 4,
             "per_device_batch_size": 2,
             "checkpoint_every": 1,

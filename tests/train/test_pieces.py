@@ -1,4 +1,5 @@
-"""Trainer pieces that need no backbone: timestep sampling, RNG state, loss per interval, checkpoint IO."""
+"""Trainer pieces that need no backbone weights: timestep sampling, RNG state, loss per interval,
+checkpoint IO."""
 
 import json
 
@@ -7,6 +8,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
+from tsm_video.models import build_backbone
 from tsm_video.train.checkpoint import (
     TRAINABLE_FILE,
     RankStates,
@@ -18,45 +20,45 @@ from tsm_video.train.checkpoint import (
     save_checkpoint,
 )
 from tsm_video.train.interval_loss import IntervalLossTracker, plot_interval_losses
-from tsm_video.train.randomness import TimestepSampler, TrainRNG
+from tsm_video.train.randomness import IntervalSampler, TrainRNG
+
+DDPM = build_backbone("vc2-tiny", device="meta")  # only its sample_t runs: uniform integers per interval
+
+
+def _t(sampler: IntervalSampler, scale: int, rng: TrainRNG, step: int = 0) -> torch.Tensor:
+    """Rank 0's first micro-batch of ``step``: the sampler's ids, ``t`` drawn inside by the backbone."""
+    return DDPM.sample_t(sampler(step, 0, 0), scale, rng.generator)
 
 
 def test_stratified_sampler_fills_every_interval():
-    rng = TrainRNG(0)
-    t = TimestepSampler("stratified", scale=4)(16, rng)
+    t = _t(IntervalSampler("stratified", 4, per_device=16), 4, TrainRNG(0))
     assert t.dtype == torch.long and t.shape == (16,)
     assert torch.bincount(t // 250, minlength=4).tolist() == [4, 4, 4, 4]
 
 
 def test_interval_sampler_stays_inside():
-    t = TimestepSampler("interval", scale=8, interval=3)(64, TrainRNG(1))
-    assert ((t >= 375) & (t < 500)).all()
+    t = _t(IntervalSampler("interval", scale=8, interval=3, per_device=64), 8, TrainRNG(1))
+    assert ((t >= 375) & (t < 500)).all() and len(t.unique()) > 40
     with pytest.raises(ValueError, match="interval"):
-        TimestepSampler("interval", scale=8, interval=8)
+        IntervalSampler("interval", scale=8, interval=8)
 
 
 def test_uniform_sampler_range():
-    t = TimestepSampler("uniform")(4096, TrainRNG(2))
+    t = _t(IntervalSampler("uniform", per_device=4096), 1, TrainRNG(2))
     assert t.min() >= 0 and t.max() < 1000 and len(t.unique()) > 900
 
 
 def test_rng_state_round_trip_reproduces_every_draw():
     a = TrainRNG(7)
-    a.randn_like(torch.zeros(3))
+    a.randn((3,))
     state = a.state_dict()
-    first = (
-        TimestepSampler("stratified", 4)(8, a),
-        a.randn_like(torch.zeros(2, 5)),
-        a.drop_captions(["x"] * 9, 0.5),
-    )
+    sampler = IntervalSampler("stratified", 4, per_device=8)
+    first = (_t(sampler, 4, a), a.randn((2, 5)), a.drop_captions(["x"] * 9, 0.5))
     b = TrainRNG(123)
     b.load_state_dict(state)
-    second = (
-        TimestepSampler("stratified", 4)(8, b),
-        b.randn_like(torch.zeros(2, 5)),
-        b.drop_captions(["x"] * 9, 0.5),
-    )
+    second = (_t(sampler, 4, b), b.randn((2, 5)), b.drop_captions(["x"] * 9, 0.5))
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1]) and first[2] == second[2]
+    assert first[1].dtype == torch.float32
 
 
 def test_caption_dropout_rate():
@@ -126,14 +128,14 @@ def test_checkpoint_saves_only_trainable_and_rotates(tmp_path):
     assert not list((tmp_path / "ckpt" / "step_4").glob("model*.safetensors"))
     # load restores trainable weights, optimizer, rng and progress
     want = {k: v.clone() for k, v in model.state_dict().items()}
-    draw = rng.randn_like(torch.zeros(4))
+    draw = rng.randn((4,))
     with torch.no_grad():
         model.adapter.weight.zero_()
     progress.step = 0
     acc.load_state(str(tmp_path / "ckpt" / "step_4"))
     assert progress.step == 4
     assert all(torch.equal(want[k], v) for k, v in model.state_dict().items())
-    assert torch.equal(rng.randn_like(torch.zeros(4)), draw)
+    assert torch.equal(rng.randn((4,)), draw)
 
 
 def test_resolve_resume(tmp_path):
@@ -145,3 +147,24 @@ def test_resolve_resume(tmp_path):
     assert resolve_resume("latest", tmp_path).name == "step_10"
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         resolve_resume(str(tmp_path / "step_2"), tmp_path)
+
+
+def test_noise_and_x_t_are_float32_under_autocast(monkeypatch):
+    """bf16 latents (what a VAE under bf16 autocast returns) still get float32 noise and x_t."""
+    from tsm_video.train.objective import DiffusionObjective
+
+    torch.manual_seed(0)
+    model = build_backbone("vc2-tiny").requires_grad_(False)
+    latents = torch.randn(2, 4, 2, 4, 4).to(torch.bfloat16)
+    monkeypatch.setattr(model, "encode_pixels", lambda pixels, generator=None: latents)
+    seen, predict = [], model.predict
+    monkeypatch.setattr(model, "predict", lambda x_t, *a, **k: seen.append(x_t) or predict(x_t, *a, **k))
+    t = torch.tensor([10, 990])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = DiffusionObjective(model, train_text=False)(
+            t, TrainRNG(5), pixels=torch.zeros(2, 3, 2, 32, 32), captions=["a", "b"], fps=torch.tensor([8, 8])
+        )
+    (x_t,) = seen
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(5))  # the rng's first draw
+    assert x_t.dtype == torch.float32 and loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    assert torch.equal(x_t, model.add_noise(latents.float(), noise, t)[0])  # float32 noise and arithmetic

@@ -1,13 +1,15 @@
 """Adapter files: round trips, stage-1 files into stage-2 slots, strict errors, peft-style export."""
 
+import copy
 import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tsm_video.tsm import (
+    FORMAT_VERSION,
     AdapterError,
     TimestepContext,
     adapter_state_dict,
@@ -17,6 +19,7 @@ from tsm_video.tsm import (
     merge_interval,
     read_adapter_metadata,
     save_adapter,
+    write_adapter_file,
 )
 
 T = 1000
@@ -155,3 +158,85 @@ def test_export_interval_is_a_plain_lora(perturb):
     torch.testing.assert_close(merged, lora, atol=1e-5, rtol=1e-5)  # equals the merged core
     with pytest.raises(ValueError, match="no TSM layer has scale 8"):
         export_interval_lora(net, 8, 0)
+
+
+def test_metadata_reads_no_tensor(tmp_path, monkeypatch):
+    """read_adapter_metadata (and generation's inspect_adapter) read the header only."""
+    import tsm_video.tsm.io as io_mod
+
+    net, _ = make([4])
+    path = tmp_path / "a.safetensors"
+    save_adapter(net, path)
+    real = io_mod.safe_open
+    reads = []
+
+    class Counting:
+        def __init__(self, *args, **kwargs):
+            self.f = real(*args, **kwargs)
+
+        def __enter__(self):
+            self.inner = self.f.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+        def metadata(self):
+            return self.inner.metadata()
+
+        def keys(self):
+            return self.inner.keys()
+
+        def get_tensor(self, name):
+            reads.append(name)
+            return self.inner.get_tensor(name)
+
+    monkeypatch.setattr(io_mod, "safe_open", Counting)
+    assert read_adapter_metadata(path)["scales"] == [4] and reads == []
+    load_adapter(make([4])[0], path)
+    assert sorted(reads) == sorted(adapter_state_dict(net))
+
+
+def test_adapter_files_are_deterministic_bytes(tmp_path, perturb):
+    """Equal content → equal bytes (sorted header), whatever the insertion order; safetensors reads it."""
+    net, _ = make([4, 2, 1], mode="assemble")
+    perturb(net)
+    tensors = adapter_state_dict(net)
+    meta = read_adapter_metadata(_saved(net, tmp_path / "a.safetensors"))
+    write_adapter_file(tmp_path / "b.safetensors", dict(reversed(list(tensors.items()))),
+                       dict(reversed(list(meta.items()))))
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    back = load_file(str(tmp_path / "b.safetensors"))
+    assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in back)
+    mixed = {"h": torch.randn(2, 3).half(), "b": torch.randn(4).bfloat16(), "i": torch.arange(3),
+             "e": torch.zeros(0)}
+    write_adapter_file(tmp_path / "m.safetensors", mixed, {"format_version": FORMAT_VERSION})
+    back = load_file(str(tmp_path / "m.safetensors"))
+    assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in mixed.items())
+
+
+def _saved(net, path):
+    save_adapter(net, path)
+    return path
+
+
+def test_export_mixed_ranks_round_trips_through_peft(perturb):
+    """A minority rank first (to_k rank 1, alpha 3; to_v/conv rank 3, alpha 6): the exported config
+    takes the most common rank/alpha and names the rest, and peft rebuilds the same outputs.
+    Tolerance: float32 sums in a different order, 1e-5 relative to the output magnitude."""
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    net, ctx = Net(), TimestepContext(T)
+    plain = copy.deepcopy(net)
+    inject(net, ["to_k"], ctx, [4], rank=1, alpha=3.0, mode="foster")
+    inject(net, ["to_v", "conv"], ctx, [4], rank=3, alpha=6.0, mode="foster")
+    perturb(net)
+    sd, cfg = export_interval_lora(net, 4, 2)
+    assert (cfg["r"], cfg["lora_alpha"]) == (3, 6.0)
+    assert cfg["rank_pattern"] == {"to_k": 1} and cfg["alpha_pattern"] == {"to_k": 3.0}
+    model = peft.inject_adapter_in_model(peft.LoraConfig(**cfg), plain)
+    assert not peft.set_peft_model_state_dict(model, sd).unexpected_keys
+    x = torch.randn(2, 6, 3, 3)
+    ctx.set(torch.tensor([500, 740]))  # interval 2 of scale 4 for both samples
+    want = net(x)
+    torch.testing.assert_close(model(x), want, rtol=0, atol=1e-5 * want.abs().max().item())

@@ -21,7 +21,7 @@ def test_from_unit_maps_continuous_time():
     sched = IntervalSchedule(1000)
     u = torch.tensor([0.0, 0.2499, 0.25, 0.999, 1.0])
     assert sched.interval_index(sched.from_unit(u), 4).tolist() == [0, 0, 1, 3, 3]
-    with pytest.raises(RuntimeError, match=r"\[0, 1\]"):
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
         sched.from_unit(torch.tensor([1.5]))
 
 
@@ -42,10 +42,14 @@ def test_bounds_partition_timesteps():
 
 def test_out_of_range_timesteps_raise():
     sched = IntervalSchedule(1000)
-    with pytest.raises(RuntimeError, match=r"\[0, 1000\)"):
+    with pytest.raises(ValueError, match=r"\[0, 1000\), got values in \[1000, 1000\]"):
         sched.interval_index(torch.tensor([1000]), 4)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match=r"\[0, 1000\)"):
         sched.interval_index(torch.tensor([-1]), 4)
+    with pytest.raises(ValueError, match=r"\[0, 1000\]"):
+        sched.interval_index(torch.tensor([float("nan")]), 4)
+    with pytest.raises(ValueError, match=r"interval ids must lie in \[0, 4\)"):
+        sched.uniform_in(torch.tensor([0, 4]), 4)
 
 
 @pytest.mark.parametrize("batch,n", [(16, 4), (10, 4), (3, 8), (8, 1)])
@@ -95,3 +99,16 @@ def test_context_caches_until_next_set_and_errors_when_unset():
     ctx.clear()
     with pytest.raises(ContextError):
         _ = ctx.t
+
+
+def test_uniform_in_draws_inside_each_interval_and_checks_ids():
+    s = IntervalSchedule(1000)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.tensor([0, 7, 3, 3, 5, 1] * 50)
+    t = s.uniform_in(ids, 8, g)
+    assert t.dtype == torch.long and torch.equal(s.interval_index(t, 8), ids)
+    # one shared interval: the integers of that interval, all reachable (interval 2 of 8: [250, 375))
+    shared = s.uniform_in(torch.full((4000,), 2), 8, g)
+    assert shared.min() == 250 and shared.max() == 374 and len(shared.unique()) == 125
+    with pytest.raises(ValueError, match=r"interval ids must lie in \[0, 8\)"):
+        s.uniform_in(torch.tensor([0, 8]), 8, g)

@@ -5,19 +5,59 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 
 __all__ = ["register"]
 
 
-def _bounds(pairs: list[str]) -> dict[str, float]:
-    """["aesthetic score=4.5", ...] → {"aesthetic score": 4.5}."""
-    out = {}
-    for pair in pairs:
-        column, sep, value = pair.rpartition("=")
-        if not sep or not column:
-            raise SystemExit(f"bound {pair!r} must look like 'COLUMN=VALUE'")
-        out[column] = float(value)
-    return out
+def _positive(kind: type) -> Callable[[str], int | float]:
+    """argparse type: a number of ``kind`` that is > 0 (an argparse error, exit 2, otherwise)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be > 0")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _non_negative(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+def _bound(text: str) -> tuple[str, float]:
+    """argparse type: ``"aesthetic score=4.5"`` → ``("aesthetic score", 4.5)``."""
+    column, sep, value = text.rpartition("=")
+    if not sep or not column:
+        raise argparse.ArgumentTypeError(f"{text!r} must look like 'COLUMN=VALUE'")
+    try:
+        return column, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
+
+
+def _resolution(text: str) -> tuple[float, float]:
+    """argparse type: ``"1280x720"`` → ``(1280.0, 720.0)``."""
+    width, sep, height = text.partition("x")
+    try:
+        if sep:
+            return float(width), float(height)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} must look like WIDTHxHEIGHT, e.g. 1280x720")
 
 
 def _add_index_args(p: argparse.ArgumentParser) -> None:
@@ -28,8 +68,10 @@ def _add_index_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="video folder, or zip parts (files or a folder of OpenVid_partN.zip, _partaa+_partab)",
     )
-    p.add_argument("--path-column", default="video")
-    p.add_argument("--caption-column", default="caption")
+    p.add_argument("--path-column", default="video", help="column of the video paths (default: video)")
+    p.add_argument(
+        "--caption-column", default="caption", help="column holding the caption (default: caption)"
+    )
     p.add_argument("--zip-cache-dir", default=None, help="where zip member tables are cached")
 
 
@@ -43,16 +85,14 @@ def _read_index(args):
 def _subset(args) -> int:
     from data_tools.subset import make_subset
 
-    minimum = _bounds(args.min)
-    maximum = _bounds(args.max)
+    minimum, maximum = dict(args.min), dict(args.max)
     for column, value in (("seconds", args.min_seconds), ("frame", args.min_frames)):
         if value is not None:
             minimum[column] = value
     if args.max_seconds is not None:
         maximum["seconds"] = args.max_seconds
     if args.min_resolution:
-        width, _, height = args.min_resolution.partition("x")
-        minimum.update(width=float(width), height=float(height))
+        minimum["width"], minimum["height"] = args.min_resolution
     report = make_subset(args.csv, args.out, args.n, args.seed, minimum, maximum, args.stratify, args.bins)
     print(
         json.dumps(
@@ -75,7 +115,16 @@ def _probe(args) -> int:
 
     index = _read_index(args)
     annotate = (args.csv, args.annotate) if args.annotate else None
-    summary = probe_dataset(index, args.out, args.num_workers, annotate, args.path_column)
+    summary = probe_dataset(
+        index,
+        args.out,
+        args.num_workers,
+        annotate,
+        args.path_column,
+        deep=args.deep,
+        deep_segments=args.deep_segments,
+        check_decord=args.check_decord,
+    )
     print(json.dumps({k: summary[k] for k in ("videos", "decodable", "bad_by_reason")}, indent=1))
     return 0
 
@@ -134,59 +183,94 @@ def register(subparsers) -> None:
     tools = data.add_subparsers(dest="data_command", metavar="TOOL", required=True)
 
     p = tools.add_parser("subset", help="reproducible N-clip subset of an OpenVid-format CSV")
-    p.add_argument("--csv", required=True)
+    p.add_argument("--csv", required=True, help="input index CSV (e.g. OpenVid-1M.csv)")
     p.add_argument("--out", required=True, help="subset CSV (same columns)")
-    p.add_argument("-n", type=int, default=70_000, help="clips to keep (paper: 70,000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-n", type=_positive(int), default=70_000, help="clips to keep (paper: 70,000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draw (same seed, same subset)")
     p.add_argument(
         "--min",
         action="append",
+        type=_bound,
         default=[],
         metavar="COLUMN=VALUE",
         help="inclusive lower bound, e.g. --min 'aesthetic score=4.5' (repeatable)",
     )
-    p.add_argument("--max", action="append", default=[], metavar="COLUMN=VALUE", help="inclusive upper bound")
-    p.add_argument("--min-seconds", type=float)
-    p.add_argument("--max-seconds", type=float)
+    p.add_argument(
+        "--max",
+        action="append",
+        type=_bound,
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="inclusive upper bound",
+    )
+    p.add_argument("--min-seconds", type=float, help="lower bound on the 'seconds' column")
+    p.add_argument("--max-seconds", type=float, help="upper bound on the 'seconds' column")
     p.add_argument("--min-frames", type=float, help="lower bound on the 'frame' column")
-    p.add_argument("--min-resolution", help="WIDTHxHEIGHT; needs width/height columns (probe --annotate)")
+    p.add_argument(
+        "--min-resolution",
+        type=_resolution,
+        metavar="WxH",
+        help="WIDTHxHEIGHT lower bound; needs width/height columns (probe --annotate)",
+    )
     p.add_argument("--stratify", help="column to stratify by (categorical, or numeric in quantile bins)")
-    p.add_argument("--bins", type=int, default=5)
+    p.add_argument(
+        "--bins", type=_positive(int), default=5, help="quantile bins of a numeric --stratify column"
+    )
     p.set_defaults(func=_subset)
 
     p = tools.add_parser("probe", help="decodability, fps/length/resolution histograms, bad files")
     _add_index_args(p)
     p.add_argument("--out", required=True, help="folder for probe.json and probe.md")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument(
+        "--num-workers", type=_non_negative, default=0, help="probe processes (0 = in this process)"
+    )
     p.add_argument("--annotate", help="also write the CSV with width/height/decodable frames columns here")
+    p.add_argument(
+        "--deep", action="store_true", help="decode every packet: files damaged anywhere get status corrupt"
+    )
+    p.add_argument(
+        "--deep-segments",
+        type=_positive(int),
+        metavar="K",
+        help="like --deep, but decode only K evenly spaced keyframe-to-keyframe stretches per file",
+    )
+    p.add_argument(
+        "--check-decord",
+        action="store_true",
+        help="record whether decord's random access matches a sequential decode ('decord exact' column)",
+    )
     p.set_defaults(func=_probe)
 
     p = tools.add_parser("synth", help="synthetic OpenVid-format dataset of moving coloured shapes")
-    p.add_argument("--out", required=True)
-    p.add_argument("--num-videos", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--height", type=int, default=64)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--num-frames", type=int, default=24)
-    p.add_argument("--fps", type=float, default=8.0)
-    p.add_argument("--max-count", type=int, default=3)
+    p.add_argument("--out", required=True, help="folder for synthetic.csv, videos/ and ground_truth.json")
+    p.add_argument("--num-videos", type=_positive(int), default=64, help="videos to make (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scenes (same seed, same videos)")
+    p.add_argument("--height", type=_positive(int), default=64, help="pixels (default: 64)")
+    p.add_argument("--width", type=_positive(int), default=64, help="pixels (default: 64)")
+    p.add_argument("--num-frames", type=_positive(int), default=24, help="frames per video (default: 24)")
+    p.add_argument("--fps", type=_positive(float), default=8.0, help="frame rate of the files (default: 8)")
+    p.add_argument(
+        "--max-count", type=_positive(int), default=3, help="at most this many shapes per scene (default: 3)"
+    )
     p.set_defaults(func=_synth)
 
     p = tools.add_parser("cache", help="precompute VAE latents + text embeddings into safetensors shards")
     _add_index_args(p)
     p.add_argument("--out", required=True, help="cache folder")
     p.add_argument("--backbone", default="vc2", help="registered backbone name (vc2, vc2-tiny)")
-    p.add_argument("--checkpoint", default=None)
-    p.add_argument("--num-frames", type=int, default=16)
+    p.add_argument("--checkpoint", default=None, help="base weights (official model.ckpt or safetensors)")
+    p.add_argument("--num-frames", type=_positive(int), default=16, help="frames per clip (default: 16)")
     stride = p.add_mutually_exclusive_group()
-    stride.add_argument("--frame-stride", type=int)
-    stride.add_argument("--target-fps", type=float)
-    p.add_argument("--height", type=int, default=320)
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--shard-size", type=int, default=256)
+    stride.add_argument("--frame-stride", type=_positive(int), help="fixed stride between sampled frames")
+    stride.add_argument("--target-fps", type=_positive(float), help="sample frames at this rate")
+    p.add_argument("--height", type=_positive(int), default=320, help="pixels (default: 320)")
+    p.add_argument("--width", type=_positive(int), default=512, help="pixels (default: 512)")
+    p.add_argument("--batch-size", type=_positive(int), default=4, help="clips per encoder call")
+    p.add_argument("--num-workers", type=_non_negative, default=2, help="decoding worker processes")
+    p.add_argument("--shard-size", type=_positive(int), default=256, help="clips per safetensors shard")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--dtype", choices=["fp16", "bf16", "fp32"], default="fp16", help="dtype of the stored latents"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the clips' frame offsets")
     p.set_defaults(func=_cache)

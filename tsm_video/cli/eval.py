@@ -35,7 +35,14 @@ def register(subparsers) -> None:
                      help="light: model-free colour/count/amplitude for the synthetic demo domain")
     run.add_argument("--prompts", type=Path, default=None,
                      help="custom metadata.json (same format) instead of the packaged official one")
-    run.add_argument("--device", default="cpu")
+    run.add_argument("--device", default="auto",
+                     help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    run.add_argument("--fp32", action="store_true",
+                     help="run every model in float32 (default on CUDA: the official precision, "
+                          "float16 for BLIP-2 and the detection models)")
+    run.add_argument("--detection", choices=("track", "every-frame"), default="track",
+                     help="count/color: track (official: detect on frame 0 and every 49 frames, DeAOT "
+                          "in between) or every-frame (detect on every processed frame, no tracker)")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--skip-unknown", action="store_true",
                      help="count and skip videos whose name is no prompt id (default: error)")
@@ -69,8 +76,9 @@ def _run_evalcrafter(args: argparse.Namespace) -> int:
     metrics = args.metrics or (light_default if args.backend == "light" else DEFAULT_METRICS)
     settings = EvalSettings(
         videos=args.videos, models=args.models, out=args.out, metrics=metrics, mode=args.mode,
-        backend=args.backend, device=args.device, batch_size=args.batch_size, prompts=args.prompts,
-        skip_unknown=args.skip_unknown, progress=not args.no_progress,
+        backend=args.backend, device=args.device, fp32=args.fp32, detection=args.detection,
+        batch_size=args.batch_size, prompts=args.prompts, skip_unknown=args.skip_unknown,
+        progress=not args.no_progress,
     )
     report = evaluate(settings)
     paths = write_report(report, args.out)
@@ -94,9 +102,14 @@ def _run_synth_metadata(args: argparse.Namespace) -> int:
     import json
 
     from eval_crafter.cache import atomic_write_text
+    from eval_crafter.errors import EvalInputError
     from eval_crafter.synthetic import synthetic_metadata
 
-    metadata = synthetic_metadata(json.loads(args.ground_truth.read_text(encoding="utf-8")))
+    try:
+        ground_truth = json.loads(args.ground_truth.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise EvalInputError(f"{args.ground_truth}: not JSON ({err})") from err
+    metadata = synthetic_metadata(ground_truth)
     atomic_write_text(args.out, json.dumps(metadata, indent=1))
     sys.stdout.write(f"wrote {len(metadata)} prompts to {args.out}\n")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["register"]
@@ -11,14 +10,17 @@ __all__ = ["register"]
 
 def _run_vc2_safetensors(args: argparse.Namespace) -> int:
     from tsm_video.export import export_vc2_safetensors
-    from tsm_video.models.vc2.checkpoint import CheckpointError
 
-    try:
-        count = export_vc2_safetensors(args.ckpt, args.out, args.backbone)
-    except CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    count = export_vc2_safetensors(args.ckpt, args.out, args.backbone)
     print(f"wrote {args.out} ({count} tensors, {args.out.stat().st_size / 2**30:.2f} GiB)")
+    return 0
+
+
+def _run_lora(args: argparse.Namespace) -> int:
+    from tsm_video.export import export_lora
+
+    written = export_lora(args.adapter, args.out, args.scale, args.interval, args.format)
+    print(f"wrote {len(written)} files under {args.out}")
     return 0
 
 
@@ -34,3 +36,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vc2.add_argument("--out", type=Path, required=True, help="output .safetensors path (written atomically)")
     vc2.add_argument("--backbone", default="vc2", help="registry name of the architecture (default: vc2)")
     vc2.set_defaults(func=_run_vc2_safetensors)
+    lora = what.add_parser(
+        "lora",
+        help="TSM interval experts -> plain LoRAs (diffusers pipe.load_lora_weights for SD1.5/SD2/SD3, "
+        "peft adapter folders for PixArt-alpha)",
+    )
+    lora.add_argument("--adapter", type=Path, required=True, help="a stage-1 or stage-2 adapter.safetensors")
+    lora.add_argument("--out", type=Path, required=True, help="output folder (one LoRA per interval)")
+    lora.add_argument(
+        "--scale", type=int, default=None, help="expert scale (default: the core, finest scale)"
+    )
+    lora.add_argument("--interval", type=int, default=None, help="one interval (default: every interval)")
+    lora.add_argument(
+        "--format",
+        choices=["diffusers", "peft"],
+        default=None,
+        help="default: diffusers for sd15/sd2/sd3, peft otherwise",
+    )
+    lora.set_defaults(func=_run_lora)

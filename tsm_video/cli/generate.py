@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["register"]
@@ -12,47 +11,38 @@ __all__ = ["register"]
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from tsm_video.config import ConfigError, load_config
-    from tsm_video.generation.experts import AdapterSpecError
+    from tsm_video.config import load_config
     from tsm_video.generation.pipeline import parse_compare, run_compare, run_generate
-    from tsm_video.generation.prompts import (
-        PromptError,
-        parse_shard,
-        prompt_items,
-        read_prompts,
-        select_shard,
-    )
-    from tsm_video.generation.runner import ManifestError, OutputOptions
+    from tsm_video.generation.prompts import parse_shard, prompt_items, read_prompts, select_shard
+    from tsm_video.generation.runner import OutputOptions
     from tsm_video.generation.settings import GenerateSettings, SettingsError
 
-    try:
-        cfg = load_config(args.cfg, args.overrides)
-        settings = GenerateSettings.from_config(
-            cfg.generate, height=args.height, width=args.width, num_frames=args.frames, steps=args.steps,
-            eta=args.eta, guidance_scale=args.guidance_scale, fps=args.fps, save_fps=args.save_fps)
-        items = read_prompts(args.prompts) if args.prompts else prompt_items(args.prompt)
-        if args.shard:
-            items = select_shard(items, *parse_shard(args.shard))
-        batch_size = cfg.generate.batch_size if args.batch_size is None else args.batch_size
-        if batch_size < 1:
-            raise SettingsError(f"--batch-size {batch_size}: must be >= 1")
-        common = {"seed": cfg.generate.seed if args.seed is None else args.seed, "batch_size": batch_size,
-                  "options": OutputOptions(settings.save_fps, gif=args.gif, grid_png=args.grid_png),
-                  "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                  "progress": not args.no_progress}
-        if args.compare:
-            if args.adapter:
-                raise SettingsError("--adapter and --compare exclude each other; name adapters in --compare")
-            variants = parse_compare(args.compare)
-            summary = run_compare(cfg, items, args.out, settings, variants=variants, **common)
-        else:
-            adapter = Path(args.adapter) if args.adapter else None
-            summary = run_generate(cfg, items, args.out, settings, adapter=adapter, **common)
-    except (ConfigError, PromptError, SettingsError, AdapterSpecError, ManifestError) as err:
-        print(f"tsm-video generate: error: {err}", file=sys.stderr)
-        return 2
-    print(f"tsm-video generate: {len(summary.written)} clips written, {len(summary.skipped)} already present "
-          f"in {args.out}")
+    cfg = load_config(args.cfg, args.overrides)
+    settings = GenerateSettings.from_config(
+        cfg.generate, height=args.height, width=args.width, num_frames=args.frames, steps=args.steps,
+        eta=args.eta, guidance_scale=args.guidance_scale, fps=args.fps, save_fps=args.save_fps,
+        precision=args.precision)
+    items = read_prompts(args.prompts) if args.prompts else prompt_items(args.prompt)
+    if args.shard:
+        items = select_shard(items, *parse_shard(args.shard))
+    batch_size = cfg.generate.batch_size if args.batch_size is None else args.batch_size
+    if batch_size < 1:
+        raise SettingsError(f"--batch-size {batch_size}: must be >= 1")
+    common = {"seed": cfg.generate.seed if args.seed is None else args.seed, "batch_size": batch_size,
+              "options": OutputOptions(settings.save_fps, gif=args.gif, grid_png=args.grid_png),
+              "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+              "progress": not args.no_progress}
+    if args.compare:
+        if args.adapter:
+            raise SettingsError("--adapter and --compare exclude each other; name adapters in --compare")
+        variants = parse_compare(args.compare)
+        summary = run_compare(cfg, items, args.out, settings, variants=variants, **common)
+    else:
+        adapter = Path(args.adapter) if args.adapter else None
+        summary = run_generate(cfg, items, args.out, settings, adapter=adapter, **common)
+    written, skipped = len(summary.written), len(summary.skipped)
+    print(f"tsm-video generate: {written} clip{'' if written == 1 else 's'} written, {skipped} already "
+          f"present in {args.out}")
     return 0
 
 
@@ -89,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
     p.add_argument("--fps", type=int, help="fps the model is conditioned on")
     p.add_argument("--save-fps", type=float, help="frame rate of the written files (default 10, as VC2)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                   help="sampler arithmetic (default: generate.precision, fp32 as VC2's own sampler; "
+                        "bf16/fp16 autocast is faster, its error is multiplied by the guidance scale)")
     p.add_argument("--gif", action="store_true", help="also write {id}.gif")
     p.add_argument("--grid-png", action="store_true", help="also write {id}.png, the frames in a grid")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")

@@ -5,7 +5,14 @@ from tsm_video.data.dataset import VideoClipDataset, load_clip
 from tsm_video.data.index import OPENVID_COLUMNS, VideoIndex, VideoRecord, iter_rows, read_index
 from tsm_video.data.latent_cache import LatentCacheDataset, read_uncond, write_latent_cache
 from tsm_video.data.stream import ShardedStream, SkipSample, StreamLoader, collate, resolve_rank
-from tsm_video.data.video_io import VideoReadError, probe_video, read_frames, write_mp4
+from tsm_video.data.video_io import (
+    VideoReadError,
+    decode_clip,
+    probe_video,
+    read_frames,
+    verify_decord,
+    write_mp4,
+)
 from tsm_video.data.zipstore import ZipStore
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "VideoRecord",
     "ZipStore",
     "collate",
+    "decode_clip",
     "iter_rows",
     "load_clip",
     "probe_video",
@@ -30,6 +38,7 @@ __all__ = [
     "resize_center_crop",
     "resolve_rank",
     "to_model_pixels",
+    "verify_decord",
     "write_latent_cache",
     "write_mp4",
 ]

@@ -10,17 +10,29 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["ClipSampler", "resize_center_crop", "to_model_pixels"]
+from tsm_video.data.av_reader import VideoReadError
+
+__all__ = ["SPACING_TOLERANCE", "ClipSampler", "resize_center_crop", "to_model_pixels"]
 
 cv2.setNumThreads(1)  # one thread per loader worker; workers provide the parallelism
 
 
-class ClipSampler:
-    """Frame indices of a ``num_frames`` clip at a frame stride or a target fps.
+# How far the spacing of a clip's frames may stray from its typical gap (fraction of the gap).
+# Constant-rate files stray by their timestamp rounding only: one tick of the time base, at most
+# 1 ms (matroska/webm) against 16.7 ms gaps at 60 fps, 6 %. Anything beyond is a variable rate.
+SPACING_TOLERANCE = 0.1
 
-    ``frame_stride`` fixes the step between sampled frames; ``target_fps`` picks
-    ``stride = max(1, round(video_fps / target_fps))`` per video; neither means stride 1. The
-    effective fps handed to the model is ``video_fps / stride``.
+
+class ClipSampler:
+    """Frame indices of a ``num_frames`` clip at a frame stride or a target fps, from frame timestamps.
+
+    ``frame_stride`` fixes the step between sampled frames; ``target_fps`` steps by
+    ``stride = max(1, round(rate / target_fps))`` frame gaps in time, ``rate`` being the video's
+    typical rate (its median gap), choosing at each step the frame nearest to the previous one
+    plus that time; neither means stride 1. A clip whose frames are not evenly spaced (within
+    :data:`SPACING_TOLERANCE` of a gap) raises ``VideoReadError("irregular_fps")``: variable
+    frame rate videos give the clips that are even, and never a clip with a wrong rate. The
+    effective fps handed to the model comes from the chosen frames' timestamps.
     """
 
     def __init__(
@@ -39,7 +51,7 @@ class ClipSampler:
     def stride(self, video_fps: float) -> int:
         if self.frame_stride is not None:
             return self.frame_stride
-        if self.target_fps is not None:
+        if self.target_fps is not None and video_fps > 0:
             return max(1, round(video_fps / self.target_fps))
         return 1
 
@@ -47,19 +59,60 @@ class ClipSampler:
         """Frames covered from the first to the last sampled frame, inclusive."""
         return (self.num_frames - 1) * self.stride(video_fps) + 1
 
-    def sample(
-        self, num_available: int, video_fps: float, rng: np.random.Generator | None = None
-    ) -> tuple[np.ndarray, float] | None:
-        """(indices (num_frames,), effective fps), or None when the video is too short.
+    def sample(self, times, rng: np.random.Generator | None = None) -> tuple[np.ndarray, float] | None:
+        """(indices (num_frames,), effective fps) of one clip, or None when the video is too short.
 
-        ``rng`` draws a uniform start (training); without it the clip is centred (validation).
+        ``times`` (N,) are the display times (s) of the video's frames, ascending. ``rng`` draws
+        a uniform start (training); without it the clip is centred (validation). Raises
+        VideoReadError("irregular_fps") for unevenly spaced frames.
         """
-        stride, span = self.stride(video_fps), self.span(video_fps)
-        if num_available < span:
+        times = np.atleast_1d(np.asarray(times, dtype=np.float64))
+        gaps = np.diff(times)
+        gap = float(np.median(gaps)) if len(gaps) else 0.0
+        # the rate to 6 decimals: timestamps are rationals, and a tie (30 fps / 12) must stay a tie
+        stride = self.stride(round(1.0 / gap, 6) if gap > 0 else 0.0)
+        span = (self.num_frames - 1) * stride + 1
+        if len(times) < span:
             return None
-        slack = num_available - span
-        start = int(rng.integers(slack + 1)) if rng is not None else slack // 2
-        return start + stride * np.arange(self.num_frames), video_fps / stride
+        if self.target_fps is None:
+            slack = len(times) - span
+            start = int(rng.integers(slack + 1)) if rng is not None else slack // 2
+            indices = start + stride * np.arange(self.num_frames)
+            _check_spacing(np.diff(times[indices]))
+        else:
+            step = stride * gap  # seconds between chosen frames
+            fits = np.flatnonzero(
+                times + (self.num_frames - 1) * step <= times[-1] + SPACING_TOLERANCE * step
+            )
+            if len(fits) == 0:
+                return None
+            start = int(fits[rng.integers(len(fits))]) if rng is not None else int(fits[(len(fits) - 1) // 2])
+            indices = _walk(times, start, step, self.num_frames)
+        if self.num_frames == 1:
+            return indices, (1.0 / (stride * gap) if gap > 0 else 0.0)
+        return indices, (self.num_frames - 1) / float(times[indices[-1]] - times[indices[0]])
+
+
+def _check_spacing(gaps: np.ndarray) -> None:
+    if len(gaps) and np.abs(gaps - np.median(gaps)).max() > SPACING_TOLERANCE * np.median(gaps):
+        raise VideoReadError(
+            "irregular_fps", f"frame gaps {np.round(gaps.min(), 4)}..{np.round(gaps.max(), 4)} s in one clip"
+        )
+
+
+def _walk(times: np.ndarray, start: int, step: float, count: int) -> np.ndarray:
+    """From ``start``, ``count - 1`` steps to the frame nearest the previous one + ``step`` s."""
+    indices = [start]
+    for _ in range(count - 1):
+        target = times[indices[-1]] + step
+        j = int(np.searchsorted(times, target))
+        j = min((k for k in (j - 1, j) if 0 <= k < len(times)), key=lambda k: abs(times[k] - target))
+        if j <= indices[-1] or abs(times[j] - target) > SPACING_TOLERANCE * step:
+            raise VideoReadError(
+                "irregular_fps", f"no frame within {SPACING_TOLERANCE:.0%} of {target:.3f} s"
+            )
+        indices.append(j)
+    return np.asarray(indices)
 
 
 def resize_center_crop(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from tsm_video.data.av_reader import AVReader, Source, VideoReadError
 from tsm_video.data.clips import ClipSampler, resize_center_crop, to_model_pixels
 from tsm_video.data.index import VideoRecord
 from tsm_video.data.stream import ShardedStream, SkipSample
-from tsm_video.data.video_io import Source, VideoReadError, count_packets, decode_frames, probe_video
+from tsm_video.data.video_io import decode_clip, have_decord
 
-__all__ = ["VideoClipDataset", "load_clip"]
+__all__ = ["DECORD_COLUMN", "VideoClipDataset", "load_clip"]
+
+DECORD_COLUMN = "decord exact"  # index column written by `data probe --deep --annotate`
 
 
 def load_clip(
@@ -21,32 +23,27 @@ def load_clip(
     size: tuple[int, int] | None,
     rng: np.random.Generator | None = None,
     backend: str = "auto",
+    decord_verified: bool = False,
 ) -> tuple[np.ndarray, float]:
     """Decode one clip → ((T, h, w, 3) uint8, effective fps). Raises VideoReadError.
 
-    Frame positions come from the header's frame count; when that count is over-reported (the
-    wanted frames do not all exist), the clip is redrawn once inside the frames demuxing proves
-    present. Frames are scaled by the decoder (to just cover ``size``) and then centre-cropped.
+    Frame positions and times come from demuxing (every packet's timestamp; the header's frame
+    count and rate are never trusted). Frames are decoded in display orientation, shrunk by the
+    decoder to just cover ``size`` (computed on the displayed size), then centre-cropped. The
+    effective fps is that of the chosen frames' timestamps. ``decord_verified``: the file's
+    decord random access was proven exact (``data probe --deep``), so ``backend="auto"`` may
+    use decord for it.
     """
-    info = probe_video(source)
-    available = info.num_frames if info.num_frames > 0 else count_packets(source)
-    scale_to = None
-    if size is not None:  # shrink while decoding to just cover ``size``; the crop comes after
-        scale = max(size[0] / info.height, size[1] / info.width)
-        if scale < 1:
-            scale_to = (math.ceil(info.height * scale - 1e-6), math.ceil(info.width * scale - 1e-6))
-    for attempt in range(2):
-        plan = sampler.sample(available, info.fps, rng)
+    with AVReader(source) as reader:
+        plan = sampler.sample(reader.table.times, rng)
         if plan is None:
-            raise VideoReadError("too_short", f"{available} frames, a clip spans {sampler.span(info.fps)}")
+            raise VideoReadError("too_short", f"{len(reader.table)} frames, too few for the clip")
         indices, fps = plan
-        try:
-            frames, _ = decode_frames(source, indices, backend=backend, scale_to=scale_to)
-            break
-        except VideoReadError as err:
-            if err.reason != "too_short" or attempt == 1:
-                raise
-            available = min(available - 1, count_packets(source))
+        fps = reader.table.rate(indices) or fps  # the same, without float rounding
+        if backend == "av" or (backend == "auto" and not (decord_verified and have_decord())):
+            frames = reader.decode(indices, cover=size)
+    if backend == "decord" or (backend == "auto" and decord_verified and have_decord()):
+        frames, _, _ = decode_clip(source, indices, backend, size, decord_verified)
     if size is not None:
         frames = resize_center_crop(frames, size)
     return frames, fps
@@ -60,7 +57,9 @@ class VideoClipDataset(ShardedStream):
     :class:`~tsm_video.data.stream.StreamLoader` consumes. Training draws a random start per
     (seed, epoch, video); validation (``train=False``) takes centred clips in index order.
     Videos that cannot be used are skipped and counted in ``skipped`` by reason (missing,
-    unreadable, corrupt, too_short, zip_damaged). Construction does no IO.
+    unreadable, corrupt, too_short, irregular_fps, zip_damaged). A record whose
+    :data:`DECORD_COLUMN` is ``yes`` (``data probe --deep --annotate``) may be decoded by decord
+    under ``backend="auto"``. Construction does no IO.
     """
 
     def __init__(
@@ -92,10 +91,13 @@ class VideoClipDataset(ShardedStream):
         record = self.records[index]
         try:
             source = record.load()
-        except (KeyError, ValueError, OSError) as err:
+        except KeyError as err:  # not in the archives: counted like a missing file in a folder
+            raise SkipSample("missing", f"{record.id}: not in the zip parts") from err
+        except (ValueError, OSError) as err:
             raise SkipSample("zip_damaged", f"{record.id}: {err}") from err
+        verified = str(record.meta.get(DECORD_COLUMN, "")).strip().lower() == "yes"
         try:
-            frames, fps = load_clip(source, self.sampler, self.size, rng, self.backend)
+            frames, fps = load_clip(source, self.sampler, self.size, rng, self.backend, verified)
         except VideoReadError as err:
             raise SkipSample(err.reason, f"{record.id}: {err}") from err
         return {

@@ -3,8 +3,10 @@
 OpenVid's columns carry spaces: ``video, caption, aesthetic score, motion score, temporal
 consistency score, camera motion, frame, fps, seconds``. Videos live in a folder or in the
 official zip parts (see :mod:`tsm_video.data.zipstore`). Bad rows (malformed, empty path or
-caption, unparsable numbers, video absent from the archives) are skipped and counted by reason
-in ``VideoIndex.skipped``.
+caption, unparsable numbers) are skipped and counted by reason in ``VideoIndex.skipped``. A
+video absent from the archives stays a record (loading it fails, like a missing file in a
+folder), so one CSV gives the same records — and the same clips — in folder and zip mode;
+``VideoIndex.absent`` counts them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,34 @@ from pathlib import Path
 
 from tsm_video.data.video_io import Source
 from tsm_video.data.zipstore import ZipStore, group_zip_parts
+from tsm_video.errors import TSMVideoError
 
-__all__ = ["VideoRecord", "VideoIndex", "read_index", "iter_rows", "OPENVID_COLUMNS"]
+__all__ = [
+    "VideoRecord",
+    "VideoIndex",
+    "read_index",
+    "iter_rows",
+    "csv_header",
+    "IndexFileError",
+    "MissingIndexError",
+    "OPENVID_COLUMNS",
+]
+
+ENCODING = "utf-8-sig"
+"""UTF-8; a leading byte-order mark (Excel's "CSV UTF-8") is dropped, not read into the first
+column's name."""
+
+
+class IndexFileError(TSMVideoError, KeyError):
+    """An index file without the columns it needs (or without a header line)."""
+
+    def __str__(self) -> str:  # KeyError would show its message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingIndexError(TSMVideoError, FileNotFoundError):
+    """The index file does not exist."""
+
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +89,10 @@ class VideoRecord:
 class VideoIndex(Sequence):
     """The records of one index plus the count of skipped rows by reason."""
 
-    def __init__(self, records: list[VideoRecord], skipped: Counter) -> None:
+    def __init__(self, records: list[VideoRecord], skipped: Counter, absent: int = 0) -> None:
         self.records = records
         self.skipped = skipped
+        self.absent = absent  # records whose video is not in the zip parts
 
     def __len__(self) -> int:
         return len(self.records)
@@ -76,7 +105,7 @@ def iter_rows(path: str | os.PathLike) -> Iterator[dict | None]:
     """Rows of a CSV (header line) or JSONL file as dicts; None for a malformed row."""
     path = Path(path)
     if path.suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding=ENCODING) as f:
             for line in f:
                 if not line.strip():
                     continue
@@ -87,11 +116,32 @@ def iter_rows(path: str | os.PathLike) -> Iterator[dict | None]:
                     continue
                 yield row if isinstance(row, dict) else None
         return
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding=ENCODING) as f:
         reader = csv.DictReader(f)
         for row in reader:
             # a row with too many fields puts the rest under the None key; too few gives None values
             yield None if None in row or None in row.values() else row
+
+
+def csv_header(path: str | os.PathLike) -> list[str]:
+    """The column names of a CSV file (first line; a UTF-8 BOM is not part of the first name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingIndexError(f"index file {path} does not exist")
+    with path.open(newline="", encoding=ENCODING) as f:
+        header = next(csv.reader(f), None)
+    if not header:
+        raise IndexFileError(f"{path} is empty: expected a header line with the column names")
+    return header
+
+
+def _check_columns(path: Path, columns: Sequence[str], found: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise IndexFileError(
+            f"{path} has no column {' or '.join(map(repr, missing))}; columns: {sorted(found)} "
+            f"(pick others with --path-column / --caption-column)"
+        )
 
 
 def _number(value, kind):
@@ -130,19 +180,19 @@ def read_index(
     """
     csv_path = Path(csv_path)
     if not csv_path.exists():
-        raise FileNotFoundError(f"index file {csv_path} does not exist")
+        raise MissingIndexError(f"index file {csv_path} does not exist")
+    if csv_path.suffix not in (".jsonl", ".json"):  # a CSV names its columns once, up front
+        _check_columns(csv_path, (path_column, caption_column), csv_header(csv_path))
     location = _resolve_videos(videos, csv_path, zip_cache_dir)
     store = location if isinstance(location, ZipStore) else None
     records: list[VideoRecord] = []
     skipped: Counter = Counter()
+    absent = 0
     for row in iter_rows(csv_path):
         if row is None:
             skipped["malformed_row"] += 1
             continue
-        if path_column not in row or caption_column not in row:
-            raise KeyError(
-                f"{csv_path} has no column {path_column!r} or {caption_column!r}; columns: {sorted(row)}"
-            )
+        _check_columns(csv_path, (path_column, caption_column), list(row))
         video, caption = str(row[path_column] or "").strip(), str(row[caption_column] or "").strip()
         if not video or not caption:
             skipped["empty_path_or_caption"] += 1
@@ -153,12 +203,12 @@ def read_index(
         except ValueError:
             skipped["bad_number"] += 1
             continue
-        if store is not None and video not in store:
-            skipped["not_in_archives"] += 1
-            continue
+        absent += store is not None and video not in store
         path = video if store is not None else str(location / video)
         meta = {k: v for k, v in row.items() if k not in (path_column, caption_column)}
         records.append(VideoRecord(video, caption, path, fps, frames, meta, store))
     if skipped:
         log.warning("%s: skipped %d rows %s", csv_path, sum(skipped.values()), dict(skipped))
-    return VideoIndex(records, skipped)
+    if absent:
+        log.warning("%s: %d videos are not in the zip parts (skipped when loaded)", csv_path, absent)
+    return VideoIndex(records, skipped, absent)

@@ -28,9 +28,9 @@ _VERSION = 1
 
 
 class VideoEncoder(Protocol):
-    """What caching needs from a backbone (VC2Model provides both)."""
+    """What caching needs from a backbone (part of ``tsm_video.models.Backbone``)."""
 
-    def encode_video(self, pixels: torch.Tensor) -> torch.Tensor: ...  # (B,3,T,H,W) → (B,4,T,h,w)
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor: ...  # (B,3,T,H,W) → (B,4,T,h,w)
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor: ...  # → (B, L, D)
 
@@ -80,7 +80,7 @@ def write_latent_cache(
         shard_count += 1
 
     for batch in batches:
-        latents = model.encode_video(batch["pixels"].to(device)).to(dtype).cpu()  # (B, 4, T, h, w)
+        latents = model.encode_pixels(batch["pixels"].to(device)).to(dtype).cpu()  # (B, 4, T, h, w)
         context = model.encode_text(list(batch["caption"])).to(dtype).cpu()  # (B, L, D)
         fps = torch.as_tensor(batch["fps"]).tolist()
         for i in range(latents.shape[0]):

@@ -1,11 +1,18 @@
 """Whole-video and frame-subset IO shared by the suite: write h264 mp4, read RGB frames.
 
 A *source* is a filesystem path or the bytes of an encoded file (a zip member read into
-memory). Reading prefers decord (random access through its keyframe index) and falls back to
-PyAV (seek to the keyframe before the first wanted frame, decode forward only to the last).
-Before decord is asked for any frame, the frame's existence is proved by counting demuxed
-video packets (no decoding), so frame counts that the container over-reports never reach
-decord — the case where decord can hang near the end of a file.
+memory). Every backend returns exactly the requested frames, in display order and display
+orientation, or raises :class:`VideoReadError`:
+
+- ``"av"`` (the default, also what ``"auto"`` uses): :class:`~tsm_video.data.av_reader.AVReader`
+  identifies frames by their timestamps (see there), so B-frames, open GOPs, edit lists,
+  variable frame rates and AVI's packed B-frames all come out right, and damage raises.
+- ``"decord"``: decord's random access, which returns wrong frames without raising on some
+  ordinary files (MPEG-4 part 2 with B-frames, open-GOP h264). It is used only for a file where
+  :func:`verify_decord` has shown that its random access matches a sequential decode — by the
+  caller (``data probe --deep`` records it; pass ``decord_verified=True``) or, failing that, on
+  the spot for the requested frames (then slower than PyAV: use it to measure, not to train).
+  ``"auto"`` uses decord only for files the caller marks verified.
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
+
+from tsm_video.data.av_reader import AVReader, Source, VideoReadError, cover_size, open_container
 
 try:  # decord ships wheels for x86-64 only
     import decord
@@ -34,33 +44,30 @@ __all__ = [
     "read_frames",
     "probe_video",
     "decode_frames",
+    "decode_clip",
     "count_packets",
     "have_decord",
+    "verify_decord",
 ]
-
-Source = str | os.PathLike | bytes
 
 # Decoder threads per reader: loader workers are the parallelism, so one thread each avoids
 # oversubscribing the cores (and the per-thread frame buffers).
 DECORD_THREADS = 1
 
 
-class VideoReadError(RuntimeError):
-    """A video could not be read; ``reason`` is a short machine-readable tag for skip counters."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
-
-
 @dataclass(frozen=True)
 class VideoInfo:
-    """Header facts of a video stream. ``num_frames`` is the count the container reports."""
+    """Facts of a video stream. ``num_frames`` is the count the container reports.
+
+    ``width``/``height`` are the displayed size (after the display matrix's ``rotation``,
+    degrees counter-clockwise); ``fps`` the header's average rate.
+    """
 
     num_frames: int
     fps: float
     width: int
     height: int
+    rotation: int = 0
 
 
 def have_decord() -> bool:
@@ -130,18 +137,12 @@ def write_mp4(
     return path
 
 
-def _open_av(source: Source) -> av.container.InputContainer:
-    try:
-        return av.open(io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source))
-    except FileNotFoundError as err:
-        raise VideoReadError("missing", str(err)) from err
-    except (av.error.FFmpegError, OSError, ValueError) as err:
-        raise VideoReadError("unreadable", str(err)) from err
-
-
 def probe_video(source: Source) -> VideoInfo:
-    """Read the container header (no decoding). Raises VideoReadError (missing/unreadable/no_video)."""
-    with _open_av(source) as container:
+    """Header facts plus the display rotation (decodes the first frame, nothing more).
+
+    Raises VideoReadError (missing / unreadable / no_video / corrupt).
+    """
+    with open_container(source) as container:
         if not container.streams.video:
             raise VideoReadError("no_video", "no video stream")
         stream = container.streams.video[0]
@@ -149,17 +150,24 @@ def probe_video(source: Source) -> VideoInfo:
         if not rate or stream.codec_context.width <= 0:
             raise VideoReadError("unreadable", "video stream without frame rate or size")
         width, height = stream.codec_context.width, stream.codec_context.height
-        return VideoInfo(int(stream.frames), float(rate), width, height)
+        try:
+            frame = next(container.decode(stream), None)
+        except (av.error.FFmpegError, OSError, ValueError) as err:
+            raise VideoReadError("corrupt", f"first frame does not decode: {err}") from err
+        rotation = 0 if frame is None else int(round((frame.rotation or 0) / 90)) % 4 * 90
+        if rotation % 180:
+            width, height = height, width
+        return VideoInfo(int(stream.frames), float(rate), width, height, rotation)
 
 
 def count_packets(source: Source, limit: int | None = None) -> int:
     """Demux (never decode) video packets; stop once ``limit`` are seen. A lower bound on frames."""
     count = 0
-    with _open_av(source) as container:
+    with open_container(source) as container:
         stream = container.streams.video[0]
         try:
             for packet in container.demux(stream):
-                if packet.size > 0:
+                if packet.size > 0 and not packet.is_discard:
                     count += 1
                     if limit is not None and count >= limit:
                         break
@@ -168,7 +176,7 @@ def count_packets(source: Source, limit: int | None = None) -> int:
     return count
 
 
-def _check_indices(indices: np.ndarray) -> np.ndarray:
+def _check_indices(indices) -> np.ndarray:
     indices = np.asarray(indices, dtype=np.int64)
     if indices.ndim != 1 or indices.size == 0:
         raise ValueError(f"indices must be a non-empty 1-D sequence, got shape {indices.shape}")
@@ -177,116 +185,125 @@ def _check_indices(indices: np.ndarray) -> np.ndarray:
     return indices
 
 
-def _decode_decord(source: Source, indices: np.ndarray, scale_to=None) -> tuple[np.ndarray, float]:
-    height, width = scale_to or (-1, -1)
+def _resize_cover(frames: np.ndarray, cover: tuple[int, int] | None) -> np.ndarray:
+    h, w = cover_size(*frames.shape[1:3], cover)
+    if (h, w) == frames.shape[1:3]:
+        return frames
+    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def _decord_batch(source: Source, indices: np.ndarray) -> np.ndarray:
+    """decord's random access, full size, display orientation (decord applies the rotation)."""
     uri = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
-    reader = decord.VideoReader(uri, num_threads=DECORD_THREADS, width=width, height=height)
-    fps = float(reader.get_avg_fps())
-    if int(indices.max()) >= len(reader):
-        raise VideoReadError("too_short", f"frame {int(indices.max())} requested, {len(reader)} reported")
-    frames = reader.get_batch(indices.tolist()).asnumpy()  # (T, H, W, 3) uint8
-    return frames, fps
+    try:
+        reader = decord.VideoReader(uri, num_threads=DECORD_THREADS)
+        if int(indices.max()) >= len(reader):
+            raise VideoReadError("too_short", f"frame {int(indices.max())} requested, {len(reader)} reported")
+        return reader.get_batch(indices.tolist()).asnumpy()  # (T, H, W, 3) uint8
+    except (RuntimeError, decord.DECORDError) as err:
+        if isinstance(err, VideoReadError):
+            raise
+        raise VideoReadError("corrupt", f"decord: {err}") from err
 
 
-def _decode_av(source: Source, indices: np.ndarray | None, scale_to=None) -> tuple[np.ndarray, float]:
-    """Seek to the keyframe at or before the first wanted frame; decode forward to the last one.
+# Mean absolute difference (0..255) below which decord's frame and the sequential decode's are
+# the same picture: both run FFmpeg's decoder and a yuv→rgb conversion that differ by at most
+# 1 per pixel (tests/data/test_video_io.py); distinct frames of real video differ far more, and
+# frames that do not are the same picture for training.
+DECORD_MATCH_TOLERANCE = 1.0
 
-    ``indices=None`` decodes frames 0, 1, ... up to the first missing one. Packets that fail to
-    decode (a damaged or truncated tail) are skipped; wanted frames that never appear raise
-    ``too_short`` or ``corrupt``.
+
+def verify_decord(source: Source, indices=None) -> bool:
+    """Whether decord's random access returns the frames a sequential decode has at ``indices``.
+
+    First every packet is decoded in order (a damaged file is never handed to decord, which
+    returns stale frames for damage instead of raising); then ``indices`` (default: 16 random
+    frames, every 7th, and the last 3) are requested from decord in one batch, in the given
+    order, and compared with PyAV's exact decode, both full size. False when decord errors,
+    counts frames differently or returns another picture. Raises VideoReadError when the file
+    itself cannot be read (``corrupt`` for damage anywhere in it).
     """
-    resize = (
-        {} if scale_to is None else {"height": scale_to[0], "width": scale_to[1], "interpolation": "AREA"}
-    )
-    wanted = None if indices is None else set(int(i) for i in indices)
-    last = None if indices is None else int(indices.max())
-    out: dict[int, np.ndarray] = {}
-    failed = False
-    with _open_av(source) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate)
-        start_pts = stream.start_time or 0
-        ticks_per_frame = 1 / (float(stream.time_base) * fps)  # stream time-base ticks per frame
-        if indices is not None and int(indices.min()) > 0:
-            target = start_pts + int(int(indices.min()) * ticks_per_frame)
-            container.seek(target, stream=stream, backward=True)
-        try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except (av.error.FFmpegError, OSError):
-                    failed = True
-                    continue
-                for frame in frames:
-                    index = round((frame.pts - start_pts) / ticks_per_frame)
-                    if (wanted is None or index in wanted) and index not in out:
-                        out[index] = frame.to_ndarray(format="rgb24", **resize)
-                if last is not None and last in out and len(out) == len(wanted):
-                    break
-        except (av.error.FFmpegError, OSError):
-            failed = True
-    if wanted is None:  # keep the run of frames 0, 1, 2, ... up to the first one that failed
-        wanted = set(range(next(i for i in range(len(out) + 1) if i not in out)))
-        if not wanted:
-            raise VideoReadError("corrupt" if failed else "unreadable", "no frame could be decoded")
-    missing = sorted(wanted - set(out))
-    if missing:
-        reason = "corrupt" if failed and missing[0] < max(out, default=-1) else "too_short"
-        raise VideoReadError(reason, f"frames {missing[:4]} not decodable ({len(out)} decoded)")
-    order = sorted(wanted) if indices is None else indices
-    return np.stack([out[int(i)] for i in order]), fps
+    if decord is None:
+        return False
+    with AVReader(source) as reader:
+        damage = reader.scan()
+        if damage is not None:
+            raise VideoReadError("corrupt", damage)
+        n = len(reader.table)
+        if indices is None:
+            rng = np.random.default_rng(n)
+            indices = np.concatenate(
+                [rng.permutation(n)[:16], np.arange(0, n, 7), np.arange(max(0, n - 3), n)]
+            )
+        indices = _check_indices(indices)
+        truth = reader.decode(indices)
+    try:
+        got = _decord_batch(source, indices)
+    except VideoReadError:
+        return False
+    if got.shape != truth.shape:
+        return False
+    diff = np.abs(got.astype(np.int16) - truth.astype(np.int16)).mean(axis=(1, 2, 3))
+    return bool((diff <= DECORD_MATCH_TOLERANCE).all())
 
 
-def decode_frames(
-    source: Source, indices, backend: str = "auto", scale_to: tuple[int, int] | None = None
-) -> tuple[np.ndarray, float]:
-    """Decode exactly the frames at ``indices`` (display order) → ((T, H, W, 3) uint8 RGB, fps).
+def decode_clip(
+    source: Source,
+    indices,
+    backend: str = "auto",
+    cover: tuple[int, int] | None = None,
+    decord_verified: bool = False,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Decode exactly the frames at ``indices`` → (frames (T, h, w, 3) uint8, times (T,) s, fps).
 
-    ``backend``: "decord", "av" or "auto" (decord, then PyAV if decord fails). Frames are only
-    requested from decord after demuxing proves ``max(indices) + 1`` video packets exist.
-    ``scale_to=(h, w)`` has the decoder scale the frames while converting them to RGB (area
-    filter), so full-resolution RGB frames never exist. Raises VideoReadError with reason
-    missing / unreadable / corrupt / too_short.
+    Frames are in display order and orientation; ``times`` are their display times from the
+    first frame of the video; ``fps`` is the video's average rate from its frame timestamps.
+    ``cover=(h, w)`` shrinks every frame (aspect kept) to just cover that size — by the decoder
+    on the PyAV path, so full-size RGB frames never exist. Backends: see the module docstring.
+    Raises VideoReadError (missing / unreadable / no_video / corrupt / too_short;
+    ``decord_inexact`` for ``backend="decord"`` on a file decord gets wrong).
     """
     indices = _check_indices(indices)
     if backend not in ("auto", "decord", "av"):
         raise ValueError(f"backend must be 'auto', 'decord' or 'av', got {backend!r}")
-    if backend == "av" or (backend == "auto" and decord is None):
-        return _decode_av(source, indices, scale_to)
-    if decord is None:
+    if backend == "decord" and decord is None:
         raise VideoReadError("no_decord", "decord is not installed")
-    need = int(indices.max()) + 1
-    available = count_packets(source, limit=need)
-    if available < need:
-        raise VideoReadError("too_short", f"frame {need - 1} requested, only {available} frames present")
-    try:
-        return _decode_decord(source, indices, scale_to)
-    except VideoReadError:
-        raise
-    except (RuntimeError, decord.DECORDError) as err:
-        if backend == "decord":
-            raise VideoReadError("corrupt", str(err)) from err
-        return _decode_av(source, indices, scale_to)
+    use_decord = backend == "decord" or (backend == "auto" and decord_verified and decord is not None)
+    with AVReader(source) as reader:
+        reader.check(indices)
+        times = reader.table.times[indices]
+        fps = reader.table.rate(np.arange(len(reader.table))) or reader.nominal_fps
+        if not use_decord:
+            return reader.decode(indices, cover), times, fps
+    if not decord_verified and not verify_decord(source, indices):
+        raise VideoReadError("decord_inexact", "decord's random access returns other frames for this file")
+    return _resize_cover(_decord_batch(source, indices), cover), times, fps
 
 
-def read_frames(path: Source, indices=None, backend: str = "auto") -> tuple[np.ndarray, float]:
+def decode_frames(
+    source: Source, indices, backend: str = "auto", cover: tuple[int, int] | None = None
+) -> tuple[np.ndarray, float]:
+    """Decode exactly the frames at ``indices`` (display order) → ((T, H, W, 3) uint8 RGB, fps).
+
+    ``fps``: the video's average rate from its frame timestamps. See :func:`decode_clip`.
+    """
+    frames, _, fps = decode_clip(source, indices, backend, cover)
+    return frames, fps
+
+
+def read_frames(
+    path: Source, indices=None, backend: str = "auto", cover: tuple[int, int] | None = None
+) -> tuple[np.ndarray, float]:
     """Read frames of a video → ((T, H, W, 3) uint8 RGB, fps).
 
-    ``indices=None`` reads every decodable frame (the count proved by demuxing, not the header's
-    claim; a truncated file yields the frames before the damage). ``path`` may also be the
-    encoded file's bytes. Raises VideoReadError (``.reason``: missing, unreadable, corrupt,
-    too_short).
+    ``indices=None`` reads every frame present, decoded one by one into a single array (no list
+    of frames, no second copy); a file damaged part-way yields the frames before the damage,
+    none invented. ``cover=(h, w)`` has the decoder shrink every frame to just cover that size.
+    ``path`` may also be the encoded file's bytes. Raises VideoReadError (``.reason``: missing,
+    unreadable, corrupt, too_short).
     """
     if indices is not None:
-        return decode_frames(path, indices, backend=backend)
-    if backend == "av" or decord is None:
-        return _decode_av(path, None)
-    count = count_packets(path)
-    if count == 0:
-        raise VideoReadError("unreadable", f"{path!s:.200} has no video packets")
-    try:
-        return decode_frames(path, np.arange(count), backend="decord")
-    except VideoReadError:
-        if backend == "decord":
-            raise
-        return _decode_av(path, None)  # damaged tail: keep every frame that decodes
+        return decode_frames(path, indices, backend=backend, cover=cover)
+    with AVReader(path) as reader:
+        frames = reader.decode_prefix(cover)
+        return frames, reader.table.rate(np.arange(len(frames))) or reader.nominal_fps

@@ -1,4 +1,4 @@
-"""Prompts → clips: VC2 with experts that follow the timestep (``tsm-video generate``).
+"""Prompts → clips: any registered backbone with experts that follow the timestep (``tsm-video generate``).
 
 Python API::
 
@@ -15,7 +15,7 @@ from .media import compare_grid, to_uint8_frames, write_frame_grid, write_gif
 from .pipeline import Variant, load_backbone, parse_compare, run_compare, run_generate
 from .prompts import PromptError, PromptItem, clip_seed, parse_shard, read_prompts, select_shard
 from .runner import ManifestError, OutputOptions, RunSummary, run_prompts
-from .sampling import generate_clips, latent_shape
+from .sampling import generate_clips
 from .settings import GenerateSettings, SettingsError
 
 __all__ = [
@@ -24,6 +24,6 @@ __all__ = [
     "Variant", "load_backbone", "parse_compare", "run_compare", "run_generate",
     "PromptError", "PromptItem", "clip_seed", "parse_shard", "read_prompts", "select_shard",
     "ManifestError", "OutputOptions", "RunSummary", "run_prompts",
-    "generate_clips", "latent_shape",
+    "generate_clips",
     "GenerateSettings", "SettingsError",
 ]

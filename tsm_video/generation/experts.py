@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tsm_video.errors import TSMVideoError
 from tsm_video.tsm import (
     AdapterError,
     IntervalSchedule,
@@ -44,7 +45,7 @@ STAGES = ("lora", "foster", "assemble", "moe")
 _LAYER_KEYS = ("scales", "rank", "alpha", "mode", "gate_activation", "num_timesteps")
 
 
-class AdapterSpecError(ValueError):
+class AdapterSpecError(TSMVideoError, ValueError):
     """An adapter file that cannot be used with this backbone, found before the model loads."""
 
 
@@ -96,11 +97,11 @@ def inspect_adapter(path: str | Path, backbone: str, num_timesteps: int) -> Adap
 
 
 def attach_adapter(model: nn.Module, spec: AdapterSpec) -> ExpertSwitcher:
-    """Inject the adapter's TSM layers into ``model`` (a backbone such as VC2Model), load the file
-    strictly and return the switcher to pass as the DDIM callback.
+    """Inject the adapter's TSM layers into ``model`` (a registered backbone), load the file
+    strictly and return the switcher to pass as the sampler callback.
 
     ``model.tsm_ctx`` becomes the context of the timestep-dependent layers, set by
-    ``model.predict_noise`` at every call. Raises :class:`AdapterSpecError` on any mismatch.
+    ``model.predict`` at every call. Raises :class:`AdapterSpecError` on any mismatch.
     """
     ctx = TimestepContext(spec.num_timesteps)
     groups: dict[tuple, list[str]] = {}
@@ -143,16 +144,17 @@ class ExpertSwitcher:
                 self.layers.setdefault(layer.scales[0], []).append(layer)
         self.schedule = IntervalSchedule(num_timesteps)
         self.current: dict[int, int] = {}
-        self.merges: list[tuple[int, int, int, int]] = []
+        self.merges: list[tuple[int, int | float, int, int]] = []
 
-    def __call__(self, step_index: int, t: int) -> None:
+    def __call__(self, step_index: int, t: int | float) -> None:
+        """``t``: an integer timestep, or a float one of a continuous-time backbone (SD3's σ·1000)."""
         for n, layers in self.layers.items():
-            interval = int(self.schedule.interval_index(torch.tensor([int(t)]), n)[0])
+            interval = int(self.schedule.interval_index(torch.tensor([t]), n)[0])
             if self.current.get(n) != interval:
                 for layer in layers:
                     layer.merge(interval)  # unmerges the layer's previous expert first
                 self.current[n] = interval
-                self.merges.append((step_index, int(t), n, interval))
+                self.merges.append((step_index, t, n, interval))
 
     def close(self) -> None:
         """Unmerge every expert (``W0`` restored bit-exactly)."""

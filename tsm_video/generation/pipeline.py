@@ -7,26 +7,24 @@ before the real model is built, so a bad flag costs seconds, not a checkpoint lo
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from tsm_video.config import RunConfig
+from tsm_video.models.backbone import Backbone
 
 from .experts import AdapterSpec, attach_adapter, inspect_adapter
 from .media import compare_grid
 from .prompts import PromptItem
-from .runner import OutputOptions, RunSummary, check_manifest, pending, run_prompts, write_clip
+from .runner import OutputOptions, RunSummary, pending, recorded_run, run_prompts, write_clip
 from .sampling import generate_clips
-from .settings import GenerateSettings, SettingsError
+from .settings import GenerateSettings, SettingsError, precision_context
 
-__all__ = ["Variant", "parse_compare", "spatial_multiple", "prepare", "load_backbone", "run_generate",
-           "run_compare"]
+__all__ = ["Variant", "parse_compare", "prepare", "load_backbone", "run_generate", "run_compare"]
 
 
 @dataclass(frozen=True)
@@ -52,39 +50,35 @@ def parse_compare(spec: str) -> list[Variant]:
     return variants
 
 
-def _skeleton(cfg: RunConfig) -> nn.Module:
+def _skeleton(cfg: RunConfig) -> Backbone:
     from tsm_video.models import build_backbone
 
     return build_backbone(cfg.model.backbone, device="meta")
 
 
-def spatial_multiple(arch: dict) -> int:
-    """Pixel sizes must be multiples of this: VAE downscale × 2^(UNet levels − 1) (64 for VC2)."""
-    return 2 ** (len(arch["vae"]["ch_mult"]) - 1) * 2 ** (len(arch["unet"]["channel_mult"]) - 1)
-
-
 def prepare(
     cfg: RunConfig, settings: GenerateSettings, variants: Sequence[Variant]
 ) -> dict[str, AdapterSpec]:
-    """Check sizes against the backbone's arch and each adapter against a weightless (meta-device)
-    build of it: the adapter is injected and strictly loaded into its own skeleton, so a file made
-    for another backbone, config or model size fails here. Returns ``{label: spec}``.
+    """Check sizes against the backbone's registry entry and each adapter against a weightless
+    (meta-device) build of it: the adapter is injected and strictly loaded into its own skeleton,
+    so a file made for another backbone, config or model size fails here. Returns ``{label: spec}``.
     """
     from tsm_video.models import BACKBONES
 
-    arch = BACKBONES[cfg.model.backbone]
-    num_timesteps = arch["schedule"]["num_timesteps"]
-    settings.validate(spatial_multiple(arch), num_timesteps)
+    fresh: Backbone | None = _skeleton(cfg)
+    num_timesteps = fresh.num_timesteps
+    settings.validate(BACKBONES[cfg.model.backbone].pixel_multiple, num_timesteps)
     specs = {}
     for variant in variants:
         if variant.adapter is not None:
             spec = inspect_adapter(variant.adapter, cfg.model.backbone, num_timesteps)
-            attach_adapter(_skeleton(cfg), spec)
+            attach_adapter(fresh if fresh is not None else _skeleton(cfg), spec)  # one skeleton per adapter
+            fresh = None
             specs[variant.label] = spec
     return specs
 
 
-def load_backbone(cfg: RunConfig, device: torch.device | str) -> nn.Module:
+def load_backbone(cfg: RunConfig, device: torch.device | str) -> Backbone:
     """The base model of ``cfg`` for inference: the run's own trained base when ``train.stages``
     has ``base``, else ``model.checkpoint``, else a ``run.seed``-seeded random init (tiny models)."""
     from tsm_video.models import build_backbone
@@ -102,14 +96,6 @@ def _base_identity(cfg: RunConfig) -> dict:
     return {"backbone": cfg.model.backbone, "weights": weights.name, "bytes": size}
 
 
-def _autocast(cfg: RunConfig, device: torch.device):
-    """bf16/fp16 autocast on CUDA as ``model.mixed_precision`` says; full fp32 elsewhere."""
-    precision = cfg.model.mixed_precision
-    if device.type != "cuda" or precision == "no":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 def _generate_into(cfg: RunConfig, spec: AdapterSpec | None, items: Sequence[PromptItem], out_dir: Path,
                    settings: GenerateSettings, device: torch.device, **run_options) -> RunSummary:
     """Load the base, attach ``spec`` (if any), generate the missing clips, restore ``W0``."""
@@ -117,7 +103,7 @@ def _generate_into(cfg: RunConfig, spec: AdapterSpec | None, items: Sequence[Pro
     switcher = attach_adapter(model, spec) if spec else None
 
     def clips(prompts, seeds):
-        with _autocast(cfg, device):
+        with precision_context(settings.precision, device):
             return generate_clips(model, prompts, seeds, settings, switcher, keep_merged=True)
 
     try:
@@ -142,14 +128,16 @@ def run_generate(
 ) -> RunSummary:
     """Generate ``{id}.mp4`` (+ extras) for every item not already in ``out_dir``."""
     out_dir, device = Path(out_dir), torch.device(device)
+    options = _for_modality(cfg, options)
     spec = prepare(cfg, settings, [Variant("model", adapter)]).get("model")
-    check_manifest(out_dir, {"mode": "generate", "base": _base_identity(cfg), "seed": seed,
-                             "adapter": spec.describe() if spec else None, "settings": settings.to_dict()})
-    todo, done = pending(items, out_dir)
-    if not todo:
-        return RunSummary(skipped=done)
-    return _generate_into(cfg, spec, items, out_dir, settings, device, seed=seed, batch_size=batch_size,
-                          options=options, progress=progress)
+    manifest = {"mode": "generate", "base": _base_identity(cfg), "seed": seed,
+                "adapter": spec.describe() if spec else None, "settings": settings.to_dict()}
+    with recorded_run(out_dir, manifest):
+        todo, done = pending(items, out_dir, options.suffix)
+        if not todo:
+            return RunSummary(skipped=done)
+        return _generate_into(cfg, spec, items, out_dir, settings, device, seed=seed, batch_size=batch_size,
+                              options=options, progress=progress)
 
 
 def run_compare(
@@ -172,19 +160,27 @@ def run_compare(
     composed from the ``.npy`` frames, so they are encoded once.
     """
     out_dir, device = Path(out_dir), torch.device(device)
+    options = _for_modality(cfg, options)
     specs = prepare(cfg, settings, variants)
-    check_manifest(out_dir, {"mode": "compare", "base": _base_identity(cfg), "seed": seed,
-                             "variants": {v.label: specs[v.label].describe() if v.adapter else None
-                                          for v in variants},
-                             "settings": settings.to_dict()})
-    for variant in variants:
-        if pending(items, out_dir / variant.label)[0]:
-            _generate_into(cfg, specs.get(variant.label), items, out_dir / variant.label, settings, device,
-                           seed=seed, batch_size=batch_size, options=replace(options, npy=True),
-                           progress=progress)
-    todo, done = pending(items, out_dir)
+    with recorded_run(out_dir, {"mode": "compare", "base": _base_identity(cfg), "seed": seed,
+                                "variants": {v.label: specs[v.label].describe() if v.adapter else None
+                                             for v in variants},
+                                "settings": settings.to_dict()}):
+        for variant in variants:
+            if pending(items, out_dir / variant.label, options.suffix)[0]:
+                _generate_into(cfg, specs.get(variant.label), items, out_dir / variant.label, settings,
+                               device, seed=seed, batch_size=batch_size, options=replace(options, npy=True),
+                               progress=progress)
+    todo, done = pending(items, out_dir, options.suffix)
     labels = [v.label for v in variants]
     for item in todo:
         clips = [np.load(out_dir / label / f"{item.id}.npy") for label in labels]
         write_clip(out_dir, item.id, compare_grid(clips, labels), options)
     return RunSummary(written=[it.id for it in todo], skipped=done)
+
+
+def _for_modality(cfg: RunConfig, options: OutputOptions) -> OutputOptions:
+    """Image backbones write ``{id}.png`` (+ ``grid.png``) instead of mp4 clips."""
+    from tsm_video.models import BACKBONES
+
+    return replace(options, image=BACKBONES[cfg.model.backbone].modality == "image")

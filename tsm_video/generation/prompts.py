@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tsm_video.errors import TSMVideoError
+
 __all__ = [
     "PromptItem",
     "PromptError",
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-class PromptError(ValueError):
+class PromptError(TSMVideoError, ValueError):
     """A prompt source, shard spec or seed that cannot be used, with the reason."""
 
 
@@ -65,13 +67,19 @@ def _read_metadata(data: object, path: Path) -> list[PromptItem]:
 def read_prompts(path: str | Path) -> list[PromptItem]:
     """Read a plain-text (one prompt per line) or EvalCrafter ``metadata.json`` prompt file.
 
-    Raises :class:`PromptError` for a missing file, an empty file, a JSON file that is not an
-    EvalCrafter metadata object, or an entry without a prompt.
+    Raises :class:`PromptError` for a missing file, a file that is not UTF-8, an empty file, a
+    JSON file that is not an EvalCrafter metadata object, or an entry without a prompt.
     """
     path = Path(path)
     if not path.is_file():
         raise PromptError(f"prompt file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a leading BOM is no part of the first prompt
+    except UnicodeDecodeError as err:
+        raise PromptError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            f"save the file as UTF-8"
+        ) from err
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:

@@ -1,4 +1,4 @@
-"""Prompts → decoded clips with a backbone (``encode_text`` / ``predict_noise`` / ``decode``).
+"""Prompts → decoded clips with a backbone (``encode_text`` / ``sample`` / ``decode`` of the protocol).
 
 Reproducibility: each clip has its own CPU ``torch.Generator`` seeded with its clip seed; it
 draws the clip's ``x_T`` and then, step by step, the clip's DDIM (``eta > 0``) noise. A clip
@@ -11,26 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
-from tsm_video.diffusion import ddim_sample
+from tsm_video.models.backbone import Backbone
 
 from .experts import ExpertSwitcher
 from .settings import GenerateSettings
 
-__all__ = ["generate_clips", "latent_shape"]
-
-
-def latent_shape(model: nn.Module, settings: GenerateSettings) -> tuple[int, int, int, int]:
-    """Latent shape ``(C, F, H/f, W/f)`` of one clip, ``f`` the VAE downscale."""
-    factor = model.vae.downscale
-    channels = model.vae.config["embed_dim"]
-    return (channels, settings.num_frames, settings.height // factor, settings.width // factor)
+__all__ = ["generate_clips"]
 
 
 @torch.no_grad()
 def generate_clips(
-    model: nn.Module,
+    model: Backbone,
     prompts: Sequence[str],
     seeds: Sequence[int],
     settings: GenerateSettings,
@@ -38,33 +30,34 @@ def generate_clips(
     *,
     keep_merged: bool = False,
 ) -> torch.Tensor:
-    """Sample one clip per prompt with DDIM + classifier-free guidance and decode it.
+    """Sample one clip per prompt with the backbone's sampler (VC2: DDIM) + classifier-free
+    guidance on ``""``, and decode it.
 
     Args:
-        model: a backbone in eval mode (VC2Model); TSM layers attached or not.
+        model: a backbone in eval mode; TSM layers attached or not.
         prompts, seeds: one seed per prompt (see :func:`~tsm_video.generation.prompts.clip_seed`).
-        settings: sizes, steps, eta, guidance scale and fps conditioning.
+        settings: sizes, steps, eta, guidance scale and fps conditioning (see ``Backbone.sample``).
         expert_plan: the adapter's :class:`ExpertSwitcher` (merges the expert of each step's
             interval); ``None`` runs attached experts un-merged, per sample, in the forward.
         keep_merged: leave the last interval merged (the CLI reuses it for the next batch);
             by default ``W0`` is restored before returning.
 
     Returns:
-        clips (B, 3, F, H, W) in ``[-1, 1]`` (float32, on the model's device).
+        clips (B, 3, F, H, W) in ``[-1, 1]`` (float32, on the model's device); images are
+        one-frame clips (B, 3, 1, H, W).
     """
     if len(prompts) != len(seeds) or not prompts:
         raise ValueError(f"need one seed per prompt, got {len(prompts)} prompts and {len(seeds)} seeds")
     device = next(model.parameters()).device
     generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-    shape = latent_shape(model, settings)
-    x_T = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)  # (B, C, F, h, w)
-    cond = model.encode_text(list(prompts))  # (B, L, D)
-    uncond = model.encode_text([""])  # (1, L, D), broadcast by the sampler
+    shape = model.latent_shape(settings)
+    x_T = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)  # (B, *shape)
+    cond = model.encode_text(list(prompts))  # VC2: (B, L, D)
+    uncond = model.encode_text([""])  # batch 1, broadcast by the sampler
     try:
-        z = ddim_sample(model.predict_noise, x_T, cond, uncond, fps=settings.fps, steps=settings.steps,
-                        eta=settings.eta, guidance_scale=settings.guidance_scale, schedule=model.schedule,
-                        generator=generators, callback=expert_plan)
+        z = model.sample(x_T, cond, uncond, settings, generators, callback=expert_plan)
     finally:
         if expert_plan is not None and not keep_merged:
             expert_plan.close()
-    return model.decode(z).float()
+    pixels = model.decode(z).float()
+    return pixels.unsqueeze(2) if model.modality == "image" else pixels  # an image is a 1-frame clip

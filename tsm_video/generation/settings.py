@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
-from tsm_video.config import GenerateConfig
+import torch
 
-__all__ = ["GenerateSettings", "SettingsError", "VC2_SAVE_FPS"]
+from tsm_video.config import GenerateConfig
+from tsm_video.errors import TSMVideoError
+
+__all__ = ["GenerateSettings", "SettingsError", "VC2_SAVE_FPS", "PRECISIONS", "precision_context"]
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Sampler precisions: ``fp32`` (no autocast, the official sampler) or an autocast dtype."""
 
 VC2_SAVE_FPS = 10.0
 """Frame rate of the written files in VC2's own inference script (``--savefps``); the model is
@@ -16,7 +23,7 @@ conditioned on ``fps`` (28), which is a different number."""
 _DEFAULTS = GenerateConfig()  # one source for VC2's sampling defaults: the config's `generate` section
 
 
-class SettingsError(ValueError):
+class SettingsError(TSMVideoError, ValueError):
     """A sampling setting out of range for the backbone, naming the flag and the fix."""
 
 
@@ -24,8 +31,9 @@ class SettingsError(ValueError):
 class GenerateSettings:
     """How clips are sampled: sizes in pixels, DDIM steps/eta, CFG scale, fps conditioning.
 
-    Defaults are VideoCrafter2's (320×512, 16 frames, DDIM 50 steps, eta 1.0, CFG 12, fps 28).
-    ``save_fps`` is the frame rate written into mp4/gif files.
+    Defaults are VideoCrafter2's (320×512, 16 frames, DDIM 50 steps, eta 1.0, CFG 12, fps 28,
+    fp32). ``save_fps`` is the frame rate written into mp4/gif files; ``precision`` is the
+    sampler's arithmetic (:data:`PRECISIONS`), recorded with the other settings in generate.json.
     """
 
     height: int = _DEFAULTS.height
@@ -36,12 +44,13 @@ class GenerateSettings:
     guidance_scale: float = _DEFAULTS.guidance_scale
     fps: int = _DEFAULTS.fps
     save_fps: float = VC2_SAVE_FPS
+    precision: str = _DEFAULTS.precision
 
     @classmethod
     def from_config(cls, generate, **overrides) -> GenerateSettings:
         """Settings from a config's ``generate`` section, with non-``None`` overrides applied."""
         values = {key: getattr(generate, key) for key in
-                  ("height", "width", "num_frames", "steps", "eta", "guidance_scale", "fps")}
+                  ("height", "width", "num_frames", "steps", "eta", "guidance_scale", "fps", "precision")}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -69,3 +78,16 @@ class GenerateSettings:
             raise SettingsError(f"--fps {self.fps}: must be a positive integer")
         if self.save_fps <= 0:
             raise SettingsError(f"--save-fps {self.save_fps}: must be positive")
+        if self.precision not in PRECISIONS:
+            raise SettingsError(f"--precision {self.precision}: valid: {', '.join(PRECISIONS)}")
+
+
+def precision_context(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The sampler's arithmetic on ``device``: nothing for ``fp32``, else ``torch.autocast`` to
+    bf16/fp16 (on any device type: the choice is explicit, so a CPU run measures the same thing)."""
+    if precision not in PRECISIONS:
+        raise SettingsError(f"--precision {precision}: valid: {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)

@@ -1,4 +1,4 @@
-"""The training stream of a run config: videos (decoded on the fly) or a latent/text cache."""
+"""The training stream of a run config: videos (decoded on the fly), images, or a latent/text cache."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import torch
 
 from tsm_video.config import RunConfig
 from tsm_video.data import StreamLoader, VideoClipDataset, read_index
+from tsm_video.data.images import ImageCaptionDataset, read_image_index
 from tsm_video.data.latent_cache import LatentCacheDataset
 from tsm_video.data.stream import ShardedStream
 
-__all__ = ["build_stream", "forever"]
+__all__ = ["COND_EXTRAS", "build_stream", "forever"]
+
+#: Batch keys passed to ``Backbone.predict`` as conditioning extras when a batch has them
+#: (video clips carry ``fps``, VC2's frame-rate conditioning).
+COND_EXTRAS = ("fps",)
 
 
 def build_stream(cfg: RunConfig, rank: int, world_size: int) -> tuple[ShardedStream, StreamLoader]:
@@ -32,6 +37,19 @@ def build_stream(cfg: RunConfig, rank: int, world_size: int) -> tuple[ShardedStr
             frame_stride=d.frame_stride,
             target_fps=d.target_fps,
             size=(d.height, d.width),
+            train=True,
+            seed=cfg.run.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+    elif d.source == "images":
+        index = read_image_index(d.images, path_column=d.path_column, caption_column=d.caption_column)
+        if len(index) == 0:
+            raise ValueError(f"data.images {d.images}: no usable images (skipped: {dict(index.skipped)})")
+        dataset = ImageCaptionDataset(
+            index.records,
+            size=(d.height, d.width),
+            crop=d.crop,
             train=True,
             seed=cfg.run.seed,
             rank=rank,

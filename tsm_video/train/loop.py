@@ -16,15 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from tsm_video.config import RunConfig, save_config
-from tsm_video.diffusion import VC2Schedule
 from tsm_video.train.checkpoint import (
     RankStates,
     TrainProgress,
@@ -32,15 +29,15 @@ from tsm_video.train.checkpoint import (
     resolve_resume,
     save_checkpoint,
 )
-from tsm_video.train.data import build_stream, forever
+from tsm_video.train.data import COND_EXTRAS, build_stream, forever
 from tsm_video.train.interval_loss import IntervalLossTracker, plot_interval_losses
 from tsm_video.train.objective import DiffusionObjective
-from tsm_video.train.randomness import TimestepSampler, TrainRNG
-from tsm_video.train.stages import StageRun, adapter_metadata, build_stage_model
+from tsm_video.train.randomness import TrainRNG, rank_seed, stage_interval_sampler
+from tsm_video.train.stages import StageRun, adapter_metadata, build_stage_model, text_prefixes
 from tsm_video.train.validation import write_validation_clips
 from tsm_video.tsm import save_adapter
 
-__all__ = ["StageResult", "train_stage", "timestep_sampler", "rank_seed", "trainable_digest"]
+__all__ = ["StageResult", "train_stage", "trainable_digest"]
 
 
 @dataclass
@@ -48,27 +45,10 @@ class StageResult:
     run: StageRun
     output: Path
     steps: int
-    interval_loss: list[float | None]  # mean ε-MSE per interval of the core scale over the run
+    interval_loss: list[float | None]  # mean training loss per interval of the core scale over the run
     seconds: float
     sample_ids: list[str]  # clip ids this rank consumed in this invocation (data audit)
     digest: str  # sha256 of the trainable tensors at the end (equal on every rank)
-
-
-def timestep_sampler(cfg: RunConfig, run: StageRun) -> TimestepSampler:
-    """Stratified over the fostered scale's intervals in fostering (or one interval); else uniform."""
-    T = cfg.tsm.num_timesteps
-    if run.stage == "foster" and run.scales[0] > 1:
-        if cfg.train.foster_interval is not None:
-            return TimestepSampler("interval", run.scales[0], cfg.train.foster_interval, T)
-        if cfg.train.foster_sampling == "stratified":
-            return TimestepSampler("stratified", run.scales[0], None, T)
-    return TimestepSampler("uniform", 1, None, T)
-
-
-def rank_seed(seed: int, rank: int, run: StageRun) -> int:
-    """A distinct, reproducible stream per (run seed, rank, stage run)."""
-    words = [seed, rank, sum(run.name.encode())]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def trainable_digest(model: torch.nn.Module) -> str:
@@ -87,13 +67,14 @@ def _mixed_precision(cfg: RunConfig) -> str:
 
 def _describe_trainable(model: torch.nn.Module) -> str:
     groups: dict[str, int] = {}
+    text = text_prefixes(model)
     for name, p in model.named_parameters():
         if p.requires_grad:
             key = (
                 "router"
                 if ".router." in name
                 else "text LoRA"
-                if name.startswith("text_encoder.")
+                if name.startswith(text)
                 else "experts"
                 if ".lora_" in name
                 else "denoiser"
@@ -118,11 +99,7 @@ def train_stage(
 
     # 1. model: base weights, TSM layers, the stage's trainable set
     model, ctx = build_stage_model(cfg, run)
-    objective = DiffusionObjective(
-        model,
-        VC2Schedule(cfg.tsm.num_timesteps),
-        train_text=run.stage == "foster" and cfg.tsm.text_lora.enabled,
-    )
+    objective = DiffusionObjective(model, train_text=run.stage == "foster" and cfg.tsm.text_lora.enabled)
     params = [p for p in objective.parameters() if p.requires_grad]
     say(
         f"[{run.name}] trainable: {_describe_trainable(model)} ({sum(p.numel() for p in params):,} params, "
@@ -132,8 +109,23 @@ def train_stage(
     )
 
     # 2. optimizer over exactly those parameters, constant lr after a linear warmup
+    text_ids = {id(p) for enc in model.text_encoders.values() for p in enc.parameters()}
+    text_cfg = cfg.tsm.text_lora  # its own lr / weight decay where set (SD3, App. A.1)
+    groups = [
+        {"params": [p for p in params if id(p) not in text_ids]},
+        {
+            "params": [p for p in params if id(p) in text_ids],
+            "lr": text_cfg.lr or run.lr,
+            "weight_decay": cfg.train.weight_decay
+            if text_cfg.weight_decay is None
+            else text_cfg.weight_decay,
+        },
+    ]
     optimizer = torch.optim.AdamW(
-        params, lr=run.lr, betas=tuple(cfg.train.adam_betas), weight_decay=cfg.train.weight_decay
+        [g for g in groups if g["params"]],
+        lr=run.lr,
+        betas=tuple(cfg.train.adam_betas),
+        weight_decay=cfg.train.weight_decay,
     )
     warmup = cfg.train.warmup_steps
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
@@ -141,8 +133,9 @@ def train_stage(
 
     # 3. data shard, the step's randomness, registered state, resume
     dataset, loader = build_stream(cfg, accelerator.process_index, accelerator.num_processes)
-    rng = TrainRNG(rank_seed(cfg.run.seed, accelerator.process_index, run))
-    sampler = timestep_sampler(cfg, run)
+    rank = accelerator.process_index
+    rng = TrainRNG(rank_seed(cfg.run.seed, rank, run.name))
+    sampler, t_scale = stage_interval_sampler(cfg, run, accelerator.num_processes, accum)
     progress = TrainProgress()
     tracker = IntervalLossTracker(cfg.tsm.core_scale, cfg.tsm.num_timesteps)
     accelerator.register_for_checkpointing(
@@ -179,24 +172,26 @@ def train_stage(
     window_loss = torch.zeros((), device=device)
     window_micro, window_start = 0, time.perf_counter()
     batches = forever(loader)
+    micro = 0  # micro-batch within the optimizer step (checkpoints fall on step boundaries)
     while progress.step < run.steps:
         batch = next(batches)
         seen_ids += batch["id"]
         with accelerator.accumulate(objective):
             bsz = len(batch["caption"])
-            t = sampler(bsz, rng, device)
-            fps = batch["fps"].to(device)
+            ids = sampler(progress.step, micro, rank)  # (B,) interval ids at t_scale (full batches)
+            t = model.sample_t(ids, t_scale, rng.generator).to(device)
+            extras = {key: batch[key].to(device) for key in COND_EXTRAS if key in batch}  # VC2: fps
             inputs = (
                 {"latents": batch["latents"].to(device)} if cache else {"pixels": batch["pixels"].to(device)}
             )
             if uncond is not None:
                 keep = rng.keep_mask(bsz, cfg.data.caption_dropout).to(device)
-                inputs["context"] = torch.where(
+                inputs["cond"] = torch.where(
                     keep[:, None, None], batch["context"].to(device), uncond
                 )  # B L D
             else:  # text encoded live (through the text LoRA when it trains)
                 inputs["captions"] = rng.drop_captions(batch["caption"], cfg.data.caption_dropout)
-            per_sample = objective(t, fps, rng, **inputs)
+            per_sample = objective(t, rng, **inputs, **extras)
             loss = per_sample.mean()
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
@@ -206,8 +201,10 @@ def train_stage(
         tracker.update(t, per_sample)
         window_loss += loss.detach()
         window_micro += 1
+        micro += 1
         if not accelerator.sync_gradients:
             continue
+        micro = 0
         lr_schedule.step()
         progress.step += 1
         bar.update(1)
@@ -239,8 +236,7 @@ def train_stage(
     unwrapped = accelerator.unwrap_model(objective).model
     if accelerator.is_main_process:
         if run.stage == "base":
-            state = unwrapped.checkpoint_state_dict()  # official VC2 keys: loads like a model.ckpt
-            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(run.output))
+            unwrapped.save_checkpoint(run.output)  # FullCheckpoint: the builder loads it as `checkpoint`
         else:
             save_adapter(unwrapped, run.output, adapter_metadata(cfg, run))
         extra = {"stage": run.stage, "run_scales": list(run.scales)}
@@ -248,13 +244,13 @@ def train_stage(
         plot_interval_losses(
             {run.name: tracker.as_dict(extra)},
             run.dir / "interval_loss.png",
-            title=f"ε-MSE per timestep interval — {run.name}",
+            title=f"loss per timestep interval — {run.name}",
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     totals = tracker.totals()
     say(
-        f"[{run.name}] done: {run.output}; ε-MSE per interval: "
+        f"[{run.name}] done: {run.output}; loss per interval: "
         + ", ".join(
             f"{lab} {v:.4f}" if v is not None else f"{lab} -"
             for lab, v in zip(tracker.interval_labels(), totals)

@@ -2,10 +2,15 @@
 
 Stages (``tsm_video.config.STAGES``), each in its own run folder under ``<output_dir>/<name>/``:
 
-- ``base``     → ``base/``: the whole denoiser trains (the demo's own tiny base model);
+- ``base``     → ``base/``: the whole denoiser trains, from ``model.checkpoint`` when set (the
+                 demo's tiny model with its trained VAE), else from a seeded random init;
                  writes ``model.safetensors``, the base of every later stage of the run.
 - ``lora``     → ``foster_s1/``: fostering at scale 1, i.e. vanilla LoRA.
-- ``foster``   → ``foster_s<n>/`` for each configured scale ``n``: TSM stage 1.
+- ``foster``   → for each configured scale ``n``, TSM stage 1 (``train.foster_schedule``):
+                 ``per_expert`` — one run per expert, ``foster_s<n>_i<i>/`` (a scale-1 LoRA trained
+                 on interval ``i`` only), assembled into ``foster_s<n>/adapter.safetensors``
+                 (``tsm_video.train.intervals``); scale 1 is one run, ``foster_s1/``;
+                 ``joint`` — one run ``foster_s<n>/`` training the n experts together.
 - ``assemble`` → ``assemble/``: TSM stage 2; loads every scale's stage-1 adapter (experts
                  frozen) and trains the routers.
 
@@ -15,6 +20,7 @@ core (finest) scale's text LoRA, frozen.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +28,8 @@ import torch
 from torch import nn
 
 from tsm_video.config import BASE_FILE, ConfigError, RunConfig
+from tsm_video.models.backbone import Backbone, FullCheckpoint
+from tsm_video.train.identity import base_identity, recipe_of
 from tsm_video.tsm import (
     PRESETS,
     AdapterError,
@@ -35,12 +43,16 @@ from tsm_video.tsm import (
 __all__ = [
     "StageRun",
     "plan_stages",
+    "foster_runs",
+    "interval_run",
     "build_stage_model",
     "stage1_adapter",
     "check_prerequisites",
     "adapter_metadata",
+    "interval_metadata",
     "load_trained",
     "text_lora_targets",
+    "text_prefixes",
     "ADAPTER_FILE",
 ]
 
@@ -56,6 +68,14 @@ class StageRun:
     dir: Path
     steps: int
     lr: float
+    interval: int | None = None  # per_expert fostering of scale > 1: the one interval this run trains
+
+    @property
+    def intervals(self) -> list[int]:
+        """The intervals of ``scales[0]`` whose experts this run trains (fostering; else [])."""
+        if self.stage != "foster":
+            return []
+        return [self.interval] if self.interval is not None else list(range(self.scales[0]))
 
     @property
     def name(self) -> str:
@@ -71,8 +91,29 @@ def stage1_adapter(cfg: RunConfig, scale: int) -> Path:
     return cfg.run_dir / f"foster_s{scale}" / ADAPTER_FILE
 
 
-def plan_stages(cfg: RunConfig, stage: str | None = None, scale: int | None = None) -> list[StageRun]:
-    """The runs ``tsm-video train`` performs: all of ``train.stages``, or one ``--stage [--scale]``."""
+def interval_run(cfg: RunConfig, scale: int, interval: int) -> StageRun:
+    """The ``per_expert`` run of expert ``interval`` of ``scale`` (``foster_s<n>_i<i>/``)."""
+    t = cfg.train
+    return StageRun(
+        "foster", (scale,), cfg.run_dir / f"foster_s{scale}_i{interval}", t.steps.foster, t.lr, interval
+    )
+
+
+def foster_runs(cfg: RunConfig, scale: int, interval: int | None = None) -> list[StageRun]:
+    """Stage-1 runs of ``scale``: one per expert (``per_expert``, scale > 1), else one run;
+    ``interval`` picks one expert's run."""
+    t = cfg.train
+    if scale == 1 or cfg.train.foster_schedule == "joint":
+        return [StageRun("foster", (scale,), cfg.run_dir / f"foster_s{scale}", t.steps.foster, t.lr)]
+    chosen = range(scale) if interval is None else [interval]
+    return [interval_run(cfg, scale, i) for i in chosen]
+
+
+def plan_stages(
+    cfg: RunConfig, stage: str | None = None, scale: int | None = None, interval: int | None = None
+) -> list[StageRun]:
+    """The runs ``tsm-video train`` performs: all of ``train.stages``, or one
+    ``--stage [--scale [--interval]]``."""
     stages = list(cfg.train.stages) if stage is None else [stage]
     if scale is not None and stage not in ("foster", "lora"):
         raise ConfigError(
@@ -80,6 +121,16 @@ def plan_stages(cfg: RunConfig, stage: str | None = None, scale: int | None = No
         )
     if scale is not None and scale not in cfg.tsm.scales:
         raise ConfigError(f"--scale {scale}: not one of tsm.scales={cfg.tsm.scales}")
+    if interval is not None:
+        if scale is None or stage != "foster":
+            raise ConfigError(f"--interval {interval} needs --stage foster --scale N")
+        if not 0 <= interval < scale:
+            raise ConfigError(f"--interval {interval}: scale {scale} has intervals 0..{scale - 1}")
+        if cfg.train.foster_schedule != "per_expert" and scale > 1:
+            raise ConfigError(
+                f"--interval {interval}: one-expert runs belong to train.foster_schedule=per_expert "
+                f"(this config: {cfg.train.foster_schedule})"
+            )
     runs = []
     t = cfg.train
     for s in stages:
@@ -87,9 +138,8 @@ def plan_stages(cfg: RunConfig, stage: str | None = None, scale: int | None = No
             runs.append(StageRun("base", (), cfg.run_dir / "base", t.steps.base, t.base_lr))
         elif s in ("lora", "foster"):
             scales = [1] if s == "lora" else ([scale] if scale is not None else cfg.tsm.scales)
-            runs += [
-                StageRun("foster", (n,), cfg.run_dir / f"foster_s{n}", t.steps.foster, t.lr) for n in scales
-            ]
+            for n in scales:
+                runs += foster_runs(cfg, n, interval)
         else:
             runs.append(
                 StageRun("assemble", tuple(cfg.tsm.scales), cfg.run_dir / "assemble", t.steps.assemble, t.lr)
@@ -107,6 +157,18 @@ def adapter_metadata(cfg: RunConfig, run: StageRun) -> dict:
         "run": cfg.run.name,
         "run_stage": run.name,
         "core_scale": cfg.tsm.core_scale,
+    } | (interval_metadata(cfg, run) if run.interval is not None else {})
+
+
+def interval_metadata(cfg: RunConfig, run: StageRun) -> dict:
+    """What a ``per_expert`` interval file adds: which expert it is, the base weights it was
+    trained from and the recipe keys (the assembly refuses files that disagree on them)."""
+    return {
+        "stage": "foster_interval",
+        "interval_scale": run.scales[0],
+        "interval": run.interval,
+        "base": base_identity(cfg),
+        "recipe": recipe_of(cfg),
     }
 
 
@@ -126,9 +188,14 @@ def check_prerequisites(cfg: RunConfig, run: StageRun, produced: frozenset[Path]
         if path in produced:
             continue
         if not path.is_file():
+            parts = [r for r in foster_runs(cfg, n) if r.interval is not None]
+            missing = [r.interval for r in parts if r.output not in produced and not r.output.is_file()]
+            if parts and not missing:
+                continue  # every expert's file is there: assembled before stage 2 starts
             problems.append(
                 f"stage-1 adapter of scale {n} not found: {path} "
-                f"(run `tsm-video train --cfg ... --stage foster --scale {n}` first)"
+                f"(run `tsm-video train --cfg ... --stage foster --scale {n}` first"
+                + (f"; experts {missing} missing, each can run alone with --interval I)" if parts else ")")
             )
             continue
         try:
@@ -151,26 +218,27 @@ def check_prerequisites(cfg: RunConfig, run: StageRun, produced: frozenset[Path]
     return problems
 
 
-def text_lora_targets(model: nn.Module, targets: str | list[str]) -> list[str]:
-    """The text-LoRA target names inside the text blocks that actually run.
+def text_lora_targets(model: Backbone, targets: str | Sequence[str]) -> dict[str, list[str]]:
+    """Per text encoder, the module names the text LoRA wraps: the backbone's ``text_targets``
+    (only modules whose output reaches the conditioning) that match ``targets`` (a preset name
+    or name suffixes, ``tsm.text_lora.targets``). Raises :class:`ConfigError` when none match."""
+    suffixes = PRESETS[targets] if isinstance(targets, str) else list(targets)
+    chosen = {
+        encoder: [n for n in names if any(n == s or n.endswith("." + s) for s in suffixes)]
+        for encoder, names in model.text_targets.items()
+    }
+    if not any(chosen.values()):
+        raise ConfigError(
+            f"config key `tsm.text_lora.targets`: got {targets!r}; it matches none of backbone "
+            f"{model.name}'s text-LoRA modules {model.text_targets}"
+        )
+    return {encoder: names for encoder, names in chosen.items() if names}
 
-    VC2 reads OpenCLIP at the penultimate layer, so the last block never runs: a LoRA there would
-    never get a gradient (and DDP refuses parameters without one). ``targets``: a preset name or
-    a list of name suffixes.
-    """
-    from tsm_video.models.vc2.text_encoder import LAYERS
 
-    text = model.text_encoder
-    suffixes = PRESETS[targets] if isinstance(targets, str) else targets
-    used = len(text.transformer.resblocks) - LAYERS[text.layer]
-    names = []
-    for name, _ in text.named_modules():
-        if any(name == s or name.endswith("." + s) for s in suffixes):
-            parts = name.split(".")
-            block = int(parts[2]) if name.startswith("transformer.resblocks.") else -1
-            if block < used:
-                names.append(name)
-    return names
+def text_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Parameter-name prefixes (``"text_encoder."`` for VC2) of the backbone's text encoders."""
+    encoders = {id(m) for m in model.text_encoders.values()}
+    return tuple(name + "." for name, m in model.named_modules() if id(m) in encoders)
 
 
 def build_stage_model(
@@ -185,22 +253,33 @@ def build_stage_model(
     from tsm_video.models import build_backbone
 
     torch.manual_seed(cfg.run.seed)  # random-init backbones are the same in every run of this config
-    base = cfg.base_weights() if load_weights and run.stage != "base" else None
+    # base starts from model.checkpoint (None = seeded random init); later stages from its output
+    base = (cfg.model.checkpoint if run.stage == "base" else cfg.base_weights()) if load_weights else None
     model = build_backbone(cfg.model.backbone, checkpoint=base, device=device)
+    if model.num_timesteps != cfg.tsm.num_timesteps:
+        raise ConfigError(
+            f"config key `tsm.num_timesteps`: got {cfg.tsm.num_timesteps}; backbone "
+            f"{cfg.model.backbone} has {model.num_timesteps} timesteps"
+        )
     if cfg.model.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
+        model.denoiser.enable_gradient_checkpointing()
     if run.stage == "base":
+        if not isinstance(model, FullCheckpoint):
+            raise ConfigError(
+                f"config key `train.stages`: stage `base` needs a backbone whose full weights round-trip "
+                f"through one file; {cfg.model.backbone} has none (train from its released weights)"
+            )
         model.requires_grad_(False)
-        model.unet.requires_grad_(True)
+        model.denoiser.requires_grad_(True)
         return model, None
 
     ctx = TimestepContext(cfg.tsm.num_timesteps)
     mode = "foster" if run.stage == "foster" else ("moe" if cfg.tsm.router == "symmetric" else "assemble")
     inject(
-        model.unet,
+        model.denoiser,
         cfg.tsm.targets,
         ctx=ctx,
-        scales=list(run.scales),
+        scales=[1] if run.interval is not None else list(run.scales),  # one expert: a plain LoRA
         rank=cfg.tsm.rank,
         alpha=float(cfg.tsm.alpha or cfg.tsm.rank),
         mode=mode,
@@ -208,15 +287,16 @@ def build_stage_model(
     )
     text = cfg.tsm.text_lora
     if text.enabled:
-        inject(
-            model.text_encoder,
-            text_lora_targets(model, text.targets),
-            ctx=None,
-            scales=[1],
-            rank=text.rank,
-            alpha=float(text.alpha or text.rank),
-            mode="foster",
-        )
+        for encoder, names in text_lora_targets(model, text.targets).items():
+            inject(
+                model.text_encoders[encoder],
+                names,
+                ctx=None,
+                scales=[1],
+                rank=text.rank,
+                alpha=float(text.alpha or text.rank),
+                mode="foster",
+            )
     model.tsm_ctx = ctx
     if run.stage == "assemble" and load_weights:
         # Coarsest first: every stage-1 file holds a text LoRA, and the core scale's (loaded
@@ -224,7 +304,7 @@ def build_stage_model(
         expect = {"backbone": cfg.model.backbone}
         for n in sorted(run.scales):
             load_adapter(model, stage1_adapter(cfg, n), expect=expect)
-    configure_stage(model, "assemble" if run.stage == "assemble" else "foster")
+    configure_stage(model, "assemble" if run.stage == "assemble" else "foster", cfg.tsm.router_input)
     return model, ctx
 
 
@@ -232,7 +312,7 @@ def load_trained(cfg: RunConfig, run: StageRun, device: torch.device | str | Non
     """A finished run's model for inference: base weights + the run's output, frozen, eval mode."""
     model, _ = build_stage_model(cfg, run, device)
     if run.stage == "base":
-        model.load_checkpoint(run.output)  # the base stage's own output, official keys
+        model.load_checkpoint(run.output)  # the base stage's own output (FullCheckpoint.save_checkpoint)
     else:
         load_adapter(model, run.output, expect={"backbone": cfg.model.backbone})
     model.requires_grad_(False)

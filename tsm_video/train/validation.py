@@ -1,8 +1,8 @@
 """Clips from fixed prompts with the model being trained: validation every N steps, and the demo.
 
-``sample_clips`` runs the generation sampler (DDIM with classifier-free guidance on the empty
-prompt, then decode); TSM layers follow ``t`` through ``model.predict_noise``. It draws from its
-own seeded generators, so the training RNG is untouched.
+``sample_clips`` runs the generation sampler (the backbone's ``sample`` with classifier-free
+guidance on the empty prompt, then ``decode``); TSM layers follow ``t`` through ``predict``. It
+draws from its own seeded generators, so the training RNG is untouched.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from accelerate import Accelerator
 
 from tsm_video.config import RunConfig
 from tsm_video.data.video_io import write_mp4
-from tsm_video.generation.media import to_uint8_frames
+from tsm_video.generation.media import to_uint8_frames, write_frame_grid
 from tsm_video.generation.sampling import generate_clips
 from tsm_video.generation.settings import GenerateSettings
 
@@ -53,7 +53,8 @@ def sample_clips(
 def write_validation_clips(
     cfg: RunConfig, model: torch.nn.Module, out_dir: Path, accelerator: Accelerator
 ) -> None:
-    """``train.validation.prompts`` at the training clip size → ``out_dir/<i>.mp4`` (main process only)."""
+    """``train.validation.prompts`` at the training clip size → ``out_dir/<i>.mp4`` (images:
+    ``<i>.png``; main process only)."""
     if not accelerator.is_main_process:
         return
     v, d = cfg.train.validation, cfg.data
@@ -69,5 +70,8 @@ def write_validation_clips(
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, clip in enumerate(clips):
-        write_mp4(out_dir / f"{i:02d}.mp4", clip, fps=cfg.generate.fps)
+        if model.modality == "image":  # one-frame clips: a PNG each
+            write_frame_grid(out_dir / f"{i:02d}.png", clip)
+        else:
+            write_mp4(out_dir / f"{i:02d}.mp4", clip, fps=cfg.generate.fps)
     (out_dir / "prompts.txt").write_text("\n".join(v.prompts) + "\n")

@@ -18,8 +18,10 @@ from .io import (
     adapter_state_dict,
     export_interval_lora,
     load_adapter,
+    read_adapter,
     read_adapter_metadata,
     save_adapter,
+    write_adapter_file,
 )
 from .layers import MODES, TSMConv, TSMLayer, TSMLinear
 from .router import GATE_ACTIVATIONS, Router
@@ -32,5 +34,5 @@ __all__ = [
     "inject", "PRESETS", "tsm_layers", "summary",
     "STAGES", "configure_stage", "trainable_parameters", "merge_interval", "merge_timestep", "unmerge_all",
     "AdapterError", "FORMAT_VERSION", "adapter_state_dict", "save_adapter", "load_adapter",
-    "read_adapter_metadata", "export_interval_lora",
+    "read_adapter_metadata", "read_adapter", "write_adapter_file", "export_interval_lora",
 ]

@@ -35,8 +35,14 @@ class TimestepContext:
     def num_timesteps(self) -> int:
         return self.schedule.num_timesteps
 
-    def set(self, t: Tensor) -> None:
-        """Set the timesteps (B,) long, or float in ``[0, T]``, of the next forward pass."""
+    def set(self, t: Tensor, batch_size: int | None = None) -> None:
+        """Set the timesteps (B,) long, or float in ``[0, T]``, of the next forward pass.
+
+        A 0-dim ``t`` (one timestep for the whole batch, as stock diffusers pipelines pass it,
+        e.g. to a CFG-doubled batch) is expanded to ``(batch_size,)``; it needs ``batch_size``.
+        """
+        if isinstance(t, Tensor) and t.ndim == 0 and batch_size is not None:
+            t = t.expand(batch_size)
         if not isinstance(t, Tensor) or t.ndim != 1 or t.numel() == 0:
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"TimestepContext.set expects a non-empty 1-D tensor (B,), got {shape}")

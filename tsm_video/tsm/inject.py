@@ -18,7 +18,9 @@ PRESETS: dict[str, list[str]] = {
     "vc2": ["attn1.to_k", "attn1.to_v", "attn2.to_k", "attn2.to_v"],  # spatial + temporal + init_attn
     "vc2-text": ["attn.out_proj"],  # OpenCLIP text tower; needs an attention forward that calls it
     "sd": ["to_q", "to_k", "to_v", "to_out.0"],
-    "clip-text": ["q_proj", "v_proj"],
+    "clip-text": ["q_proj", "v_proj"],  # SD1.5 / SD2 CLIP text encoder (App. A.1)
+    "clip-text-qkvo": ["q_proj", "k_proj", "v_proj", "out_proj"],  # SD3's two CLIP encoders (App. A.1)
+    "t5-text": ["q", "v"],  # PixArt-α's T5 self-attention (App. A.1)
 }
 
 # One table: supported base type → TSM wrapper (first isinstance match wins).
@@ -77,6 +79,9 @@ def inject(
         if isinstance(parent, nn.MultiheadAttention):
             raise ValueError(f"inject: {name!r} lives inside nn.MultiheadAttention, whose forward never "
                              "calls it; use a text encoder whose attention forward calls out_proj")
+        if type(module).__module__.startswith("peft."):
+            raise ValueError(f"inject: {name!r} is a peft {type(module).__name__} layer; TSM layers cannot "
+                             "wrap peft adapters (unload them first, or fuse them into the base weights)")
         wrapper = next((w for base, w in _WRAPPERS if isinstance(module, base)), None)
         if wrapper is None or isinstance(module, TSMLayer):
             kinds = ", ".join(b.__name__ for b, _ in _WRAPPERS)

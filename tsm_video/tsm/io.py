@@ -9,19 +9,20 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
+
+from tsm_video.errors import TSMVideoError
 
 from .inject import tsm_layers
 from .layers import TSMLayer
 
 __all__ = ["AdapterError", "FORMAT_VERSION", "adapter_state_dict", "save_adapter", "load_adapter",
-           "read_adapter_metadata", "export_interval_lora"]
+           "read_adapter_metadata", "read_adapter", "write_adapter_file", "export_interval_lora"]
 
 FORMAT_VERSION = 1
 
 
-class AdapterError(ValueError):
+class AdapterError(TSMVideoError, ValueError):
     """An adapter file is unreadable or does not fit the model; the message lists every problem."""
 
 
@@ -63,15 +64,53 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, metadata: dict | Non
             "router": {"assemble": "asymmetric", "moe": "symmetric"}.get(common["mode"], "none"),
             **{k: common[k] for k in ("scales", "rank", "alpha", "num_timesteps", "gate_activation")},
             **(metadata or {})}
+    write_adapter_file(path, adapter_state_dict(model), meta)
+
+
+def write_adapter_file(path: str | os.PathLike, tensors: dict[str, Tensor], meta: dict) -> None:
+    """Write ``tensors`` with JSON-encoded ``meta`` to ``path`` atomically (temp file + ``os.replace``).
+
+    ``meta`` must hold what :func:`save_adapter` records (``format_version``, ``layers``, ...) for
+    the file to load; callers that build adapter tensors without a model (the per-expert assembly)
+    use this directly.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tensors = {k: v.cpu().contiguous() for k, v in adapter_state_dict(model).items()}
     try:
-        save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in meta.items()})
+        tmp.write_bytes(serialize_safetensors(tensors, {k: json.dumps(v) for k, v in meta.items()}))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
+
+
+def serialize_safetensors(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes, deterministic: the same tensors and metadata give the same bytes.
+
+    (The safetensors library orders header entries by a randomly seeded hash map, so its files of
+    equal content differ from process to process.) Layout: u64 little-endian header length, the
+    JSON header with keys sorted (``__metadata__`` first) padded with spaces to a multiple of 8,
+    then the tensors' little-endian bytes in name order.
+    """
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        if t.dtype not in _DTYPES:
+            raise AdapterError(f"tensor {name!r}: dtype {t.dtype} cannot be stored in safetensors")
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + b"".join(chunks)
 
 
 def _read(path: Path, with_tensors: bool) -> tuple[dict, dict[str, Tensor]]:
@@ -80,7 +119,8 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict, dict[str, Tensor]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict) if with_tensors else {}
+            names = list(f.keys()) if with_tensors else []  # safe_open is not a dict
+            tensors = {k: f.get_tensor(k) for k in names}
         meta = {k: json.loads(v) for k, v in raw.items()}
     except Exception as e:  # safetensors raises several types for corrupt headers
         raise AdapterError(f"{path} is not a readable safetensors adapter file "
@@ -97,6 +137,11 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict, dict[str, Tensor]]:
 def read_adapter_metadata(path: str | os.PathLike) -> dict:
     """The decoded metadata of an adapter file (no tensors are read)."""
     return _read(Path(path), with_tensors=False)[0]
+
+
+def read_adapter(path: str | os.PathLike) -> tuple[dict, dict[str, Tensor]]:
+    """``(metadata, tensors)`` of an adapter file (checked like :func:`load_adapter`, no model)."""
+    return _read(Path(path), with_tensors=True)
 
 
 def load_adapter(model: nn.Module, path: str | os.PathLike, expect: dict | None = None) -> dict:
@@ -167,7 +212,9 @@ def export_interval_lora(model: nn.Module, scale: int, interval: int) -> tuple[d
         b = layer.lora_B[f"s{scale}"][interval].detach()
         sd[f"{name}.lora_A.weight"] = a.clone()
         sd[f"{name}.lora_B.weight"] = b.reshape(*b.shape, *[1] * (a.ndim - 2)).clone()  # (out, r[, 1...])
-    r, alpha = layers[0][1].rank, layers[0][1].alpha
+    # the most common rank/alpha are the defaults; every other layer is named in the patterns
+    r = Counter(m.rank for _, m in layers).most_common(1)[0][0]
+    alpha = Counter(m.alpha for _, m in layers).most_common(1)[0][0]
     config = {"r": r, "lora_alpha": alpha, "target_modules": [n for n, _ in layers],
               "rank_pattern": {n: m.rank for n, m in layers if m.rank != r},
               "alpha_pattern": {n: m.alpha for n, m in layers if m.alpha != alpha}}

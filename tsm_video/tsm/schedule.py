@@ -13,6 +13,12 @@ class IntervalSchedule:
 
     Integer timesteps must lie in ``[0, T)``. Float timesteps (continuous-time backbones, after
     :meth:`from_unit`) may lie in ``[0, T]``; ``t == T`` belongs to the last interval.
+
+    Ranges are checked on the host, before any device sees the values: a CPU tensor is checked
+    where it is used (a clear ``ValueError``); a tensor already on an accelerator is not read
+    back (that would cost a host sync per call, and a device-side assert cannot be caught), so
+    callers check timesteps with :meth:`check` while they are still on the CPU — the trainer
+    draws them on the CPU, the sampler takes them from its Python step grid.
     """
 
     def __init__(self, num_timesteps: int = 1000) -> None:
@@ -24,19 +30,32 @@ class IntervalSchedule:
         if not 1 <= n <= self.num_timesteps:
             raise ValueError(f"scale n={n} must lie in [1, T={self.num_timesteps}]")
 
+    def check(self, t: Tensor) -> None:
+        """Raise ``ValueError`` unless ``t`` (a CPU tensor) lies in ``[0, T)`` (integers) or ``[0, T]``
+        (floats); accelerator tensors are left alone (see the class docstring)."""
+        if t.device.type != "cpu" or t.numel() == 0:
+            return
+        T = self.num_timesteps
+        lo, hi = t.min().item(), t.max().item()
+        if t.is_floating_point():
+            if not (lo >= 0 and hi <= T):  # also catches NaN
+                raise ValueError(f"float timesteps must lie in [0, {T}], got values in [{lo}, {hi}]")
+        elif lo < 0 or hi >= T:
+            raise ValueError(f"integer timesteps must lie in [0, {T}), got values in [{lo}, {hi}]")
+
     def from_unit(self, u: Tensor) -> Tensor:
         """Map continuous time ``u ∈ [0, 1]`` (B,) to float timesteps ``u·T ∈ [0, T]`` (B,)."""
-        torch._assert_async(((u >= 0) & (u <= 1)).all(), "continuous timesteps must lie in [0, 1]")
+        if u.device.type == "cpu" and u.numel() and not (u.min().item() >= 0 and u.max().item() <= 1):
+            raise ValueError("continuous timesteps must lie in [0, 1]")
         return u.double() * self.num_timesteps
 
     def interval_index(self, t: Tensor, n: int) -> Tensor:
         """Interval ids ``floor(t*n/T)`` (B,) long for timesteps ``t`` (B,) long or float."""
         self._check_scale(n)
+        self.check(t)
         T = self.num_timesteps
         if t.is_floating_point():
-            torch._assert_async(((t >= 0) & (t <= T)).all(), f"float timesteps must lie in [0, {T}]")
             return torch.floor(t.double() * n / T).long().clamp_max(n - 1)
-        torch._assert_async(((t >= 0) & (t < T)).all(), f"integer timesteps must lie in [0, {T})")
         return torch.div(t.long() * n, T, rounding_mode="floor")
 
     def bounds(self, n: int, i: int) -> tuple[int, int]:
@@ -55,6 +74,32 @@ class IntervalSchedule:
         u = torch.rand(intervals.shape, generator=generator, dtype=torch.float64)
         return (lo + (u * (hi - lo)).long()).clamp_max(hi - 1)
 
+    def uniform_in(self, intervals: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(B,) long timesteps uniform over the integers of each interval id (B,) of scale ``n``.
+
+        A batch that shares one interval (scale 1, or the one-interval mode) draws with
+        ``torch.randint`` (the same draws as :meth:`sample_uniform` / :meth:`sample_in_interval`);
+        mixed intervals draw one float64 uniform per sample (as :meth:`sample_stratified`).
+        ``intervals`` on the CPU (the check is a host read).
+        """
+        self._check_scale(n)
+        if intervals.numel() and bool((intervals == intervals[0]).all()):
+            lo, hi = self.bounds(n, int(intervals[0]))
+            return torch.randint(lo, hi, tuple(intervals.shape), generator=generator)
+        if bool(((intervals < 0) | (intervals >= n)).any()):
+            raise ValueError(f"interval ids must lie in [0, {n}) for scale {n}")
+        return self._uniform_in(intervals, n, generator)
+
+    def stratified_intervals(
+        self, batch_size: int, n: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """(B,) long interval ids of scale ``n``: each interval ``B // n`` times, the ``B % n``
+        rest to distinct random intervals, positions shuffled (CPU, ``generator``)."""
+        self._check_scale(n)
+        full = torch.arange(n).repeat(batch_size // n)
+        extra = torch.randperm(n, generator=generator)[: batch_size % n]
+        return torch.cat([full, extra])[torch.randperm(batch_size, generator=generator)]
+
     def sample_stratified(
         self, batch_size: int, n: int, generator: torch.Generator | None = None, device=None
     ) -> Tensor:
@@ -63,10 +108,7 @@ class IntervalSchedule:
         The ``B % n`` remaining samples go to distinct intervals chosen at random; positions
         in the batch are shuffled. Draws on the CPU with ``generator`` (reproducible).
         """
-        self._check_scale(n)
-        full = torch.arange(n).repeat(batch_size // n)
-        extra = torch.randperm(n, generator=generator)[: batch_size % n]
-        intervals = torch.cat([full, extra])[torch.randperm(batch_size, generator=generator)]
+        intervals = self.stratified_intervals(batch_size, n, generator)
         return self._uniform_in(intervals, n, generator).to(device)
 
     def sample_uniform(

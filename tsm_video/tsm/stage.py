@@ -19,14 +19,21 @@ __all__ = [
 STAGES = ("lora", "foster", "assemble")
 
 
-def configure_stage(model: nn.Module, stage: str) -> None:
+ROUTER_INPUTS = {"both": ("fc", "emb"), "x": ("fc",), "t": ("emb",)}
+
+
+def configure_stage(model: nn.Module, stage: str, router_input: str = "both") -> None:
     """Freeze everything, then unfreeze the stage's parameters.
 
     ``lora``/``foster``: the experts (``lora_A``/``lora_B``) of every TSM layer.
-    ``assemble``: only the routers (layers without a router, e.g. a text LoRA, stay frozen).
+    ``assemble``: only the routers (layers without a router, e.g. a text LoRA, stay frozen);
+    ``router_input="x"`` / ``"t"`` trains only the router's ``FC(x)`` / ``Emb(t)`` term, the
+    other staying at its zero init (the router-input ablation, Sec. 4.4).
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+    if router_input not in ROUTER_INPUTS:
+        raise ValueError(f"unknown router input {router_input!r}; valid: {', '.join(ROUTER_INPUTS)}")
     layers = tsm_layers(model)
     if not layers:
         raise ValueError("configure_stage: the model has no TSM layers; call inject first")
@@ -37,6 +44,9 @@ def configure_stage(model: nn.Module, stage: str) -> None:
             part = getattr(layer, name)
             if part is not None:
                 part.requires_grad_(True)
+        if stage == "assemble" and layer.router is not None:
+            for term in ("fc", "emb"):
+                getattr(layer.router, term).requires_grad_(term in ROUTER_INPUTS[router_input])
     if stage == "assemble" and not any(layer.router is not None for _, layer in layers):
         raise ValueError(
             "configure_stage('assemble'): no TSM layer has a router; inject with mode='assemble' or 'moe'"

@@ -1,50 +1,67 @@
 """``VC2Model``: VideoCrafter2's UNet, text encoder, VAE and schedule behind the backbone protocol.
 
-Protocol used by training and generation: ``encode_text`` → context, ``encode_video`` → scaled
-latents, ``predict_noise`` (sets ``tsm_ctx`` to ``t`` first), ``decode`` → pixels.
+Implements :class:`tsm_video.models.backbone.Backbone` (ε-prediction, integer ``t`` in
+``[0, 1000)``, LVDM noising with ``scale_arr``, the official DDIM sampler). ``encode_video`` and
+``predict_noise`` are VC2's own names for ``encode_pixels`` and ``predict``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from tsm_video.diffusion.ddim import ddim_sample
+from tsm_video.diffusion.losses import eps_mse_loss
 from tsm_video.diffusion.schedule import SCHEDULES, VC2Schedule
+from tsm_video.models.backbone import SamplingSettings, StepCallback
 from tsm_video.models.vc2.checkpoint import (
     PART_PREFIXES,
     CheckpointError,
     check_state_dict,
     read_shapes,
     read_state_dict,
+    save_safetensors,
     split_state_dict,
 )
 from tsm_video.models.vc2.configs import resolve_arch
 from tsm_video.models.vc2.text_encoder import VC2TextEncoder
 from tsm_video.models.vc2.unet import VC2UNet
 from tsm_video.models.vc2.vae import VC2VAE
+from tsm_video.tsm import PRESETS, IntervalSchedule
 
 __all__ = ["VC2Model"]
 
 
 class VC2Model(nn.Module):
-    """The VC2 latent video diffusion model (no trainer, no sampler: see ``tsm_video.diffusion``).
+    """The VC2 latent video diffusion model, a :class:`~tsm_video.models.backbone.Backbone`.
 
-    Children ``unet``, ``text_encoder``, ``vae`` hold the weights; ``schedule`` (a plain
-    :class:`VC2Schedule`, never cast to low precision) and ``tsm_ctx`` (a ``TimestepContext`` or
-    None, attached by whoever injects TSM layers) are attributes.
+    Children ``unet`` (the ``denoiser``), ``text_encoder``, ``vae`` hold the weights; ``schedule``
+    (a plain :class:`VC2Schedule`, never cast to low precision) and ``tsm_ctx`` (a
+    ``TimestepContext`` or None, attached by whoever injects TSM layers) are attributes.
     """
 
-    tsm_preset = "vc2"
-    text_preset = "vc2-text"
+    modality = "video"
+    prediction = "eps"
+    continuous_time = False
+    denoiser_targets = "vc2"  # App. A.1: k, v of the spatial and temporal attention
+    text_preset = "vc2-text"  # the text LoRA's modules (OpenCLIP attention out_proj)
 
     def __init__(
-        self, unet: VC2UNet, text_encoder: VC2TextEncoder, vae: VC2VAE, schedule: VC2Schedule, arch: dict
+        self,
+        unet: VC2UNet,
+        text_encoder: VC2TextEncoder,
+        vae: VC2VAE,
+        schedule: VC2Schedule,
+        arch: dict,
+        name: str = "vc2",
     ) -> None:
         super().__init__()
+        self.name = name
         self.unet = unet
         self.text_encoder = text_encoder
         self.vae = vae
@@ -53,7 +70,7 @@ class VC2Model(nn.Module):
         self.tsm_ctx = None
 
     @classmethod
-    def from_config(cls, arch: Mapping[str, Any], device=None, dtype=None) -> VC2Model:
+    def from_config(cls, arch: Mapping[str, Any], device=None, dtype=None, name: str = "vc2") -> VC2Model:
         """Build from an arch dict (see :mod:`tsm_video.models.vc2.configs`); ``device="meta"`` is free."""
         arch = resolve_arch(arch)
         dd = {"device": device, "dtype": dtype}
@@ -63,7 +80,27 @@ class VC2Model(nn.Module):
             vae=VC2VAE.from_config({**arch["vae"], "scale_factor": arch["scale_factor"]}, **dd),
             schedule=SCHEDULES["vc2"](**arch["schedule"]),
             arch=arch,
+            name=name,
         )
+
+    # --- protocol attributes ---
+    @property
+    def num_timesteps(self) -> int:
+        return self.schedule.num_timesteps
+
+    @property
+    def denoiser(self) -> VC2UNet:
+        return self.unet
+
+    @property
+    def text_encoders(self) -> dict[str, nn.Module]:
+        return {"text": self.text_encoder}
+
+    @property
+    def text_targets(self) -> dict[str, list[str]]:
+        """``{"text": names}``: the ``vc2-text`` modules of the blocks that run (VC2 reads the
+        penultimate layer, so the last block's are left out)."""
+        return {"text": self.text_encoder.running_modules(PRESETS[self.text_preset])}
 
     # --- checkpoint-named state ---
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
@@ -75,6 +112,28 @@ class VC2Model(nn.Module):
         }
         state.update(self.schedule.checkpoint_buffers())
         return state
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """:meth:`checkpoint_state_dict` as one safetensors file (atomic): loads like a ``model.ckpt``."""
+        save_safetensors({k: v.detach().cpu() for k, v in self.checkpoint_state_dict().items()}, path)
+
+    def convert_checkpoint(self, source: str | os.PathLike, out: str | os.PathLike) -> int:
+        """Official ``model.ckpt`` → safetensors with the same (full) keys at ``out`` (atomic).
+
+        The checkpoint must fit this architecture exactly (:class:`CheckpointError` otherwise; a
+        ``meta`` model suffices); absent schedule buffers are written from the schedule, so the
+        output always holds the full official key set. Returns the number of tensors.
+        """
+        source, out = Path(source), Path(out)
+        if out.suffix != ".safetensors":
+            raise CheckpointError(f"output {out} must end in .safetensors")
+        if out.resolve() == source.resolve():
+            raise CheckpointError(f"output {out} would overwrite the input checkpoint")
+        state = read_state_dict(source)
+        self.validate_checkpoint_state(state, str(source))
+        state = {**self.schedule.checkpoint_buffers(), **state}
+        save_safetensors(state, out, metadata={"format": "pt", "backbone": self.name, "source": source.name})
+        return len(state)
 
     def checkpoint_shapes(self) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
         """``(required weight shapes, optional schedule-buffer shapes)`` under the official keys."""
@@ -151,6 +210,32 @@ class VC2Model(nn.Module):
         vae_dtype = self.vae.quant_conv.weight.dtype
         return self.vae.encode(pixels.to(vae_dtype), sample=sample, generator=generator)
 
+    def encode_pixels(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Protocol name of :meth:`encode_video` with a posterior sample (the training input)."""
+        return self.encode_video(pixels, sample=True, generator=generator)
+
+    def sample_t(
+        self, intervals: torch.Tensor, scale: int, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """(B,) interval ids of ``scale`` → (B,) long ``t`` uniform in each interval's integers.
+
+        Drawn by :meth:`tsm_video.tsm.IntervalSchedule.uniform_in` on the CPU with ``generator``
+        (``scale=1``: ``t ~ U{0, …, T-1}``, VC2's training distribution); on ``intervals``' device.
+        """
+        t = IntervalSchedule(self.num_timesteps).uniform_in(intervals.cpu(), scale, generator)
+        return t.to(intervals.device)
+
+    def add_noise(
+        self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x_t, ε)``: LVDM's ``q_sample`` with ``scale_arr`` (see :meth:`VC2Schedule.q_sample`);
+        the target is the noise itself (ε-prediction)."""
+        return self.schedule.q_sample(x0, t, noise), noise
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample ε-MSE (B,) in float32 (LVDM's ``loss_simple`` before the batch mean)."""
+        return eps_mse_loss(pred, target, reduction="none")
+
     def predict_noise(
         self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor, fps: torch.Tensor | int
     ) -> torch.Tensor:
@@ -158,6 +243,47 @@ class VC2Model(nn.Module):
         if self.tsm_ctx is not None:
             self.tsm_ctx.set(t)
         return self.unet(x_t, t, context, fps=fps)
+
+    def predict(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, fps: torch.Tensor | int = 28
+    ) -> torch.Tensor:
+        """Protocol name of :meth:`predict_noise`; ``fps`` (B,) or int, rounded to integers as
+        VC2 conditions on them (default 28, VC2's generation setting)."""
+        if isinstance(fps, torch.Tensor):
+            fps = fps.round().long()
+        return self.predict_noise(x_t, t, cond, fps)
+
+    def latent_shape(self, settings: SamplingSettings) -> tuple[int, int, int, int]:
+        """``(C, F, H/8, W/8)`` of one clip of ``settings`` (C = the VAE's ``embed_dim``)."""
+        factor = self.vae.downscale
+        channels = self.vae.config["embed_dim"]
+        return (channels, settings.num_frames, settings.height // factor, settings.width // factor)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        x_T: torch.Tensor,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        settings: SamplingSettings,
+        generators: Sequence[torch.Generator],
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """The official DDIM (:func:`tsm_video.diffusion.ddim_sample`) with CFG on ``uncond``,
+        ``settings``' steps, eta, guidance scale and fps; row ``k``'s eta-noise from ``generators[k]``."""
+        return ddim_sample(
+            self.predict_noise,
+            x_T,
+            cond,
+            uncond,
+            fps=settings.fps,
+            steps=settings.steps,
+            eta=settings.eta,
+            guidance_scale=settings.guidance_scale,
+            schedule=self.schedule,
+            generator=list(generators),
+            callback=callback,
+        )
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (B, 4, T, h, w) × scale_factor → pixels (B, 3, T, 8h, 8w), roughly in [-1, 1]."""

@@ -219,3 +219,17 @@ class VC2TextEncoder(nn.Module):
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         """Prompts → (B, context_length, width) text context for the UNet's cross-attention."""
         return self(self.tokenize(prompts))
+
+    def running_modules(self, suffixes: Sequence[str]) -> list[str]:
+        """Names of the modules matching ``suffixes`` (``name == s`` or ``name.endswith("." + s)``)
+        whose output reaches the context: the blocks skipped by ``layer`` (VC2: the last one)
+        never run, so a LoRA there would never get a gradient (and DDP refuses such parameters)."""
+        used = len(self.transformer.resblocks) - LAYERS[self.layer]
+        names = []
+        for name, _ in self.named_modules():
+            if any(name == s or name.endswith("." + s) for s in suffixes):
+                parts = name.split(".")
+                block = int(parts[2]) if name.startswith("transformer.resblocks.") else -1
+                if block < used:
+                    names.append(name)
+        return names
