@@ -11,9 +11,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from eval_crafter.cache import atomic_write_text, from_jsonable, to_jsonable  # noqa: E402
+from eval_crafter.cache import from_jsonable, to_jsonable  # noqa: E402
 from eval_crafter.errors import EvalInputError  # noqa: E402
 from eval_crafter.metrics import LIGHT_METRICS, METRICS  # noqa: E402
+from tsm_video.fileio import atomic_write_text  # noqa: E402
 
 __all__ = ["write_report", "load_report", "markdown_table", "plot_histograms", "compare_reports"]
 
