@@ -45,6 +45,7 @@ from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 
 from eval_crafter import scoring
 from eval_crafter.deaot import DeAOT, DeAOTTracker, load_deaot
+from eval_crafter.errors import EvalInputError
 from eval_crafter.metrics.base import Metric, ModelFile, VideoInput, mean_of, require_model
 from eval_crafter.metrics.registry import register_metric
 from eval_crafter.metrics.tracking import frame_roles, track_video
@@ -329,7 +330,8 @@ class _DetectionMetric(Metric):
                  batch_size: int = 8, fp32: bool = False, detection: str = "track") -> None:
         super().__init__(models_dir, device, mode, batch_size, fp32)
         if detection not in DETECTION_SCHEDULES:
-            raise ValueError(f"unknown detection schedule {detection!r}; choose one of {DETECTION_SCHEDULES}")
+            raise EvalInputError(f"unknown detection schedule {detection!r}; "
+                                 f"choose one of {DETECTION_SCHEDULES}")
         self.detection = detection
         self.models = DetectionModels.shared(self.models_dir, self.device, fp32)
         self.box_threshold = BOX_THRESHOLD

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from eval_crafter.errors import EvalInputError
+
 __all__ = ["HEAD_BYTES", "resolve_device", "official_dtype", "weights_identity"]
 
 HEAD_BYTES = 1 << 20  # bytes of each file hashed by weights_identity
@@ -25,7 +27,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; any other name as ``torch.device``.
 
     Raises:
-        ValueError: an unknown device name, or CUDA asked for where there is none.
+        EvalInputError: an unknown device name, or CUDA asked for where there is none.
     """
     if isinstance(name, torch.device):
         device = name
@@ -35,9 +37,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
         try:
             device = torch.device(name)
         except RuntimeError as err:
-            raise ValueError(f"unknown device {name!r} ({err}); use auto, cpu, cuda or cuda:N") from None
+            raise EvalInputError(f"unknown device {name!r} ({err}); use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; "
+        raise EvalInputError(f"device {name!r} asked for, but CUDA is not available here; "
                          "use --device auto or cpu")
     return device
 

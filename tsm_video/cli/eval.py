@@ -102,9 +102,14 @@ def _run_synth_metadata(args: argparse.Namespace) -> int:
     import json
 
     from eval_crafter.cache import atomic_write_text
+    from eval_crafter.errors import EvalInputError
     from eval_crafter.synthetic import synthetic_metadata
 
-    metadata = synthetic_metadata(json.loads(args.ground_truth.read_text(encoding="utf-8")))
+    try:
+        ground_truth = json.loads(args.ground_truth.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise EvalInputError(f"{args.ground_truth}: not JSON ({err})") from err
+    metadata = synthetic_metadata(ground_truth)
     atomic_write_text(args.out, json.dumps(metadata, indent=1))
     sys.stdout.write(f"wrote {len(metadata)} prompts to {args.out}\n")
     return 0
