@@ -59,14 +59,17 @@ def test_every_missing_file_is_listed_in_one_error(tmp_path):
     assert "sam-vit-base/" not in [m.relpath for m in err.value.missing]
 
 
-def test_cli_checks_the_models_folder_before_any_video(tmp_path):
+def test_cli_checks_the_models_folder_before_any_video(tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
     write_video(videos / "0000.mp4", num_frames=2)
+    argv = ["eval", "evalcrafter", "--videos", str(videos), "--models", str(tmp_path / "models"),
+            "--metrics", "count,blip_bleu", "--out", str(tmp_path / "r.json"), "--no-progress",
+            "--device", "cpu"]
+    assert main(argv) == 2  # the CLI maps the error to one line, exit 2
+    assert "tsm-video eval evalcrafter: error: 4 model file" in capsys.readouterr().err
     with pytest.raises(MissingModelsError, match="4 model file"):
-        main(["eval", "evalcrafter", "--videos", str(videos), "--models", str(tmp_path / "models"),
-              "--metrics", "count,blip_bleu", "--out", str(tmp_path / "r.json"), "--no-progress",
-              "--device", "cpu"])
+        main([*argv, "--debug"])
     assert not (tmp_path / "r.cache").exists()
 
 
