@@ -45,6 +45,7 @@ from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 
 from eval_crafter import scoring
 from eval_crafter.deaot import DeAOT, DeAOTTracker, load_deaot
+from eval_crafter.errors import EvalInputError
 from eval_crafter.metrics.base import (
     DETECTION_SCHEDULES,
     Metric,
@@ -335,7 +336,8 @@ class _DetectionMetric(Metric):
                  batch_size: int = 8, fp32: bool = False, detection: str = "track") -> None:
         super().__init__(models_dir, device, mode, batch_size, fp32)
         if detection not in DETECTION_SCHEDULES:
-            raise ValueError(f"unknown detection schedule {detection!r}; choose one of {DETECTION_SCHEDULES}")
+            raise EvalInputError(f"unknown detection schedule {detection!r}; "
+                                 f"choose one of {DETECTION_SCHEDULES}")
         self.detection = detection
         self.models = DetectionModels.shared(self.models_dir, self.device, fp32)
         self.box_threshold = BOX_THRESHOLD

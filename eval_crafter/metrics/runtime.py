@@ -44,7 +44,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
             raise EvalInputError(f"unknown device {name!r} ({err}); use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvalInputError(f"device {name!r} asked for, but CUDA is not available here; "
-                         "use --device auto or cpu")
+                             "use --device auto or cpu")
     return device
 
 

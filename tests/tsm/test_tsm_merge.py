@@ -220,7 +220,7 @@ def test_compiled_model_swaps_experts_without_recompiling():
             eager[i] = net(x)
         ctx.set(mixed)
         close(compiled(x), eager[None])
-        for cycle in range(2):
+        for _cycle in range(2):
             for i in (0, 3, 5, 7, 2):
                 merge_interval(net, i)
                 ctx.set(torch.tensor([i * 125 + 7, i * 125 + 100]))

@@ -25,6 +25,8 @@ def _train(args: argparse.Namespace) -> int:
 
         if args.stage or args.interval is not None or args.dry_run:
             raise ConfigError("--assemble-intervals takes --cfg, --scale N (optional) and overrides only")
+        if args.scale is not None and args.scale not in cfg.tsm.scales:
+            raise ConfigError(f"--scale {args.scale}: not one of tsm.scales={cfg.tsm.scales}")
         scales = [args.scale] if args.scale else [n for n in cfg.tsm.scales if n > 1]
         for n in scales:
             print(f"[foster_s{n}] assembled {assemble_scale(cfg, n)}")

@@ -216,14 +216,19 @@ DECORD_MATCH_TOLERANCE = 1.0
 def verify_decord(source: Source, indices=None) -> bool:
     """Whether decord's random access returns the frames a sequential decode has at ``indices``.
 
-    ``indices`` (default: 16 random frames, every 7th, and the last 3) are requested from decord
-    in one batch in the given order and compared with PyAV's exact decode, both full size.
-    False when decord errors, counts frames differently or returns another picture. Raises
-    VideoReadError when the file itself cannot be read.
+    First every packet is decoded in order (a damaged file is never handed to decord, which
+    returns stale frames for damage instead of raising); then ``indices`` (default: 16 random
+    frames, every 7th, and the last 3) are requested from decord in one batch, in the given
+    order, and compared with PyAV's exact decode, both full size. False when decord errors,
+    counts frames differently or returns another picture. Raises VideoReadError when the file
+    itself cannot be read (``corrupt`` for damage anywhere in it).
     """
     if decord is None:
         return False
     with AVReader(source) as reader:
+        damage = reader.scan()
+        if damage is not None:
+            raise VideoReadError("corrupt", damage)
         n = len(reader.table)
         if indices is None:
             rng = np.random.default_rng(n)

@@ -15,13 +15,16 @@ import os
 import shutil
 from pathlib import Path
 
+from tsm_video.errors import TSMVideoError
+
 __all__ = ["MARKER", "OutputDirError", "claim_output_dir", "record_entries"]
 
 MARKER = ".tsm-video-output.json"
 
 
-class OutputDirError(ValueError):
-    """The output folder cannot be used: not a folder, or not empty and not this command's."""
+class OutputDirError(TSMVideoError, ValueError):
+    """The output folder cannot be used: not a folder, or not empty and not this command's
+    (``tsm-video`` prints it as one line and exits with 2)."""
 
 
 def _read_marker(path: Path) -> dict | None:

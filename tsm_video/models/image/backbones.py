@@ -33,10 +33,15 @@ def build_image_backbone(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> ImageBackbone:
-    """Build image backbone ``name``: from the local diffusers folder ``checkpoint``, or (None)
-    with random weights from its architecture JSON; ``device="meta"`` builds shapes only (the
-    folder, if given, is only checked for its files)."""
+    """Build image backbone ``name``: from the local diffusers folder ``checkpoint``, from a
+    one-file checkpoint (:meth:`ImageBackbone.save_checkpoint`), or (None) with random weights
+    from its architecture JSON; ``device="meta"`` builds shapes only (a folder, if given, is only
+    checked for its files)."""
     cls = _CLASSES[name.removesuffix("-tiny")]
+    if checkpoint is not None and Path(checkpoint).is_file():  # one file of save_checkpoint
+        model = cls(name, build_components(name, device="cpu"))
+        model.load_checkpoint(checkpoint)
+        return model.to(device=device or "cpu", dtype=dtype)
     if checkpoint is None or torch.device(device or "cpu").type == "meta":
         if checkpoint is not None:
             check_folder(name, Path(checkpoint))

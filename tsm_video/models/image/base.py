@@ -4,6 +4,7 @@ stock pipeline as sampler, per-sample MSE loss. Subclasses add their objective a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,6 +92,41 @@ class ImageBackbone(nn.Module):
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # --- one-file checkpoints (FullCheckpoint: the demo's `base` stage) ---
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Every component's weights (``unet.*``/``transformer.*``, ``vae.*``, ``text_encoder*.*``)
+        in one safetensors file, written atomically; the builder loads it as ``checkpoint``."""
+        from safetensors.torch import save_file
+
+        from tsm_video.generation.media import atomic_path
+
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
+        with atomic_path(path) as tmp:  # clones: T5's tied embeddings must not share storage
+            save_file(state, str(tmp), metadata={"format": "pt", "backbone": self.name})
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Load a :meth:`save_checkpoint` file strictly (every key, every shape)."""
+        from safetensors.torch import load_file
+
+        from tsm_video.models.backbone import CheckpointError
+
+        try:
+            state = load_file(str(path))
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"cannot read {path} as safetensors: {err}") from err
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"{path} does not fit backbone {self.name!r}: {str(err)[:400]}") from err
+
+    def convert_checkpoint(self, source: str | os.PathLike, out: str | os.PathLike) -> int:
+        """A local diffusers folder of the release → one :meth:`save_checkpoint` file."""
+        from .backbones import build_image_backbone
+
+        model = build_image_backbone(self.name, checkpoint=source)
+        model.save_checkpoint(out)
+        return len(model.state_dict())
 
     # --- pixels <-> latents ---
     def encode_pixels(self, pixels: Tensor, generator: torch.Generator | None = None) -> Tensor:
