@@ -27,8 +27,7 @@ from eval_crafter.aggregate import evalcrafter_scores
 from eval_crafter.cache import RecordCache
 from eval_crafter.errors import EvalInputError, MissingVideosError
 from eval_crafter.metrics import BACKENDS, MODES, Metric, VideoInput, get_metric
-from eval_crafter.metrics.base import check_models_folder
-from eval_crafter.metrics.detection import DETECTION_SCHEDULES
+from eval_crafter.metrics.base import DETECTION_SCHEDULES, check_models_folder
 from eval_crafter.metrics.runtime import resolve_device
 from eval_crafter.prompts import entries_for_mode, load_metadata
 from tsm_video.data.video_io import read_frames

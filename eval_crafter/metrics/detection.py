@@ -46,7 +46,14 @@ from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 from eval_crafter import scoring
 from eval_crafter.deaot import DeAOT, DeAOTTracker, load_deaot
 from eval_crafter.errors import EvalInputError
-from eval_crafter.metrics.base import Metric, ModelFile, VideoInput, mean_of, require_model
+from eval_crafter.metrics.base import (
+    DETECTION_SCHEDULES,
+    Metric,
+    ModelFile,
+    VideoInput,
+    mean_of,
+    require_model,
+)
 from eval_crafter.metrics.registry import register_metric
 from eval_crafter.metrics.tracking import frame_roles, track_video
 
@@ -85,7 +92,6 @@ DEAOT_FILE = "ckpt/R50_DeAOTL_PRE_YTB_DAV.pth"
 DEAOT_SOURCE = ("EvalCrafter checkpoints/download.sh (gdown 1QoChMkTVxdYZ_eBlZhK2acq9KMQZccPJ; "
                 "aot-benchmark MODEL_ZOO.md, R50-DeAOT-L PRE_YTB_DAV)")
 DEAOT_WHAT = "DeAOT R50-DeAOT-L tracker (official .pth)"
-DETECTION_SCHEDULES = ("track", "every-frame")
 FRAME_STEP = 5  # official Num: raw frames 0, 5, 10, ...
 BOX_THRESHOLD = 0.6  # official box_threshold
 TEXT_THRESHOLD = 0.5  # official text_threshold: labels phrases only, never filters boxes (unused here)

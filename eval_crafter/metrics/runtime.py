@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from eval_crafter.errors import EvalInputError
+
+if TYPE_CHECKING:  # imported where used: `tsm-video eval` checks its inputs before torch loads
+    import torch
 
 __all__ = ["HEAD_BYTES", "resolve_device", "official_dtype", "weights_identity"]
 
@@ -29,6 +31,8 @@ def resolve_device(name: str | torch.device) -> torch.device:
     Raises:
         EvalInputError: an unknown device name, or CUDA asked for where there is none.
     """
+    import torch
+
     if isinstance(name, torch.device):
         device = name
     elif name == "auto":
@@ -40,12 +44,14 @@ def resolve_device(name: str | torch.device) -> torch.device:
             raise EvalInputError(f"unknown device {name!r} ({err}); use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvalInputError(f"device {name!r} asked for, but CUDA is not available here; "
-                         "use --device auto or cpu")
+                             "use --device auto or cpu")
     return device
 
 
 def official_dtype(device: torch.device, official: torch.dtype, fp32: bool = False) -> torch.dtype:
     """The official run's dtype ``official`` on CUDA; float32 on CPU or when ``fp32`` is forced."""
+    import torch
+
     return official if device.type == "cuda" and not fp32 else torch.float32
 
 
