@@ -165,6 +165,7 @@ def _config(s: StudySettings, out: Path, name: str, seed: int, base: Path, data:
         "train": {
             "stages": ["foster", "assemble"] if tsm.get("scales", [s.n, 1]) != [1] else ["foster"],
             "steps": {"base": s.base_steps, "foster": s.steps, "assemble": s.steps},
+X
             "lr": s.lr,
             "base_lr": s.base_lr,
             "global_batch_size": s.batch_size,

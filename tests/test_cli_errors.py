@@ -390,5 +390,6 @@ def test_overrides_anywhere_on_the_line(workspace, monkeypatch, capsys):
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert re.search(r"foster_s4 +foster +10 steps .* lr 0\.0001", out), out
-    assert "assemble" not in out.split("stages:")[1]  # --stage foster still applies
+    rows = re.findall(r"^ +(\S+) +(\S+) +(\d+) steps .* lr ([0-9.e-]+);", out, re.M)
+    assert rows and all(kind == "foster" for _, kind, _, _ in rows), out  # --stage foster applies
+    assert all((steps, lr) == ("10", "0.0001") for _, _, steps, lr in rows), out  # both overrides apply

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from tsm_video.errors import TSMVideoError
+from tsm_video.fileio import atomic_write_text
 
 __all__ = ["MARKER", "OutputDirError", "claim_output_dir", "record_entries"]
 
@@ -36,9 +37,7 @@ def _read_marker(path: Path) -> dict | None:
 
 
 def _write_marker(path: Path, data: dict) -> None:
-    tmp = path / f".{MARKER}.{os.getpid()}.tmp"  # one per process: parallel writers never share it
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path / MARKER)
+    atomic_write_text(path / MARKER, json.dumps(data, indent=1))
 
 
 def claim_output_dir(path: str | os.PathLike, command: str, clean: bool = True) -> Path:
