@@ -645,6 +645,25 @@ def verdict(doc: dict) -> list[str]:
         )
     elif found:
         lines.insert(0, "**Verdict: incomplete** — not every comparison of Tab. 8 has finished (see above).")
+    base = doc.get("reference", {}).get("base", {}).get("heldout_mse")
+    gains = {
+        m: 100 * (1 - np.mean(r["heldout_mse"]) / base)
+        for m, r in doc["methods"].items()
+        if r.get("heldout_mse")
+    }
+    if base and gains:
+        best = max(gains, key=gains.get)
+        why = (
+            "the runs are far from converged, and more optimizer steps on one shared adapter (n·S) or more "
+            "rank help more than splitting the same steps over n interval experts that each see 1/n of t"
+            if best in ("lora_nS", "lora_rn")
+            else "splitting the steps over interval experts pays off here"
+        )
+        listed = ", ".join(f"{LABELS[m]} {g:.1f} %" for m, g in gains.items())
+        lines.append(
+            f"- Evidence: post-pretraining lowered the base's held-out ε-MSE by {listed}. The largest gain "
+            f"is {LABELS[best]}'s: at S = {doc['settings']['steps']} {why}."
+        )
     for a, b in (("tsm1", "lora"), ("tsm2", "lora")):
         pa, pb = paired(doc["methods"], a, b, "heldout_mse_per_interval")
         if pa:
