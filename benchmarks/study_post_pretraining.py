@@ -68,7 +68,18 @@ from tsm_video.train.runner import run_training  # noqa: E402
 from tsm_video.train.stages import load_trained, plan_stages, stage1_run  # noqa: E402
 from tsm_video.train.validation import sample_clips  # noqa: E402
 
-__all__ = ["StudySettings", "FULL", "QUICK", "SMOKE", "ORDER", "run_study", "paired_stats", "main"]
+__all__ = [
+    "StudySettings",
+    "FULL",
+    "QUICK",
+    "SMOKE",
+    "ORDER",
+    "run_study",
+    "paired",
+    "paired_stats",
+    "merge_documents",
+    "main",
+]
 
 COMMAND = "study_post_pretraining"
 RESULTS = ROOT / "benchmarks" / "results" / "study_post_pretraining.json"
@@ -106,7 +117,7 @@ class StudySettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-FULL = StudySettings("full", seeds=(0, 1, 2), steps=20, base_steps=300, videos_heldout=24, prompts=6)
+FULL = StudySettings("full", seeds=(0, 1, 2), steps=12, base_steps=300, videos_heldout=24, prompts=4)
 QUICK = StudySettings(
     "quick", seeds=(0, 1), steps=12, base_steps=150, videos_b=64, videos_heldout=16, prompts=4
 )
@@ -154,6 +165,7 @@ def _config(s: StudySettings, out: Path, name: str, seed: int, base: Path, data:
         "train": {
             "stages": ["foster", "assemble"] if tsm.get("scales", [s.n, 1]) != [1] else ["foster"],
             "steps": {"base": s.base_steps, "foster": s.steps, "assemble": s.steps},
+            "foster_schedule": "joint",  # TSM-1 = one joint run of n·S steps (method_plan's accounting)
             "lr": s.lr,
             "base_lr": s.base_lr,
             "global_batch_size": s.batch_size,
@@ -346,16 +358,25 @@ def paired_stats(values: list[float], reference: list[float]) -> dict:
             "diff_ci95": [mean_d - half, mean_d + half], "n": k}  # fmt: skip
 
 
+def paired(methods: dict[str, dict], a: str, b: str, metric: str) -> tuple[list[float], list[float]]:
+    """``metric`` of methods ``a`` and ``b`` on the seeds both finished, in the same seed order."""
+    ra, rb = methods.get(a, {}), methods.get(b, {})
+    if metric not in ra or metric not in rb:
+        return [], []
+    by_seed = dict(zip(rb["seed"], rb[metric]))
+    pairs = [(v, by_seed[seed]) for seed, v in zip(ra["seed"], ra[metric]) if seed in by_seed]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
 def summarise(methods: dict[str, dict]) -> dict[str, dict]:
     """Per method and scalar metric: :func:`paired_stats` against ``lora`` over the seeds both have."""
-    ref = methods.get("lora", {})
     summary = {}
-    for method, rec in methods.items():
+    for method in methods:
         summary[method] = {}
         for metric in ("heldout_mse", *(f"gen_{k}" for k in SCORE_NAMES), "train_seconds"):
-            k = min(len(rec.get(metric, [])), len(ref.get(metric, [])))
-            if k:
-                summary[method][metric] = paired_stats(rec[metric][:k], ref[metric][:k])
+            values, reference = paired(methods, method, "lora", metric)
+            if values:
+                summary[method][metric] = paired_stats(values, reference)
     return summary
 
 
@@ -448,8 +469,8 @@ def run_study(
             t0 = time.perf_counter()
             run = stage1_run(cfg, scale) if stage == "foster" else plan_stages(cfg, stage)[-1]
             metrics = evaluate(load_trained(cfg, run), s, batches, scenes)
-            metrics.update(eval_seconds=time.perf_counter() - t0, train_seconds=seconds, own_steps=steps,
-                           cost_steps=cost)  # fmt: skip
+            metrics.update(seed=seed, eval_seconds=time.perf_counter() - t0, train_seconds=seconds,
+                           own_steps=steps, cost_steps=cost)  # fmt: skip
             for k, v in metrics.items():
                 methods[method].setdefault(k, []).append(v)
             log(f"[study] seed {seed} {method}: held-out ε-MSE {metrics['heldout_mse']:.5f}, {seconds:.0f} s")
@@ -572,11 +593,11 @@ def _diff(stat: dict | None, scale: float = 1.0, digits: int = 4) -> str:
 
 def _compare(doc: dict, a: str, b: str) -> tuple[float, float, int] | None:
     """Paired ``a − b`` held-out ε-MSE over the seeds both finished → (mean, 95 % half-width, k)."""
-    ma, mb = doc["methods"].get(a, {}).get("heldout_mse"), doc["methods"].get(b, {}).get("heldout_mse")
-    if not ma or not mb:
+    ma, mb = paired(doc["methods"], a, b, "heldout_mse")
+    if not ma:
         return None
-    k = min(len(ma), len(mb))
-    d = np.asarray(ma[:k]) - np.asarray(mb[:k])
+    k = len(ma)
+    d = np.asarray(ma) - np.asarray(mb)
     half = _T975[min(k - 1, len(_T975)) - 1] * d.std(ddof=1) / math.sqrt(k) if k > 1 else math.nan
     return float(d.mean()), float(half), k
 
@@ -624,12 +645,9 @@ def verdict(doc: dict) -> list[str]:
     elif found:
         lines.insert(0, "**Verdict: incomplete** — not every comparison of Tab. 8 has finished (see above).")
     for a, b in (("tsm1", "lora"), ("tsm2", "lora")):
-        ra, rb = doc["methods"].get(a, {}), doc["methods"].get(b, {})
-        if ra.get("heldout_mse_per_interval") and rb.get("heldout_mse_per_interval"):
-            k = min(len(ra["heldout_mse_per_interval"]), len(rb["heldout_mse_per_interval"]))
-            pa = np.asarray(ra["heldout_mse_per_interval"][:k])
-            pb = np.asarray(rb["heldout_mse_per_interval"][:k])
-            rel = 100 * (pa / pb - 1).mean(0)
+        pa, pb = paired(doc["methods"], a, b, "heldout_mse_per_interval")
+        if pa:
+            rel = 100 * (np.asarray(pa) / np.asarray(pb) - 1).mean(0)
             n = len(rel)
             cells = ", ".join(
                 f"[{i * 1000 // n},{(i + 1) * 1000 // n}) {r:+.1f} %" for i, r in enumerate(rel)

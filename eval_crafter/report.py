@@ -6,8 +6,9 @@ import json
 import math
 from pathlib import Path
 
-from eval_crafter.cache import atomic_write_text, from_jsonable, to_jsonable
+from eval_crafter.cache import from_jsonable, to_jsonable
 from eval_crafter.errors import EvalInputError
+from tsm_video.fileio import atomic_write_text
 
 __all__ = ["write_report", "load_report", "markdown_table", "plot_histograms", "compare_reports"]
 

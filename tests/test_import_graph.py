@@ -14,7 +14,7 @@ from models.test_backbone_imports import _imports  # noqa: E402  (one import par
 #: part → layer, lowest first; a part may import only parts of lower layers.
 LAYERS: dict[str, int] = {
     "tsm_video.errors": 0,
-    "tsm_video.atomic": 0,
+    "tsm_video.fileio": 0,
     "tsm_video._lazy": 0,
     "tsm_video.tsm": 1,
     "tsm_video.diffusion": 1,

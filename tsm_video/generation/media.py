@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from tsm_video.atomic import atomic_path  # re-exported: its old home
+from tsm_video.fileio import atomic_path
 
 __all__ = ["to_uint8_frames", "write_gif", "write_frame_grid", "compare_grid", "atomic_path"]
 
