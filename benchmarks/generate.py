@@ -18,7 +18,8 @@ medians are recorded too), wall seconds and, on CPU, process CPU seconds.
 ``--compile``: every variant's UNet is compiled in place (``torch.compile``, default inductor),
 the warm-up compiles, and the timed clips must trigger no new graph (checked through dynamo's
 counters: experts switch without recompiling); results go to ``results/generate_compile.json``
-and their own RESULTS.md section.
+and their own RESULTS.md section. ``--quick`` runs likewise go to ``generate_quick*.json`` and
+their own section.
 Writes ``benchmarks/results/generate.json`` (top-level ``ratios``: ``merged_vs_base`` = the
 slower of LoRA and stage 1, ``router_vs_base`` = stage 2; also ``lora_vs_base``,
 ``foster_vs_base``; from process CPU seconds on CPU, where a shared machine makes wall time
@@ -217,13 +218,18 @@ def main(argv: list[str] | None = None, write: bool = True) -> dict:
         "compile": compile_info,
     }
     if write:
-        out = ROOT / "results" / ("generate_compile.json" if args.compile else "generate.json")
+        out = ROOT / "results" / f"{_tag(record).replace('-', '_')}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2) + "\n")
         _write_section(record)
     print(json.dumps({"results": results, "ratios": ratios, "wall_ratios": wall_ratios,
                       "vc2_step": record["vc2_step"], "compile": compile_info}, indent=2))
     return record
+
+
+def _tag(record: dict) -> str:
+    """This run's RESULTS.md section / JSON name: full and --quick runs, eager or compiled, kept apart."""
+    return "generate" + ("-quick" if record["quick"] else "") + ("-compile" if record["compile"] else "")
 
 
 def _graphs() -> int:
@@ -234,7 +240,7 @@ def _graphs() -> int:
 def _write_section(record: dict) -> None:
     """Replace this benchmark's section of benchmarks/RESULTS.md (other sections kept)."""
     path = ROOT / "RESULTS.md"
-    tag = "generate-compile" if record["compile"] else "generate"
+    tag = _tag(record)
     start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
     m, s, r = record["machine"], record["setup"], record["results"]
     compiled = record["compile"]

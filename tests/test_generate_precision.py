@@ -39,6 +39,7 @@ def test_precision_is_recorded_in_the_manifest(tmp_path):
     settings = GenerateSettings(height=32, width=32)
     check_manifest(tmp_path, {"seed": 1, "settings": settings.to_dict()})
     assert json.loads((tmp_path / "generate.json").read_text())["settings"]["precision"] == "fp32"
+    (tmp_path / "0000.mp4").write_bytes(b"")  # a finished clip binds the folder to its settings
     other = GenerateSettings(height=32, width=32, precision="bf16")
     with pytest.raises(ManifestError, match="precision"):
         check_manifest(tmp_path, {"seed": 1, "settings": other.to_dict()})

@@ -76,7 +76,8 @@ class DeAOTTracker:
         self.num_objects = 0
         self.input_size: tuple[int, int] | None = None
 
-    def _context(self):
+    def autocast_context(self):
+        """The float16 autocast context when ``autocast`` (else a no-op context)."""
         return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast)
 
     def _input(self, frame: np.ndarray) -> torch.Tensor:
@@ -87,7 +88,7 @@ class DeAOTTracker:
     @torch.no_grad()
     def add_reference(self, frame: np.ndarray, mask: np.ndarray, num_objects: int) -> None:
         """``mask`` (H, W) ids (any numeric dtype) of ``frame``; ``num_objects`` = largest id tracked."""
-        with self._context():
+        with self.autocast_context():
             image = self._input(frame)
             ids = torch.from_numpy(np.asarray(mask).astype(np.int32)).float()[None, None].to(self.device)
             ids = F.interpolate(ids, size=image.shape[-2:], mode="nearest")
@@ -109,7 +110,7 @@ class DeAOTTracker:
         """The tracked ids of ``frame``: (H, W) uint8 argmax over the merged identity logits."""
         if not self.engines:
             raise RuntimeError("track() before any add_reference()")
-        with self._context():
+        with self.autocast_context():
             features = self.model.encode_image(self._input(frame))
             for engine in self.engines:
                 engine.propagate(features)

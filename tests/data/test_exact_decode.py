@@ -161,6 +161,8 @@ def test_decord_is_verified_against_a_sequential_decode(corpus, monkeypatch):
     assert verify_decord(corpus["vp9.webm"].path)
     assert not verify_decord(corpus["mpeg4_bframes.mp4"].path)  # decord answers 15 for 13
     assert not verify_decord(corpus["av1.mp4"].path)  # decord cannot open it
+    with pytest.raises(VideoReadError, match="corrupt"):  # damage is found before decord is asked
+        verify_decord(corpus["h264_damaged.mp4"].path)
     # a proven file may be read by decord under "auto"; its frames are still the right ones
     video, calls = corpus["vp9.webm"], []
     real = video_io._decord_batch
@@ -196,10 +198,10 @@ def test_untimed_packets_fall_back_to_counting_from_the_start(corpus, monkeypatc
     from tsm_video.data import av_reader
 
     real = av_reader.FrameTable.from_packets.__func__
-    untimed = classmethod(lambda cls, packets, tb: real(cls, [(None, k) for _, k in packets], tb))
+    untimed = classmethod(lambda cls, packets, tb, fps: real(cls, [(None, k) for _, k in packets], tb, fps))
     monkeypatch.setattr(av_reader.FrameTable, "from_packets", untimed)
     for name in ("h264_opengop_bpyramid.mp4", "mpeg4_bframes.avi"):
         video = corpus[name]
         with av_reader.AVReader(video.path) as reader:
-            assert not reader.table.timed
+            assert not reader.table.timed and reader.table.times[24] == pytest.approx(1.0)  # 24 fps header
             assert video.ids(reader.decode(PATTERNS["random_order"])) == PATTERNS["random_order"]

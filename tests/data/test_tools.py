@@ -227,3 +227,20 @@ def test_cli_synth_subset_probe_cache(tmp_path, monkeypatch, capsys):
     )
     rows = json.loads((tmp_path / "cache" / "index-r0.json").read_text())["rows"]
     assert len(rows) == 4
+
+
+def test_cli_min_resolution_without_probe_columns_is_one_line(tmp_path, capsys):
+    main(["data", "synth", "--out", str(tmp_path / "s"), "--num-videos", "2", "--num-frames", "4"])
+    capsys.readouterr()
+    argv = [
+        "data",
+        "subset",
+        "--csv",
+        str(tmp_path / "s" / "synthetic.csv"),
+        "--out",
+        str(tmp_path / "o.csv"),
+    ]
+    assert main([*argv, "--min-resolution", "512x320"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no column 'width'" in err and "probe --annotate" in err
+    assert not (tmp_path / "o.csv").exists()

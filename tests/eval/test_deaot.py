@@ -226,3 +226,36 @@ def test_track_video_follows_the_official_schedule():
     assert (masks[8][20:40, 0:20] == 2).all()
     fixed = track_video(_RecordingTracker(), frames, {0: first, 8: second}, mode="fixed")
     assert (fixed[8][20:40, 0:20] == 3).all()
+
+
+@pytest.mark.slow
+def test_float16_autocast_follows_the_official_dtype_rules(model, official):
+    """The official run tracks under fp16 autocast (CUDA); CPU fp16 autocast exercises the same
+    dtype rules here: excluded ids at -1e4, logits within 16 float16 ulps of the magnitude
+    (2^-10 relative each; measured ~2-4) of the float32 official ones, and the same ids
+    wherever the official merged logits' best two are apart by more than twice that."""
+    spec = SCENARIOS["grow"]
+    tracker = DeAOTTracker(model, autocast=True)
+    for t, frame in enumerate(synthetic_frames(spec["frames"], spec["seed"])):
+        if t in (0, REDETECT_AT):
+            if t == REDETECT_AT:
+                tracker.track(frame)
+            mask = rectangle_mask(spec["first"] if t == 0 else spec["second"], t)
+            tracker.add_reference(frame, mask, int(mask.max()))
+            continue
+        labels = tracker.track(frame, update_memory=True)
+        theirs_full = []
+        with tracker.autocast_context():
+            for g, engine in enumerate(tracker.engines):
+                ours, theirs = engine.logits(), official[f"grow.{t}.logits.{g}"]
+                assert ours.dtype == torch.float16
+                excluded = theirs <= -1e9
+                assert (ours[excluded] == -1e4).all()
+                tol = 16 * 2.0**-10 * theirs[~excluded].abs().max().item()
+                torch.testing.assert_close(ours.float()[~excluded], theirs[~excluded], rtol=0, atol=tol)
+                theirs_full.append(torch.nn.functional.interpolate(theirs, size=labels.shape, mode="bilinear",
+                                                                   align_corners=True))
+        top2 = torch.topk(merge_group_logits(theirs_full)[0], 2, dim=0).values
+        decided = (top2[0] - top2[1] > 2 * tol).numpy()
+        assert decided.mean() > 0.9
+        np.testing.assert_array_equal(labels[decided], official[f"grow.{t}.labels"].numpy()[decided])

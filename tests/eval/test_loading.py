@@ -59,15 +59,21 @@ def test_every_missing_file_is_listed_in_one_error(tmp_path):
     assert "sam-vit-base/" not in [m.relpath for m in err.value.missing]
 
 
-def test_cli_checks_the_models_folder_before_any_video(tmp_path):
+def test_cli_checks_the_models_folder_before_any_video(tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
     write_video(videos / "0000.mp4", num_frames=2)
-    with pytest.raises(MissingModelsError, match="4 model file"):
-        main(["eval", "evalcrafter", "--videos", str(videos), "--models", str(tmp_path / "models"),
-              "--metrics", "count,blip_bleu", "--out", str(tmp_path / "r.json"), "--no-progress",
-              "--device", "cpu"])
+    args = ["eval", "evalcrafter", "--videos", str(videos), "--models", str(tmp_path / "models"),
+            "--metrics", "count,blip_bleu", "--out", str(tmp_path / "r.json"), "--no-progress"]
+    assert main([*args, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "4 model file(s) missing" in err and err.count("\n") == 1  # one line, every file named
     assert not (tmp_path / "r.cache").exists()
+    with pytest.raises(MissingModelsError, match="4 model file"):
+        main([*args, "--device", "cpu", "--debug"])
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
 
 
 # --- device, precision, weights identity, cache key ----------------------------------------------
@@ -278,3 +284,18 @@ def test_compare_notes_runtime_differences():
     assert "note:" not in compare_reports(report("cpu", "a"), report("cpu", "a"))
     text = compare_reports(report("cpu", "a"), report("cuda:0", "b"))
     assert "note: tiny ran differently: device cpu vs cuda:0; other weights files" in text
+
+
+def test_docs_models_table_is_what_the_code_loads():
+    """docs/evalcrafter.md's models-folder table lists exactly the files the metrics require."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "evalcrafter.md").read_text()
+    section = text.split("## Models folder (`--models DIR`)")[1].split("\n## ")[0]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|---"))  # rows after the header
+    rows = [line.split("|") for line in lines[start + 1:] if line.startswith("| ")]
+    documented = {re.search(r"`([^`]+)`", cells[2]).group(1) for cells in rows}
+    required = {f.relpath for name in DEFAULT_METRICS for f in METRICS[name].required_files()}
+    assert documented == required

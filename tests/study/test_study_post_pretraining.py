@@ -10,6 +10,7 @@ import pytest
 from benchmarks.study_post_pretraining import (
     ORDER,
     SMOKE,
+    merge_documents,
     paired_stats,
     prepare_data,
     pretrain_base,
@@ -50,7 +51,7 @@ def test_smoke_study_writes_the_documented_json(tmp_path):
     }
     assert data["summary"]["lora"]["heldout_mse"]["diff_mean"] == 0.0
     # the ablations assembled the same experts as TSM-2 (linked, not retrained)
-    seed_dir = tmp_path / "work" / f"runs_{SMOKE.name}" / f"seed_{SMOKE.seeds[0]}"
+    seed_dir = tmp_path / "work" / f"runs_{SMOKE.name}_seeds_0" / f"seed_{SMOKE.seeds[0]}"
     assert (seed_dir / "moe" / f"foster_s{n}").resolve() == (seed_dir / "tsm" / f"foster_s{n}").resolve()
     assert "Not the full run" in results_section(doc, [])
     # a rerun reuses the cached data and base
@@ -59,3 +60,26 @@ def test_smoke_study_writes_the_documented_json(tmp_path):
     base, seconds = pretrain_base(SMOKE, tmp_path / "work", csvs["a"], logged.append)
     assert logged == [f"[study] reusing the cached base {base}"]
     assert seconds == doc["base_pretraining_seconds"]
+
+
+def test_merge_concatenates_seeds_and_recomputes_the_summary():
+    def part(seed: int, mse: float, finished: bool = True) -> dict:
+        methods = {m: {} for m in ORDER}
+        methods["lora"] = {"heldout_mse": [mse], "cost_steps": [40], "seed": [seed]}
+        methods["tsm1"] = {"heldout_mse": [mse - 0.01], "cost_steps": [320], "seed": [seed]}
+        return {"configuration": "full", "vae": {"sha256": "x"}, "settings": {"seeds": [seed], "n": 8},
+                "seeds": [seed], "methods": methods, "wall_seconds": 1.0 if finished else None}  # fmt: skip
+
+    merged = merge_documents([part(2, 0.3), part(0, 0.1), part(1, 0.2)])
+    assert merged["seeds"] == [0, 1, 2] and merged["full"] is True
+    assert merged["methods"]["lora"]["heldout_mse"] == [0.1, 0.2, 0.3]
+    assert merged["summary"]["tsm1"]["heldout_mse"]["diff_mean"] == pytest.approx(-0.01)
+    assert merge_documents([part(0, 0.1), part(1, 0.2, finished=False)])["full"] is False
+    # a method missing on one seed is paired by seed, not by position
+    gap = part(1, 0.2)
+    gap["methods"]["tsm1"] = {}
+    merged = merge_documents([part(0, 0.1), gap, part(2, 0.3)])
+    assert merged["summary"]["tsm1"]["heldout_mse"]["n"] == 2
+    assert merged["summary"]["tsm1"]["heldout_mse"]["diff_mean"] == pytest.approx(-0.01)
+    with pytest.raises(ValueError, match="different configurations"):
+        merge_documents([part(0, 0.1), {**part(1, 0.2), "configuration": "quick"}])

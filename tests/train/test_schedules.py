@@ -4,6 +4,7 @@ every global batch (simulated ranks × accumulation), and run seeds that use the
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -233,3 +234,41 @@ def test_joint_run_feeds_each_step_an_exact_share(tmp_path, synth_data, tiny_con
     for step in range(2):
         assert sorted(i for s, _, _, ids in calls if s == step for i in ids) == [0, 1, 2, 3]
     assert all(v is not None for v in result.interval_loss)
+
+
+def test_cli_assembles_on_request_and_plans_one_expert(sequential, tmp_path, capsys):
+    from tsm_video.cli import main
+
+    cfg, _ = sequential
+    save_config(cfg, tmp_path / "cfg.yaml")
+    scale_file = stage1_adapter(cfg, 2)
+    before = scale_file.read_bytes()
+    scale_file.unlink()
+    assert main(["train", "--cfg", str(tmp_path / "cfg.yaml"), "--assemble-intervals"]) == 0
+    assert scale_file.read_bytes() == before and "[foster_s2] assembled" in capsys.readouterr().out
+    assert main(["train", "--cfg", str(tmp_path / "cfg.yaml"), "--assemble-intervals", "--scale", "4"]) == 2
+    assert "--scale 4: not one of tsm.scales=[2]" in capsys.readouterr().err
+    code = main(
+        [
+            "train",
+            "--cfg",
+            str(tmp_path / "cfg.yaml"),
+            "--dry-run",
+            "--json",
+            "--stage",
+            "foster",
+            "--scale",
+            "2",
+            "--interval",
+            "1",
+        ]
+    )
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    assert code == 0 and (run["name"], run["scales"], run["intervals"], run["steps"]) == (
+        "foster_s2_i1",
+        [2],
+        [1],
+        2,
+    )
+    assert main(["train", "--cfg", str(tmp_path / "cfg.yaml"), "--json"]) == 2
+    assert "--json goes with --dry-run" in capsys.readouterr().err

@@ -88,8 +88,8 @@ def _run_evalcrafter(args: argparse.Namespace) -> int:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from eval_crafter.cache import atomic_write_text
     from eval_crafter.report import compare_reports, load_report
+    from tsm_video.fileio import atomic_write_text
 
     text = compare_reports(load_report(args.a), load_report(args.b), (args.a.stem, args.b.stem))
     sys.stdout.write(text)
@@ -101,10 +101,15 @@ def _run_compare(args: argparse.Namespace) -> int:
 def _run_synth_metadata(args: argparse.Namespace) -> int:
     import json
 
-    from eval_crafter.cache import atomic_write_text
+    from eval_crafter.errors import EvalInputError
     from eval_crafter.synthetic import synthetic_metadata
+    from tsm_video.fileio import atomic_write_text
 
-    metadata = synthetic_metadata(json.loads(args.ground_truth.read_text(encoding="utf-8")))
+    try:
+        ground_truth = json.loads(args.ground_truth.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise EvalInputError(f"{args.ground_truth}: not JSON ({err})") from err
+    metadata = synthetic_metadata(ground_truth)
     atomic_write_text(args.out, json.dumps(metadata, indent=1))
     sys.stdout.write(f"wrote {len(metadata)} prompts to {args.out}\n")
     return 0

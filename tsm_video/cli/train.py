@@ -11,18 +11,22 @@ __all__ = ["register"]
 
 def _train(args: argparse.Namespace) -> int:
     from tsm_video.config import ConfigError, load_config
+
+    if args.json and not args.dry_run:
+        raise ConfigError("--json goes with --dry-run")
+    cfg = load_config(args.cfg, args.overrides)  # before the trainer's imports: a bad config fails fast
+
     from tsm_video.train.plan import describe_plan, plan_json
     from tsm_video.train.runner import run_training
     from tsm_video.train.stages import plan_stages
 
-    if args.json and not args.dry_run:
-        raise ConfigError("--json goes with --dry-run")
-    cfg = load_config(args.cfg, args.overrides)
     if args.assemble_intervals:
         from tsm_video.train.intervals import assemble_scale
 
         if args.stage or args.interval is not None or args.dry_run:
             raise ConfigError("--assemble-intervals takes --cfg, --scale N (optional) and overrides only")
+        if args.scale is not None and args.scale not in cfg.tsm.scales:
+            raise ConfigError(f"--scale {args.scale}: not one of tsm.scales={cfg.tsm.scales}")
         scales = [args.scale] if args.scale else [n for n in cfg.tsm.scales if n > 1]
         for n in scales:
             print(f"[foster_s{n}] assembled {assemble_scale(cfg, n)}")

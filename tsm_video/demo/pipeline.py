@@ -39,7 +39,7 @@ from tsm_video.generation.media import compare_grid, write_frame_grid
 from tsm_video.train.evaluate import interval_eps_mse
 from tsm_video.train.interval_loss import plot_interval_losses
 from tsm_video.train.runner import run_training
-from tsm_video.train.stages import load_trained, plan_stages
+from tsm_video.train.stages import load_trained, plan_stages, stage1_run
 from tsm_video.train.validation import sample_clips
 
 __all__ = ["run_demo", "DEMO_CONFIG", "COMMAND"]
@@ -115,9 +115,12 @@ def run_demo(
     t0 = time.perf_counter()
     d = user_cfg.data
     size = (d.height, d.width)
-    csv = make_synthetic_dataset(out / "data", num_videos=NUM_TRAIN_VIDEOS, seed=0, size=size, num_frames=16)
+    # videos as long as a training clip: every clip shows the whole prompted motion
+    csv = make_synthetic_dataset(
+        out / "data", num_videos=NUM_TRAIN_VIDEOS, seed=0, size=size, num_frames=d.num_frames
+    )
     heldout_csv = make_synthetic_dataset(
-        out / "heldout", num_videos=NUM_HELDOUT_VIDEOS, seed=1, size=size, num_frames=16
+        out / "heldout", num_videos=NUM_HELDOUT_VIDEOS, seed=1, size=size, num_frames=d.num_frames
     )
     init = user_cfg.model.checkpoint or compose_checkpoint(
         out / "init" / "model.safetensors", user_cfg.run.seed
@@ -148,7 +151,7 @@ def run_demo(
     compared = {
         "base": runs["base"],
         "vanilla LoRA (s1)": runs["foster_s1"],
-        f"TSM stage 1 (s{core})": runs[f"foster_s{core}"],
+        f"TSM stage 1 (s{core})": stage1_run(cfg, core),  # the core scale's experts, assembled
         "TSM stage 2": runs["assemble"],
     }
     models = {label: load_trained(cfg, run) for label, run in compared.items()}
@@ -331,8 +334,9 @@ def _report(
         f"{cfg.tsm.scales} (core {n} + the scale-1 context, as the paper's [8, 1]), rank {cfg.tsm.rank}, "
         f"text LoRA {'on' if cfg.tsm.text_lora.enabled else 'off'}.",
         "",
-        f"Stages: base {t.steps.base} steps (full denoiser), stage 1 {t.steps.foster} steps per expert "
-        f"(scale 1 = vanilla LoRA), stage 2 {t.steps.assemble} steps (router only); global batch "
+        f"Stages: base {t.steps.base} steps (full denoiser), stage 1 {t.foster_schedule} with "
+        f"{t.steps.foster} steps per run (`per_expert`: one run per expert of scale {n}; scale 1 = vanilla "
+        f"LoRA), stage 2 {t.steps.assemble} steps (router only); global batch "
         f"{t.global_batch_size}.",
         "",
         "## Is TSM better here?",
