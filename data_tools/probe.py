@@ -30,6 +30,7 @@ from tsm_video.data.av_reader import AVReader, VideoReadError
 from tsm_video.data.dataset import DECORD_COLUMN
 from tsm_video.data.index import VideoIndex, csv_header, iter_rows
 from tsm_video.data.video_io import verify_decord
+from tsm_video.fileio import atomic_path
 
 __all__ = ["PROBE_COLUMNS", "probe_record", "probe_dataset"]
 
@@ -179,9 +180,7 @@ def _annotate(rows: list[dict], csv_in, csv_out, path_column: str, check_decord:
     added = PROBE_COLUMNS + ([DECORD_COLUMN] if check_decord else [])
     header = csv_header(csv_in)
     fields = header + [c for c in added if c not in header]  # a re-probe overwrites its columns
-    out = Path(csv_out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
+    with atomic_path(csv_out) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in iter_rows(csv_in):
@@ -198,4 +197,3 @@ def _annotate(rows: list[dict], csv_in, csv_out, path_column: str, check_decord:
             if check_decord:
                 values[DECORD_COLUMN] = "yes" if found.get("decord_exact") else "no"
             writer.writerow({**row, **values})
-    os.replace(tmp, out)

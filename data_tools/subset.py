@@ -14,12 +14,12 @@ import csv
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from tsm_video.data.index import csv_header, iter_rows
 from tsm_video.errors import TSMVideoError
+from tsm_video.fileio import atomic_path
 
 __all__ = ["SubsetError", "SubsetReport", "make_subset", "allocate"]
 
@@ -128,12 +128,9 @@ def make_subset(
     else:
         chosen = rng.choice(len(kept), size=min(n, len(kept)), replace=False).tolist()
     chosen.sort()
-    tmp = Path(csv_out).with_name(f".{Path(csv_out).name}.tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open("w", newline="", encoding="utf-8") as f:
+    with atomic_path(csv_out) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(kept[i] for i in chosen)
-    os.replace(tmp, csv_out)
     report.written = len(chosen)
     return report

@@ -14,28 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RecordCache", "to_jsonable", "from_jsonable", "atomic_write_text"]
+from tsm_video.fileio import atomic_path, atomic_write_text
+
+__all__ = ["RecordCache", "to_jsonable", "from_jsonable"]
 
 _NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_jsonable(value):
@@ -111,10 +98,8 @@ class RecordCache:
         for key, value in record.items():
             if isinstance(value, np.ndarray):
                 name = f"{video_id}.{key}.npy"
-                fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{name}.")
-                with os.fdopen(fd, "wb") as f:
+                with atomic_path(self.root / name) as tmp, tmp.open("wb") as f:
                     np.save(f, value, allow_pickle=False)
-                os.replace(tmp, self.root / name)
                 arrays[key] = name
             else:
                 plain[key] = value

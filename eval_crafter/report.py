@@ -6,14 +6,9 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from eval_crafter.cache import atomic_write_text, from_jsonable, to_jsonable  # noqa: E402
-from eval_crafter.errors import EvalInputError  # noqa: E402
-from eval_crafter.metrics import LIGHT_METRICS, METRICS  # noqa: E402
+from eval_crafter.cache import from_jsonable, to_jsonable
+from eval_crafter.errors import EvalInputError
+from tsm_video.fileio import atomic_write_text
 
 __all__ = ["write_report", "load_report", "markdown_table", "plot_histograms", "compare_reports"]
 
@@ -67,7 +62,11 @@ def markdown_table(report: dict) -> str:
 
 def plot_histograms(report: dict, path: Path) -> Path | None:
     """One histogram per metric of its per-video values; None if no metric has any."""
-    table = LIGHT_METRICS if report["backend"] == "light" else METRICS
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    from eval_crafter import metrics  # imported here: the full tables load every metric module
+
+    table = metrics.LIGHT_METRICS if report["backend"] == "light" else metrics.METRICS
     series = {}
     for name in report["metrics"]:
         key = table[name].histogram_key if name in table else None
@@ -78,7 +77,8 @@ def plot_histograms(report: dict, path: Path) -> Path | None:
             series[f"{name}: {key}"] = values
     if not series:
         return None
-    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3), squeeze=False)
+    fig = Figure(figsize=(4 * len(series), 3))
+    axes = fig.subplots(1, len(series), squeeze=False)
     for ax, (title, values) in zip(axes[0], series.items()):
         ax.hist(values, bins=min(20, max(5, len(values))))
         ax.set_title(title, fontsize=9)
@@ -86,7 +86,6 @@ def plot_histograms(report: dict, path: Path) -> Path | None:
     fig.suptitle(report["label"], fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

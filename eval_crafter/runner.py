@@ -27,8 +27,7 @@ from eval_crafter.aggregate import evalcrafter_scores
 from eval_crafter.cache import RecordCache
 from eval_crafter.errors import EvalInputError, MissingVideosError
 from eval_crafter.metrics import BACKENDS, MODES, Metric, VideoInput, get_metric
-from eval_crafter.metrics.base import check_models_folder
-from eval_crafter.metrics.detection import DETECTION_SCHEDULES
+from eval_crafter.metrics.base import DETECTION_SCHEDULES, check_models_folder
 from eval_crafter.metrics.runtime import resolve_device
 from eval_crafter.prompts import entries_for_mode, load_metadata
 from tsm_video.data.video_io import read_frames
@@ -108,11 +107,11 @@ def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> 
 def _build_metrics(settings: EvalSettings) -> dict[str, Metric]:
     classes = {name: get_metric(name, settings.backend) for name in settings.metrics}
     options = {name: {k: getattr(settings, k) for k in cls.options} for name, cls in classes.items()}
+    device = resolve_device(settings.device)  # a bad --device fails before the folder check
     if settings.backend == "full":
         needed = [f for name, cls in classes.items()
                   for f in cls.required_files(settings.mode, **options[name])]
         check_models_folder(settings.models, needed)
-    device = resolve_device(settings.device)
     return {name: cls(settings.models, device=device, mode=settings.mode, batch_size=settings.batch_size,
                       fp32=settings.fp32, **options[name])
             for name, cls in classes.items()}

@@ -26,7 +26,6 @@ import copy
 import dataclasses
 import difflib
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from typing import Any, Literal
 import yaml
 
 from tsm_video.errors import TSMVideoError
+from tsm_video.fileio import atomic_write_text
 
 __all__ = [
     "BASE_FILE",
@@ -369,6 +369,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_last: int = 2
     log_every: int = 10
+    log_with: Literal["tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "none"] = (
+        "tensorboard"
+    )
+    """The accelerate tracker of the loss curves (under ``<run dir>/logs``); ``none`` = log lines only.
+    A tracker other than tensorboard needs its package installed (e.g. ``pip install wandb``)."""
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def _validate(self, p: str) -> None:
@@ -681,14 +686,7 @@ def config_to_dict(cfg: RunConfig) -> dict:
 
 def save_config(cfg: RunConfig, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML, atomically (temp file + rename); it reloads to an equal config."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def missing_paths(cfg: RunConfig) -> list[str]:

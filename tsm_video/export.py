@@ -108,7 +108,7 @@ def export_lora(
     """
     from safetensors.torch import save_file
 
-    from tsm_video.generation.media import atomic_path
+    from tsm_video.fileio import atomic_path
     from tsm_video.tsm import read_adapter_metadata
 
     meta = read_adapter_metadata(adapter) if Path(adapter).is_file() else {}

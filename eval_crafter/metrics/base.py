@@ -41,6 +41,7 @@ from eval_crafter.metrics.runtime import resolve_device, weights_identity
 __all__ = [
     "MODES",
     "BACKENDS",
+    "DETECTION_SCHEDULES",
     "ModelNotFoundError",
     "MissingModelsError",
     "IncompatibleModelError",
@@ -54,6 +55,8 @@ __all__ = [
 
 MODES = ("compat", "fixed")
 BACKENDS = ("full", "light")
+DETECTION_SCHEDULES = ("track", "every-frame")
+"""Detection schedules of the count/color metrics (see :mod:`eval_crafter.metrics.detection`)."""
 
 
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")

@@ -45,7 +45,15 @@ from transformers import GroundingDinoForObjectDetection, GroundingDinoProcessor
 
 from eval_crafter import scoring
 from eval_crafter.deaot import DeAOT, DeAOTTracker, load_deaot
-from eval_crafter.metrics.base import Metric, ModelFile, VideoInput, mean_of, require_model
+from eval_crafter.errors import EvalInputError
+from eval_crafter.metrics.base import (
+    DETECTION_SCHEDULES,
+    Metric,
+    ModelFile,
+    VideoInput,
+    mean_of,
+    require_model,
+)
 from eval_crafter.metrics.registry import register_metric
 from eval_crafter.metrics.tracking import frame_roles, track_video
 
@@ -84,7 +92,6 @@ DEAOT_FILE = "ckpt/R50_DeAOTL_PRE_YTB_DAV.pth"
 DEAOT_SOURCE = ("EvalCrafter checkpoints/download.sh (gdown 1QoChMkTVxdYZ_eBlZhK2acq9KMQZccPJ; "
                 "aot-benchmark MODEL_ZOO.md, R50-DeAOT-L PRE_YTB_DAV)")
 DEAOT_WHAT = "DeAOT R50-DeAOT-L tracker (official .pth)"
-DETECTION_SCHEDULES = ("track", "every-frame")
 FRAME_STEP = 5  # official Num: raw frames 0, 5, 10, ...
 BOX_THRESHOLD = 0.6  # official box_threshold
 TEXT_THRESHOLD = 0.5  # official text_threshold: labels phrases only, never filters boxes (unused here)
@@ -329,7 +336,8 @@ class _DetectionMetric(Metric):
                  batch_size: int = 8, fp32: bool = False, detection: str = "track") -> None:
         super().__init__(models_dir, device, mode, batch_size, fp32)
         if detection not in DETECTION_SCHEDULES:
-            raise ValueError(f"unknown detection schedule {detection!r}; choose one of {DETECTION_SCHEDULES}")
+            raise EvalInputError(f"unknown detection schedule {detection!r}; "
+                                 f"choose one of {DETECTION_SCHEDULES}")
         self.detection = detection
         self.models = DetectionModels.shared(self.models_dir, self.device, fp32)
         self.box_threshold = BOX_THRESHOLD

@@ -24,7 +24,9 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
 
 def get_metric(name: str, backend: str = "full") -> type[Metric]:
     """The registered class for ``name``; an unknown name lists the valid ones."""
-    import eval_crafter.metrics  # noqa: F401  (imports every metric module, filling the tables)
+    from eval_crafter.metrics import load_metric_modules
+
+    load_metric_modules()  # every metric module registers its classes on import
 
     table = METRICS if backend == "full" else LIGHT_METRICS
     if name not in table:

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from eval_crafter.errors import EvalInputError
+
+if TYPE_CHECKING:  # imported where used: `tsm-video eval` checks its inputs before torch loads
+    import torch
 
 __all__ = ["HEAD_BYTES", "resolve_device", "official_dtype", "weights_identity"]
 
@@ -25,8 +29,10 @@ def resolve_device(name: str | torch.device) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; any other name as ``torch.device``.
 
     Raises:
-        ValueError: an unknown device name, or CUDA asked for where there is none.
+        EvalInputError: an unknown device name, or CUDA asked for where there is none.
     """
+    import torch
+
     if isinstance(name, torch.device):
         device = name
     elif name == "auto":
@@ -35,15 +41,17 @@ def resolve_device(name: str | torch.device) -> torch.device:
         try:
             device = torch.device(name)
         except RuntimeError as err:
-            raise ValueError(f"unknown device {name!r} ({err}); use auto, cpu, cuda or cuda:N") from None
+            raise EvalInputError(f"unknown device {name!r} ({err}); use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; "
-                         "use --device auto or cpu")
+        raise EvalInputError(f"device {name!r} asked for, but CUDA is not available here; "
+                             "use --device auto or cpu")
     return device
 
 
 def official_dtype(device: torch.device, official: torch.dtype, fp32: bool = False) -> torch.dtype:
     """The official run's dtype ``official`` on CUDA; float32 on CPU or when ``fp32`` is forced."""
+    import torch
+
     return official if device.type == "cuda" and not fp32 else torch.float32
 
 

@@ -198,10 +198,10 @@ def test_untimed_packets_fall_back_to_counting_from_the_start(corpus, monkeypatc
     from tsm_video.data import av_reader
 
     real = av_reader.FrameTable.from_packets.__func__
-    untimed = classmethod(lambda cls, packets, tb: real(cls, [(None, k) for _, k in packets], tb))
+    untimed = classmethod(lambda cls, packets, tb, fps: real(cls, [(None, k) for _, k in packets], tb, fps))
     monkeypatch.setattr(av_reader.FrameTable, "from_packets", untimed)
     for name in ("h264_opengop_bpyramid.mp4", "mpeg4_bframes.avi"):
         video = corpus[name]
         with av_reader.AVReader(video.path) as reader:
-            assert not reader.table.timed
+            assert not reader.table.timed and reader.table.times[24] == pytest.approx(1.0)  # 24 fps header
             assert video.ids(reader.decode(PATTERNS["random_order"])) == PATTERNS["random_order"]

@@ -33,6 +33,17 @@ def test_demo_refuses_a_folder_it_did_not_create(tmp_path):
     assert _snapshot(project) == before  # nothing deleted, nothing written (no marker either)
 
 
+def test_cli_says_it_in_one_line_and_exits_2(tmp_path, capsys):
+    from tsm_video.cli import main
+
+    project = _project(tmp_path)
+    before = _snapshot(project)
+    assert main(["demo", "--out", str(project)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tsm-video demo: error: output folder") and "\n" not in err
+    assert "nothing was deleted" in err and _snapshot(project) == before
+
+
 def test_demo_refuses_a_file(tmp_path):
     target = tmp_path / "report.md"
     target.write_text("x")

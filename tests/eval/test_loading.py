@@ -59,15 +59,21 @@ def test_every_missing_file_is_listed_in_one_error(tmp_path):
     assert "sam-vit-base/" not in [m.relpath for m in err.value.missing]
 
 
-def test_cli_checks_the_models_folder_before_any_video(tmp_path):
+def test_cli_checks_the_models_folder_before_any_video(tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
     write_video(videos / "0000.mp4", num_frames=2)
-    with pytest.raises(MissingModelsError, match="4 model file"):
-        main(["eval", "evalcrafter", "--videos", str(videos), "--models", str(tmp_path / "models"),
-              "--metrics", "count,blip_bleu", "--out", str(tmp_path / "r.json"), "--no-progress",
-              "--device", "cpu"])
+    args = ["eval", "evalcrafter", "--videos", str(videos), "--models", str(tmp_path / "models"),
+            "--metrics", "count,blip_bleu", "--out", str(tmp_path / "r.json"), "--no-progress"]
+    assert main([*args, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "4 model file(s) missing" in err and err.count("\n") == 1  # one line, every file named
     assert not (tmp_path / "r.cache").exists()
+    with pytest.raises(MissingModelsError, match="4 model file"):
+        main([*args, "--device", "cpu", "--debug"])
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
 
 
 # --- device, precision, weights identity, cache key ----------------------------------------------

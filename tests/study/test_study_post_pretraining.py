@@ -65,8 +65,8 @@ def test_smoke_study_writes_the_documented_json(tmp_path):
 def test_merge_concatenates_seeds_and_recomputes_the_summary():
     def part(seed: int, mse: float, finished: bool = True) -> dict:
         methods = {m: {} for m in ORDER}
-        methods["lora"] = {"heldout_mse": [mse], "cost_steps": [40]}
-        methods["tsm1"] = {"heldout_mse": [mse - 0.01], "cost_steps": [320]}
+        methods["lora"] = {"heldout_mse": [mse], "cost_steps": [40], "seed": [seed]}
+        methods["tsm1"] = {"heldout_mse": [mse - 0.01], "cost_steps": [320], "seed": [seed]}
         return {"configuration": "full", "vae": {"sha256": "x"}, "settings": {"seeds": [seed], "n": 8},
                 "seeds": [seed], "methods": methods, "wall_seconds": 1.0 if finished else None}  # fmt: skip
 
@@ -75,5 +75,11 @@ def test_merge_concatenates_seeds_and_recomputes_the_summary():
     assert merged["methods"]["lora"]["heldout_mse"] == [0.1, 0.2, 0.3]
     assert merged["summary"]["tsm1"]["heldout_mse"]["diff_mean"] == pytest.approx(-0.01)
     assert merge_documents([part(0, 0.1), part(1, 0.2, finished=False)])["full"] is False
+    # a method missing on one seed is paired by seed, not by position
+    gap = part(1, 0.2)
+    gap["methods"]["tsm1"] = {}
+    merged = merge_documents([part(0, 0.1), gap, part(2, 0.3)])
+    assert merged["summary"]["tsm1"]["heldout_mse"]["n"] == 2
+    assert merged["summary"]["tsm1"]["heldout_mse"]["diff_mean"] == pytest.approx(-0.01)
     with pytest.raises(ValueError, match="different configurations"):
         merge_documents([part(0, 0.1), {**part(1, 0.2), "configuration": "quick"}])

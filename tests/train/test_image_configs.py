@@ -28,16 +28,18 @@ def test_image_recipe_plans_on_meta(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert cfg.model.backbone == backbone and cfg.train.global_batch_size == 64
     assert cfg.train.steps.foster == cfg.train.steps.assemble == 4000 and cfg.train.lr == lr
-    runs = plan_stages(cfg)
-    assert [r.name for r in runs] == ["foster_s8", "foster_s1", "assemble"]
-    counts = trainable_counts(cfg, runs[1])
+    runs = plan_stages(cfg)  # per_expert (Tab. 8): 8 expert runs of scale 8, then scale 1, then stage 2
+    assert [r.name for r in runs] == [f"foster_s8_i{i}" for i in range(8)] + ["foster_s1", "assemble"]
+    counts = trainable_counts(cfg, runs[8])
     assert counts["experts s1"] == experts and counts["text LoRA"] == text
+    assert trainable_counts(cfg, runs[0])["expert"] == experts  # one expert = one vanilla LoRA
 
 
 def test_plan_report_names_missing_image_data():
     cfg = load_config(CONFIGS / "sd15_t2icompbench.yaml")
     report = describe_plan(cfg, plan_stages(cfg), num_processes=1)
-    assert "experts s8 6,377,472" in report and "data.images: data/t2icompbench/color" in report
+    assert "expert 797,184" in report and "assemble the 8 expert files" in report  # 6,377,472 / 8
+    assert "data.images: data/t2icompbench/color" in report
 
 
 def test_sd3_text_lora_has_its_own_lr_and_weight_decay():

@@ -45,6 +45,7 @@ def test_image_backbone_trains_every_stage(tmp_path, images, backbone, text_targ
             "train": {
                 "stages": ["foster", "assemble"],
                 "steps": {"foster": 2, "assemble": 1},
+                "foster_schedule": "joint",  # one run per scale (per_expert: tests/train/test_schedules.py)
                 "lr": 1e-2,
                 "global_batch_size": 2,
                 "per_device_batch_size": 2,

@@ -219,7 +219,7 @@ def test_compiled_model_swaps_experts_without_recompiling():
         for i in range(8):
             ctx.set(torch.tensor([i * 125 + 7, i * 125 + 100]))
             eager[i] = net(x)
-        for cycle in range(2):
+        for _cycle in range(2):
             for i in (0, 3, 5, 7, 2):
                 merge_interval(net, i)
                 ctx.set(torch.tensor([i * 125 + 7, i * 125 + 100]))

@@ -70,7 +70,7 @@ def _add_index_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--path-column", default="video", help="column of the video paths (default: video)")
     p.add_argument(
-        "--caption-column", default="caption", help="column holding the caption (default: caption)"
+        "--caption-column", default="caption", help="column of the captions (default: caption)"
     )
     p.add_argument("--zip-cache-dir", default=None, help="where zip member tables are cached")
 

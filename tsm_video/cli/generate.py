@@ -9,15 +9,17 @@ __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
+    from tsm_video.config import load_config
+
+    cfg = load_config(args.cfg, args.overrides)  # before torch's import: a bad config fails fast
+
     import torch
 
-    from tsm_video.config import load_config
     from tsm_video.generation.pipeline import parse_compare, run_compare, run_generate
     from tsm_video.generation.prompts import parse_shard, prompt_items, read_prompts, select_shard
     from tsm_video.generation.runner import OutputOptions
     from tsm_video.generation.settings import GenerateSettings, SettingsError
 
-    cfg = load_config(args.cfg, args.overrides)
     settings = GenerateSettings.from_config(
         cfg.generate, height=args.height, width=args.width, num_frames=args.frames, steps=args.steps,
         eta=args.eta, guidance_scale=args.guidance_scale, fps=args.fps, save_fps=args.save_fps,

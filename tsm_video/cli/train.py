@@ -11,13 +11,15 @@ __all__ = ["register"]
 
 def _train(args: argparse.Namespace) -> int:
     from tsm_video.config import ConfigError, load_config
+
+    if args.json and not args.dry_run:
+        raise ConfigError("--json goes with --dry-run")
+    cfg = load_config(args.cfg, args.overrides)  # before the trainer's imports: a bad config fails fast
+
     from tsm_video.train.plan import describe_plan, plan_json
     from tsm_video.train.runner import run_training
     from tsm_video.train.stages import plan_stages
 
-    if args.json and not args.dry_run:
-        raise ConfigError("--json goes with --dry-run")
-    cfg = load_config(args.cfg, args.overrides)
     if args.assemble_intervals:
         from tsm_video.train.intervals import assemble_scale
 

@@ -1,44 +1,37 @@
-"""Data: video IO, OpenVid-1M index (folders or zip parts), clip sampling, streaming datasets."""
+"""Data: video IO, OpenVid-1M index (folders or zip parts), clip sampling, streaming datasets.
 
-from tsm_video.data.clips import ClipSampler, resize_center_crop, to_model_pixels
-from tsm_video.data.dataset import VideoClipDataset, load_clip
-from tsm_video.data.index import OPENVID_COLUMNS, VideoIndex, VideoRecord, iter_rows, read_index
-from tsm_video.data.latent_cache import LatentCacheDataset, read_uncond, write_latent_cache
-from tsm_video.data.stream import ShardedStream, SkipSample, StreamLoader, collate, resolve_rank
-from tsm_video.data.video_io import (
-    VideoReadError,
-    decode_clip,
-    probe_video,
-    read_frames,
-    verify_decord,
-    write_mp4,
-)
-from tsm_video.data.zipstore import ZipStore
+The names below are imported on first use (:mod:`tsm_video._lazy`), so ``import tsm_video.data``
+costs nothing until a name is used."""
 
-__all__ = [
-    "OPENVID_COLUMNS",
-    "ClipSampler",
-    "LatentCacheDataset",
-    "ShardedStream",
-    "SkipSample",
-    "StreamLoader",
-    "VideoClipDataset",
-    "VideoIndex",
-    "VideoReadError",
-    "VideoRecord",
-    "ZipStore",
-    "collate",
-    "decode_clip",
-    "iter_rows",
-    "load_clip",
-    "probe_video",
-    "read_frames",
-    "read_index",
-    "read_uncond",
-    "resize_center_crop",
-    "resolve_rank",
-    "to_model_pixels",
-    "verify_decord",
-    "write_latent_cache",
-    "write_mp4",
-]
+from tsm_video._lazy import lazy_exports
+
+_EXPORTS = {
+    "ClipSampler": "clips",
+    "resize_center_crop": "clips",
+    "to_model_pixels": "clips",
+    "VideoClipDataset": "dataset",
+    "load_clip": "dataset",
+    "OPENVID_COLUMNS": "index",
+    "VideoIndex": "index",
+    "VideoRecord": "index",
+    "iter_rows": "index",
+    "read_index": "index",
+    "LatentCacheDataset": "latent_cache",
+    "read_uncond": "latent_cache",
+    "write_latent_cache": "latent_cache",
+    "ShardedStream": "stream",
+    "SkipSample": "stream",
+    "StreamLoader": "stream",
+    "collate": "stream",
+    "resolve_rank": "stream",
+    "VideoReadError": "video_io",
+    "decode_clip": "video_io",
+    "probe_video": "video_io",
+    "read_frames": "video_io",
+    "verify_decord": "video_io",
+    "write_mp4": "video_io",
+    "ZipStore": "zipstore",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -96,13 +96,19 @@ class FrameTable:
         return float((len(pts) - 1) / (Fraction(int(pts[-1] - pts[0])) * self.time_base))
 
     @classmethod
-    def from_packets(cls, packets: list[tuple[int | None, bool]], time_base: Fraction) -> FrameTable:
-        """Build from ``(pts, is_keyframe)`` of every non-empty, non-discarded packet in decode order."""
+    def from_packets(
+        cls, packets: list[tuple[int | None, bool]], time_base: Fraction, fps: float = 0.0
+    ) -> FrameTable:
+        """Build from ``(pts, is_keyframe)`` of every non-empty, non-discarded packet in decode order.
+
+        ``fps`` (the header's rate) spaces the frames of an untimed table.
+        """
         stamps = [p for p, _ in packets]
         timed = bool(stamps) and None not in stamps and len(set(stamps)) == len(stamps)
         if not timed:
             n = len(packets)
-            return cls(np.arange(n), np.arange(n, dtype=np.float64), np.zeros(0, np.int64), time_base, False)
+            times = np.arange(n, dtype=np.float64) / (fps if fps > 0 else 1.0)
+            return cls(np.arange(n), times, np.zeros(0, np.int64), time_base, False)
         decode_pts = np.asarray(stamps, dtype=np.int64)
         # a keyframe is safe when nothing decoded before it is displayed after it
         shown_before = np.maximum.accumulate(np.concatenate([[np.iinfo(np.int64).min], decode_pts[:-1]]))
@@ -181,7 +187,7 @@ class AVReader:
             pass  # a damaged or truncated tail: the packets before it are the video
         if not packets:
             raise VideoReadError("unreadable", "no video packets")
-        return FrameTable.from_packets(packets, self._stream.time_base)
+        return FrameTable.from_packets(packets, self._stream.time_base, self.nominal_fps)
 
     # -- decoding ---------------------------------------------------------------------------
     def _restart(self, keyframe_pts: int | None) -> int | None:

@@ -19,10 +19,13 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tsm_video.data.video_io import Source
 from tsm_video.data.zipstore import ZipStore, group_zip_parts
 from tsm_video.errors import TSMVideoError
+
+if TYPE_CHECKING:  # a type only: the index never decodes, so it does not import the decoders
+    from tsm_video.data.video_io import Source
 
 __all__ = [
     "VideoRecord",

@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tsm_video.data.stream import ShardedStream, SkipSample, StreamLoader
+from tsm_video.fileio import atomic_path, atomic_write_text
 
 __all__ = ["VideoEncoder", "write_latent_cache", "LatentCacheDataset", "read_uncond"]
 
@@ -38,9 +39,8 @@ class VideoEncoder(Protocol):
 def _save_atomic(
     tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
 ) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
 @torch.no_grad()
@@ -100,9 +100,7 @@ def write_latent_cache(
     if pending["latents"]:
         flush()
     index = out_dir / f"index-r{rank}.json"
-    tmp = index.with_name(f".{index.name}.tmp")
-    tmp.write_text(json.dumps({"version": _VERSION, "dtype": str(dtype), "rows": rows}))
-    os.replace(tmp, index)
+    atomic_write_text(index, json.dumps({"version": _VERSION, "dtype": str(dtype), "rows": rows}))
     return index
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 
 from tsm_video.data.av_reader import AVReader, Source, VideoReadError, cover_size, open_container
+from tsm_video.fileio import atomic_path
 
 try:  # decord ships wheels for x86-64 only
     import decord
@@ -97,44 +97,36 @@ def write_mp4(
         raise ValueError(f"frames must be a non-empty (T, H, W, 3) uint8 array, got shape {frames.shape}")
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, "w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = None
-            for frame in frames:
-                frame = np.asarray(frame)
-                if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
-                    raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
-                if frame.shape[0] % 2 or frame.shape[1] % 2:
-                    frame = np.pad(
-                        frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge"
-                    )
-                if stream is None:
-                    stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-                    stream.width, stream.height = frame.shape[1], frame.shape[0]
-                    stream.pix_fmt = "yuv420p"
-                    options = {"crf": str(crf), "preset": preset}
-                    if keyframe_interval is not None:
-                        options.update(g=str(keyframe_interval), keyint_min=str(keyframe_interval))
-                        options["x264-params"] = "scenecut=0"
-                    stream.options = options
-                elif (frame.shape[1], frame.shape[0]) != (stream.width, stream.height):
-                    raise ValueError(
-                        f"frame of shape {frame.shape} in a {stream.height}x{stream.width} video"
-                    )
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+    with atomic_path(path) as tmp, av.open(
+        str(tmp), "w", format="mp4", options={"movflags": "+faststart"}
+    ) as container:
+        stream = None
+        for frame in frames:
+            frame = np.asarray(frame)
+            if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+                raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
+            if frame.shape[0] % 2 or frame.shape[1] % 2:
+                frame = np.pad(
+                    frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge"
+                )
             if stream is None:
-                raise ValueError("frames is empty: nothing to encode")
-            container.mux(stream.encode())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a video is an ordinary readable file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+                stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                stream.width, stream.height = frame.shape[1], frame.shape[0]
+                stream.pix_fmt = "yuv420p"
+                options = {"crf": str(crf), "preset": preset}
+                if keyframe_interval is not None:
+                    options.update(g=str(keyframe_interval), keyint_min=str(keyframe_interval))
+                    options["x264-params"] = "scenecut=0"
+                stream.options = options
+            elif (frame.shape[1], frame.shape[0]) != (stream.width, stream.height):
+                raise ValueError(
+                    f"frame of shape {frame.shape} in a {stream.height}x{stream.width} video"
+                )
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        if stream is None:
+            raise ValueError("frames is empty: nothing to encode")
+        container.mux(stream.encode())
+    return Path(path)
 
 
 def probe_video(source: Source) -> VideoInfo:

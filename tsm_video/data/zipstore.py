@@ -23,6 +23,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from tsm_video.fileio import atomic_write_text
+
 __all__ = ["ZipMember", "ZipStore", "group_zip_parts"]
 
 _SPLIT = re.compile(r"^(?P<stem>.+?)(?:\.zip)?_part(?P<half>[a-z]{2})$")
@@ -168,10 +170,7 @@ class ZipStore:
         for name, (_, _, _, method) in table.items():
             if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                 raise ValueError(f"{group[0]}: member {name} uses unsupported compression {method}")
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(table))
-        os.replace(tmp, cache)
+        atomic_write_text(cache, json.dumps(table))
         return table
 
     def read(self, name: str) -> bytes:

@@ -15,13 +15,17 @@ import os
 import shutil
 from pathlib import Path
 
+from tsm_video.errors import TSMVideoError
+from tsm_video.fileio import atomic_write_text
+
 __all__ = ["MARKER", "OutputDirError", "claim_output_dir", "record_entries"]
 
 MARKER = ".tsm-video-output.json"
 
 
-class OutputDirError(ValueError):
-    """The output folder cannot be used: not a folder, or not empty and not this command's."""
+class OutputDirError(TSMVideoError, ValueError):
+    """The output folder cannot be used: not a folder, or not empty and not this command's
+    (``tsm-video`` prints it as one line and exits with 2)."""
 
 
 def _read_marker(path: Path) -> dict | None:
@@ -33,9 +37,7 @@ def _read_marker(path: Path) -> dict | None:
 
 
 def _write_marker(path: Path, data: dict) -> None:
-    tmp = path / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path / MARKER)
+    atomic_write_text(path / MARKER, json.dumps(data, indent=1))
 
 
 def claim_output_dir(path: str | os.PathLike, command: str, clean: bool = True) -> Path:
@@ -47,12 +49,12 @@ def claim_output_dir(path: str | os.PathLike, command: str, clean: bool = True) 
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputDirError(f"{command}: output {path} exists and is not a folder")
+        raise OutputDirError(f"output {path} exists and is not a folder")
     marker = _read_marker(path) if path.is_dir() else None
     if path.is_dir() and any(path.iterdir()):
         if marker is None or marker.get("command") != command:
             raise OutputDirError(
-                f"{command}: output folder {path} is not empty and was not created by `{command}` "
+                f"output folder {path} is not empty and was not created by `{command}` "
                 f"(no {MARKER} marker); choose a new or empty folder — nothing was deleted"
             )
         if not clean:
@@ -68,7 +70,7 @@ def claim_output_dir(path: str | os.PathLike, command: str, clean: bool = True) 
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise OutputDirError(f"{command}: cannot create output folder {path}: {err.strerror}") from err
+        raise OutputDirError(f"cannot create output folder {path}: {err.strerror}") from err
     _write_marker(path, {"command": command, "entries": []})
     return path
 

@@ -39,7 +39,7 @@ from tsm_video.generation.media import compare_grid, write_frame_grid
 from tsm_video.train.evaluate import interval_eps_mse
 from tsm_video.train.interval_loss import plot_interval_losses
 from tsm_video.train.runner import run_training
-from tsm_video.train.stages import load_trained, plan_stages
+from tsm_video.train.stages import load_trained, plan_stages, stage1_run
 from tsm_video.train.validation import sample_clips
 
 __all__ = ["run_demo", "DEMO_CONFIG", "COMMAND"]
@@ -151,7 +151,7 @@ def run_demo(
     compared = {
         "base": runs["base"],
         "vanilla LoRA (s1)": runs["foster_s1"],
-        f"TSM stage 1 (s{core})": runs[f"foster_s{core}"],
+        f"TSM stage 1 (s{core})": stage1_run(cfg, core),  # the core scale's experts, assembled
         "TSM stage 2": runs["assemble"],
     }
     models = {label: load_trained(cfg, run) for label, run in compared.items()}
@@ -334,8 +334,9 @@ def _report(
         f"{cfg.tsm.scales} (core {n} + the scale-1 context, as the paper's [8, 1]), rank {cfg.tsm.rank}, "
         f"text LoRA {'on' if cfg.tsm.text_lora.enabled else 'off'}.",
         "",
-        f"Stages: base {t.steps.base} steps (full denoiser), stage 1 {t.steps.foster} steps per expert "
-        f"(scale 1 = vanilla LoRA), stage 2 {t.steps.assemble} steps (router only); global batch "
+        f"Stages: base {t.steps.base} steps (full denoiser), stage 1 {t.foster_schedule} with "
+        f"{t.steps.foster} steps per run (`per_expert`: one run per expert of scale {n}; scale 1 = vanilla "
+        f"LoRA), stage 2 {t.steps.assemble} steps (router only); global batch "
         f"{t.global_batch_size}.",
         "",
         "## Is TSM better here?",

@@ -8,22 +8,25 @@ Python API::
     switcher = attach_adapter(model, spec)           # inject + strict load; DDIM callback
     clips = generate_clips(model, prompts, [clip_seed(123, p) for p in prompts],
                            GenerateSettings(), switcher)   # (B, 3, F, H, W) in [-1, 1]
+
+The names are imported on first use (:mod:`tsm_video._lazy`).
 """
 
-from .experts import AdapterSpec, AdapterSpecError, ExpertSwitcher, attach_adapter, inspect_adapter
-from .media import compare_grid, to_uint8_frames, write_frame_grid, write_gif
-from .pipeline import Variant, load_backbone, parse_compare, run_compare, run_generate
-from .prompts import PromptError, PromptItem, clip_seed, parse_shard, read_prompts, select_shard
-from .runner import ManifestError, OutputOptions, RunSummary, run_prompts
-from .sampling import generate_clips
-from .settings import GenerateSettings, SettingsError
+from tsm_video._lazy import lazy_exports
 
-__all__ = [
-    "AdapterSpec", "AdapterSpecError", "ExpertSwitcher", "attach_adapter", "inspect_adapter",
-    "compare_grid", "to_uint8_frames", "write_frame_grid", "write_gif",
-    "Variant", "load_backbone", "parse_compare", "run_compare", "run_generate",
-    "PromptError", "PromptItem", "clip_seed", "parse_shard", "read_prompts", "select_shard",
-    "ManifestError", "OutputOptions", "RunSummary", "run_prompts",
-    "generate_clips",
-    "GenerateSettings", "SettingsError",
-]
+_EXPORTS = {
+    **dict.fromkeys(
+        ["AdapterSpec", "AdapterSpecError", "ExpertSwitcher", "attach_adapter", "inspect_adapter"], "experts"
+    ),
+    **dict.fromkeys(["compare_grid", "to_uint8_frames", "write_frame_grid", "write_gif"], "media"),
+    **dict.fromkeys(["Variant", "load_backbone", "parse_compare", "run_compare", "run_generate"], "pipeline"),
+    **dict.fromkeys(
+        ["PromptError", "PromptItem", "clip_seed", "parse_shard", "read_prompts", "select_shard"], "prompts"
+    ),
+    **dict.fromkeys(["ManifestError", "OutputOptions", "RunSummary", "run_prompts"], "runner"),
+    "generate_clips": "sampling",
+    **dict.fromkeys(["GenerateSettings", "SettingsError"], "settings"),
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

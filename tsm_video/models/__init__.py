@@ -1,6 +1,17 @@
-"""Backbones behind one protocol (:class:`Backbone`), built by registry name."""
+"""Backbones behind one protocol (:class:`Backbone`), built by registry name.
 
-from tsm_video.models.backbone import Backbone, BackboneSpec, CheckpointError, FullCheckpoint
-from tsm_video.models.registry import BACKBONES, build_backbone
+The names below are imported on first use (:mod:`tsm_video._lazy`)."""
 
-__all__ = ["BACKBONES", "Backbone", "BackboneSpec", "CheckpointError", "FullCheckpoint", "build_backbone"]
+from tsm_video._lazy import lazy_exports
+
+_EXPORTS = {
+    "Backbone": "backbone",
+    "BackboneSpec": "backbone",
+    "CheckpointError": "backbone",
+    "FullCheckpoint": "backbone",
+    "BACKBONES": "registry",
+    "build_backbone": "registry",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

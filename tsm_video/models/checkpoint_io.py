@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from tsm_video.fileio import atomic_path
 from tsm_video.models.backbone import CheckpointError
 
 __all__ = ["read_state_dict", "read_shapes", "save_safetensors"]
@@ -120,11 +120,5 @@ def save_safetensors(
         ptr = value.untyped_storage().data_ptr()
         owned[key] = value.clone() if ptr in seen else value
         seen.add(ptr)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(owned, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

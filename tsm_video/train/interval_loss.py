@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from tsm_video.fileio import atomic_path, atomic_write_text
 from tsm_video.tsm import IntervalSchedule
 
 __all__ = ["IntervalLossTracker", "plot_interval_losses"]
@@ -92,14 +92,7 @@ class IntervalLossTracker:
 
     def save_json(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write :meth:`as_dict` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.as_dict(extra)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".loss-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(self.as_dict(extra), indent=1))
 
 
 def plot_interval_losses(curves: dict[str, dict], path: str | os.PathLike, title: str = "") -> Path:
@@ -128,9 +121,7 @@ def plot_interval_losses(curves: dict[str, dict], path: str | os.PathLike, title
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".plot-", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

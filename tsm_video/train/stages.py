@@ -47,6 +47,7 @@ __all__ = [
     "interval_run",
     "build_stage_model",
     "stage1_adapter",
+    "stage1_run",
     "check_prerequisites",
     "adapter_metadata",
     "interval_metadata",
@@ -89,6 +90,13 @@ class StageRun:
 def stage1_adapter(cfg: RunConfig, scale: int) -> Path:
     """The stage-1 adapter file of ``scale`` (``foster_s<n>/adapter.safetensors``)."""
     return cfg.run_dir / f"foster_s{scale}" / ADAPTER_FILE
+
+
+def stage1_run(cfg: RunConfig, scale: int) -> StageRun:
+    """Stage 1 of ``scale`` as one model (``load_trained``): ``foster_s<n>/``, whose adapter holds
+    every expert of the scale (written by the ``joint`` run, or assembled from ``per_expert`` runs)."""
+    t = cfg.train
+    return StageRun("foster", (scale,), stage1_adapter(cfg, scale).parent, t.steps.foster, t.lr)
 
 
 def interval_run(cfg: RunConfig, scale: int, interval: int) -> StageRun:

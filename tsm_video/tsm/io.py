@@ -12,6 +12,7 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from tsm_video.errors import TSMVideoError
+from tsm_video.fileio import atomic_write_bytes
 
 from .inject import tsm_layers
 from .layers import TSMLayer
@@ -74,14 +75,7 @@ def write_adapter_file(path: str | os.PathLike, tensors: dict[str, Tensor], meta
     the file to load; callers that build adapter tensors without a model (the per-expert assembly)
     use this directly.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(serialize_safetensors(tensors, {k: json.dumps(v) for k, v in meta.items()}))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, serialize_safetensors(tensors, {k: json.dumps(v) for k, v in meta.items()}))
 
 
 _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",

@@ -32,8 +32,9 @@ class IntervalSchedule:
 
     def check(self, t: Tensor) -> None:
         """Raise ``ValueError`` unless ``t`` (a CPU tensor) lies in ``[0, T)`` (integers) or ``[0, T]``
-        (floats); accelerator tensors are left alone (see the class docstring)."""
-        if t.device.type != "cpu" or t.numel() == 0:
+        (floats); accelerator tensors are left alone (see the class docstring), and so are traced
+        ones (``torch.compile``: a data-dependent branch would break the graph)."""
+        if t.device.type != "cpu" or t.numel() == 0 or torch.compiler.is_compiling():
             return
         T = self.num_timesteps
         lo, hi = t.min().item(), t.max().item()

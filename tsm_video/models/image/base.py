@@ -99,7 +99,7 @@ class ImageBackbone(nn.Module):
         in one safetensors file, written atomically; the builder loads it as ``checkpoint``."""
         from safetensors.torch import save_file
 
-        from tsm_video.generation.media import atomic_path
+        from tsm_video.fileio import atomic_path
 
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
         with atomic_path(path) as tmp:  # clones: T5's tied embeddings must not share storage
