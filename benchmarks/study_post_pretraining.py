@@ -165,7 +165,7 @@ def _config(s: StudySettings, out: Path, name: str, seed: int, base: Path, data:
         "train": {
             "stages": ["foster", "assemble"] if tsm.get("scales", [s.n, 1]) != [1] else ["foster"],
             "steps": {"base": s.base_steps, "foster": s.steps, "assemble": s.steps},
-            "foster_schedule": "joint",  # TSM-1 = one joint run of n·S steps (method_plan's accounting)
+            "foster_schedule": "per_expert",  # TSM-1: each expert S steps alone (the cost accounting)
             "lr": s.lr,
             "base_lr": s.base_lr,
             "global_batch_size": s.batch_size,
