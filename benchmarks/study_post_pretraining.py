@@ -510,7 +510,8 @@ def merge_documents(docs: list[dict]) -> dict:
         and all(d.get("wall_seconds") for d in docs)
         and (docs[0]["configuration"] == "full")
     )
-    merged["wall_seconds"] = max(d.get("wall_seconds") or 0.0 for d in docs)
+    walls = [d.get("wall_seconds") for d in docs]
+    merged["wall_seconds"] = max(walls) if all(walls) else None  # parallel parts; None: one unfinished
     merged["machine_at_end"] = docs[-1].get("machine_at_end", {})
     merged["summary"] = summarise(merged["methods"])
     return merged
@@ -702,11 +703,13 @@ def results_section(doc: dict, plots: list[Path]) -> str:
         "light backend scores against the synthetic ground truth. Mean ± std over seeds; “− LoRA” is the "
         "paired difference to vanilla LoRA (negative = lower loss) with a 95 % t interval."
     )
+    wall = doc.get("wall_seconds")
     machine = (
         f"Machine: {m0['machine']}, {m0['cpus']} CPUs, {m0['torch_threads']} torch threads, torch "
         f"{m0['torch']}; load average (1/5/15 min) {m0['loadavg_1_5_15']} at start, "
         f"{m1.get('loadavg_1_5_15', '–')} at end (a shared machine: wall times are upper bounds). "
-        f"Wall time {doc.get('wall_seconds', math.nan) / 60:.0f} min; base pretraining "
+        + (f"Wall time {wall / 60:.0f} min" if wall else "Stopped before the end (per-method times below)")
+        + f"; base pretraining "
         f"{doc['base_pretraining_seconds']:.0f} s (cached)."
     )
     return "\n".join([
