@@ -17,7 +17,7 @@ Parts, each timed with the device synchronised, in one process:
   merged / stage-2 vs base ratios.
 
 A part runs only if the time left in ``--budget-s`` covers its estimate (skipped parts say so).
-``--dry-run`` runs every part on the CPU at tiny sizes (vc2-tiny, 2 steps, 1 rep) and in float32
+``--dry-run`` runs every part on the CPU at tiny sizes (vc2-tiny, batch 1, 2 steps, 1 rep) and in float32
 where the GPU run uses bfloat16 (bf16 kernels are very slow on most CPUs) to check the script
 itself (the tests do this); it writes nothing unless ``--out`` / ``--write`` ask for it.
 A CUDA run writes ``benchmarks/results/gpu_suite.json`` and the ``gpu_suite`` section of
@@ -60,6 +60,7 @@ def sizes(dry_run: bool) -> dict:
         return {
             "backbone": "vc2-tiny",
             "low": torch.float32,
+            "batches": (1,),
             "latent": (4, 2, 8, 8),
             "sample": {"height": 32, "width": 32, "num_frames": 2, "steps": 2},
             "width": 64,
@@ -70,6 +71,7 @@ def sizes(dry_run: bool) -> dict:
     return {
         "backbone": "vc2",
         "low": torch.bfloat16,
+        "batches": (1, 2),
         "latent": (4, 16, 40, 64),
         "sample": {},
         "width": 1280,
@@ -105,11 +107,12 @@ def _free(device: str) -> None:
 
 
 def _unet(sz: dict, device: str):
-    from tsm_video.models import BACKBONES
     from tsm_video.models.vc2 import VC2UNet
+    from tsm_video.models.vc2.configs import VC2_ARCH, VC2_TINY_ARCH
 
     torch.manual_seed(0)
-    return VC2UNet.from_lvdm_config(BACKBONES[sz["backbone"]]["unet"], device=device)
+    arch = {"vc2": VC2_ARCH, "vc2-tiny": VC2_TINY_ARCH}[sz["backbone"]]
+    return VC2UNet.from_lvdm_config(arch["unet"], device=device)
 
 
 def _unet_inputs(unet, batch: int, latent: tuple[int, ...], device: str, seed: int = 1):
@@ -158,7 +161,7 @@ def _train_one(sz: dict, device: str, batch: int, variant: str) -> dict:
 def part_train(sz: dict, device: str) -> dict:
     """The training step per variant and batch size (a fresh model each)."""
     results = {}
-    for batch in (1, 2):
+    for batch in sz["batches"]:
         for variant in TRAIN_VARIANTS:
             results[f"{variant}_b{batch}"] = _train_one(sz, device, batch, variant)
             _free(device)

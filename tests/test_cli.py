@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -36,3 +37,15 @@ def test_missing_subcommand_is_an_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([])
     assert exit_info.value.code == 2
+
+
+def test_every_flag_and_argument_has_help():
+    from tsm_video.cli import _leaves
+
+    missing = [
+        f"{leaf.prog} {action.option_strings or action.dest}"
+        for leaf in _leaves(build_parser())
+        for action in leaf._actions
+        if not action.help and not isinstance(action, argparse._HelpAction | argparse._SubParsersAction)
+    ]
+    assert not missing, missing

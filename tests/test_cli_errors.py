@@ -393,3 +393,17 @@ def test_overrides_anywhere_on_the_line(workspace, monkeypatch, capsys):
     rows = re.findall(r"^ +(\S+) +(\S+) +(\d+) steps .* lr ([0-9.e-]+);", out, re.M)
     assert rows and all(kind == "foster" for _, kind, _, _ in rows), out  # --stage foster applies
     assert all((steps, lr) == ("10", "0.0001") for _, _, steps, lr in rows), out  # both overrides apply
+
+
+def test_csv_with_a_byte_order_mark(workspace, monkeypatch, capsys):
+    # Excel's "CSV UTF-8" starts with a BOM: probe and subset both read `video` as `video`.
+    from tsm_video.data.index import read_index
+
+    monkeypatch.chdir(workspace)
+    Path("bom.csv").write_bytes(b"\xef\xbb\xbf" + Path("index.csv").read_bytes())
+    assert [r.caption for r in read_index("bom.csv", "synth/videos")] == [
+        r.caption for r in read_index("index.csv", "synth/videos")
+    ]
+    assert main(["data", "subset", "--csv", "bom.csv", "--out", "bom_subset.csv", "-n", "1"]) == 0
+    assert Path("bom_subset.csv").read_bytes().startswith(b"video,caption")  # the BOM is not kept
+    capsys.readouterr()

@@ -198,3 +198,17 @@ def test_failed_run_leaves_no_manifest(tmp_path):
         (tmp_path / "out" / "0000.mp4").write_bytes(b"clip")
         raise RuntimeError("disk full")
     assert (tmp_path / "out" / "generate.json").is_file()
+
+
+def test_progress_counts_denoising_steps(tmp_path, capsys):
+    # One clip of 4 steps: the bar advances per step (4/4), not 0/1 for the whole clip.
+    def stepping(prompts, seeds, on_step):
+        for i, t in enumerate((751, 501, 251, 1)):
+            on_step(i, t)
+        return _noise_clips(prompts, seeds)
+
+    items = [PromptItem("0000", "a prompt")]
+    run_prompts(stepping, items, tmp_path, seed=0, batch_size=1, options=OutputOptions(save_fps=8),
+                steps_per_call=4)
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    assert "4/4" in bar and "step" in bar and "clips 1/1" in bar, bar

@@ -369,6 +369,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_last: int = 2
     log_every: int = 10
+    log_with: Literal["tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "none"] = (
+        "tensorboard"
+    )
+    """The accelerate tracker of the loss curves (under ``<run dir>/logs``); ``none`` = log lines only.
+    A tracker other than tensorboard needs its package installed (e.g. ``pip install wandb``)."""
     validation: ValidationConfig = field(default_factory=ValidationConfig)
 
     def _validate(self, p: str) -> None:

@@ -11,6 +11,7 @@ import torch
 from tsm_video.models import BACKBONES, build_backbone
 from tsm_video.models.image import ImageBackboneError, StableDiffusionBackbone
 from tsm_video.models.image.components import build_components
+from tsm_video.models.registry import MissingWeightsError
 
 EPS32 = torch.finfo(torch.float32).eps
 
@@ -186,5 +187,5 @@ def test_local_folder_roundtrip_and_missing_file_error(tiny, tmp_path):
         r"huggingface\.co/stable-diffusion-v1-5/stable-diffusion-v1-5",
     ):
         build_backbone("sd15", checkpoint=tmp_path / "sd")
-    with pytest.raises(ImageBackboneError, match="folder not found"):
+    with pytest.raises(MissingWeightsError, match="not found.*stable-diffusion-3-medium-diffusers"):
         build_backbone("sd3", checkpoint=tmp_path / "nowhere")

@@ -240,3 +240,17 @@ def test_export_mixed_ranks_round_trips_through_peft(perturb):
     ctx.set(torch.tensor([500, 740]))  # interval 2 of scale 4 for both samples
     want = net(x)
     torch.testing.assert_close(model(x), want, rtol=0, atol=1e-5 * want.abs().max().item())
+
+
+def test_summary_describes_the_denoiser_even_when_text_layers_outnumber_it(tmp_path):
+    """A text LoRA (context-free, scale 1) with more layers than the denoiser's experts must not
+    turn a stage-1 file into a "lora" one: generation routes experts by the summary."""
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.denoiser, model.text = Net(), nn.Sequential(*[nn.Linear(6, 6) for _ in range(5)])
+    inject(model.denoiser, ["to_k"], TimestepContext(T), [8], rank=2, alpha=2.0, mode="foster")
+    inject(model.text, [str(i) for i in range(5)], None, [1], rank=2, alpha=2.0, mode="foster")
+    save_adapter(model, tmp_path / "a.safetensors")
+    meta = read_adapter_metadata(tmp_path / "a.safetensors")
+    assert (meta["stage"], meta["scales"], meta["num_timesteps"]) == ("foster", [8], T)
+    assert sum(c["scales"] == [1] for c in meta["layers"].values()) == 5  # per-layer configs all kept

@@ -69,9 +69,7 @@ def _add_index_args(p: argparse.ArgumentParser) -> None:
         help="video folder, or zip parts (files or a folder of OpenVid_partN.zip, _partaa+_partab)",
     )
     p.add_argument("--path-column", default="video", help="column of the video paths (default: video)")
-    p.add_argument(
-        "--caption-column", default="caption", help="column holding the caption (default: caption)"
-    )
+    p.add_argument("--caption-column", default="caption", help="column of the captions (default: caption)")
     p.add_argument("--zip-cache-dir", default=None, help="where zip member tables are cached")
 
 

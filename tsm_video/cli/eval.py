@@ -43,17 +43,17 @@ def register(subparsers) -> None:
     run.add_argument("--detection", choices=("track", "every-frame"), default="track",
                      help="count/color: track (official: detect on frame 0 and every 49 frames, DeAOT "
                           "in between) or every-frame (detect on every processed frame, no tracker)")
-    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--batch-size", type=int, default=8, help="videos per model call (default: 8)")
     run.add_argument("--skip-unknown", action="store_true",
                      help="count and skip videos whose name is no prompt id (default: error)")
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--out", type=Path, required=True,
                      help="report JSON (.md, _hist.png and <stem>.cache/ beside it)")
     run.set_defaults(func=_run_evalcrafter)
 
     cmp = sub.add_parser("compare", help="two report JSONs side by side (Markdown)")
-    cmp.add_argument("a", type=Path)
-    cmp.add_argument("b", type=Path)
+    cmp.add_argument("a", type=Path, help="first report JSON (the reference)")
+    cmp.add_argument("b", type=Path, help="second report JSON (differences are b - a)")
     cmp.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     cmp.set_defaults(func=_run_compare)
 
@@ -64,7 +64,7 @@ def register(subparsers) -> None:
                     "--prompts`.")
     syn.add_argument("--ground-truth", type=Path, required=True,
                      help="ground_truth.json of make_synthetic_dataset")
-    syn.add_argument("--out", type=Path, required=True)
+    syn.add_argument("--out", type=Path, required=True, help="metadata.json to write")
     syn.set_defaults(func=_run_synth_metadata)
 
 

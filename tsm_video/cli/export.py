@@ -26,7 +26,12 @@ def _run_lora(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``export`` and its conversions to the ``tsm-video`` parser."""
-    parser = subparsers.add_parser("export", help="convert checkpoints and adapters to other formats")
+    parser = subparsers.add_parser(
+        "export",
+        help="convert checkpoints and adapters to other formats",
+        description="vc2-safetensors: an official VideoCrafter2 model.ckpt -> one safetensors file. "
+        "lora: the experts of a tsm-video adapter -> plain LoRAs (diffusers or peft).",
+    )
     what = parser.add_subparsers(dest="export_what", metavar="WHAT", required=True)
     vc2 = what.add_parser(
         "vc2-safetensors",

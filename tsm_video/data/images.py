@@ -31,6 +31,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from tsm_video.data.stream import ShardedStream, SkipSample
+from tsm_video.errors import TSMVideoError
 
 __all__ = [
     "ImageRecord",
@@ -45,7 +46,7 @@ __all__ = [
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
-class ImageDataError(ValueError):
+class ImageDataError(TSMVideoError, ValueError):
     """Image data that cannot be indexed at all (missing folder, no metadata, bad CSV header)."""
 
 

@@ -102,12 +102,13 @@ def _generate_into(cfg: RunConfig, spec: AdapterSpec | None, items: Sequence[Pro
     model = load_backbone(cfg, device)
     switcher = attach_adapter(model, spec) if spec else None
 
-    def clips(prompts, seeds):
+    def clips(prompts, seeds, on_step=None):
         with precision_context(settings.precision, device):
-            return generate_clips(model, prompts, seeds, settings, switcher, keep_merged=True)
+            return generate_clips(model, prompts, seeds, settings, switcher, keep_merged=True,
+                                  on_step=on_step)
 
     try:
-        return run_prompts(clips, items, out_dir, **run_options)
+        return run_prompts(clips, items, out_dir, steps_per_call=settings.steps, **run_options)
     finally:
         if switcher is not None:
             switcher.close()

@@ -155,23 +155,33 @@ def run_prompts(
     batch_size: int,
     options: OutputOptions,
     progress: bool = True,
+    steps_per_call: int | None = None,
 ) -> RunSummary:
     """Generate every item whose ``{id}.mp4`` is missing, ``batch_size`` prompts per call.
 
     Clip seeds are ``clip_seed(seed, prompt)``, so the clips do not depend on ``batch_size``,
-    on which items were skipped, or on the shard.
+    on which items were skipped, or on the shard. With ``steps_per_call`` (the sampler's steps),
+    the progress bar counts denoising steps (``clip_fn`` then takes ``on_step``, called once per
+    step), so even a single clip moves; without it, the bar counts clips.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo, done = pending(items, out_dir, options.suffix)
     summary = RunSummary(skipped=done)
-    with tqdm(total=len(todo), unit="clip", disable=not progress, desc="generate") as bar:
-        for batch in _batches(todo, batch_size):
-            clips = clip_fn([it.prompt for it in batch], [clip_seed(seed, it.prompt) for it in batch])
+    batches = _batches(todo, batch_size)
+    total = len(batches) * steps_per_call if steps_per_call else len(todo)
+    unit = "step" if steps_per_call else "clip"
+    with tqdm(total=total, unit=unit, disable=not progress, desc="generate") as bar:
+        for batch in batches:
+            bar.set_postfix_str(f"clips {len(summary.written)}/{len(todo)}")
+            step = {"on_step": lambda i, t: bar.update(1)} if steps_per_call else {}
+            clips = clip_fn([it.prompt for it in batch], [clip_seed(seed, it.prompt) for it in batch], **step)
             for item, clip in zip(batch, clips):
                 write_clip(out_dir, item.id, to_uint8_frames(clip), options)
                 summary.written.append(item.id)
-            bar.update(len(batch))
+            if not steps_per_call:
+                bar.update(len(batch))
+        bar.set_postfix_str(f"clips {len(summary.written)}/{len(todo)}")
     if options.image:
         write_image_grid(out_dir, items)
     return summary

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tsm_video.models.backbone import Backbone
+from tsm_video.models.backbone import Backbone, StepCallback
 
 from .experts import ExpertSwitcher
 from .settings import GenerateSettings
@@ -29,6 +29,7 @@ def generate_clips(
     expert_plan: ExpertSwitcher | None = None,
     *,
     keep_merged: bool = False,
+    on_step: StepCallback | None = None,
 ) -> torch.Tensor:
     """Sample one clip per prompt with the backbone's sampler (VC2: DDIM) + classifier-free
     guidance on ``""``, and decode it.
@@ -41,6 +42,7 @@ def generate_clips(
             interval); ``None`` runs attached experts un-merged, per sample, in the forward.
         keep_merged: leave the last interval merged (the CLI reuses it for the next batch);
             by default ``W0`` is restored before returning.
+        on_step: also called as ``on_step(step_index, t)`` before each sampling step (progress).
 
     Returns:
         clips (B, 3, F, H, W) in ``[-1, 1]`` (float32, on the model's device); images are
@@ -54,8 +56,15 @@ def generate_clips(
     x_T = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)  # (B, *shape)
     cond = model.encode_text(list(prompts))  # VC2: (B, L, D)
     uncond = model.encode_text([""])  # batch 1, broadcast by the sampler
+    def callback(index: int, t: float) -> None:
+        if expert_plan is not None:
+            expert_plan(index, t)
+        if on_step is not None:
+            on_step(index, t)
+
     try:
-        z = model.sample(x_T, cond, uncond, settings, generators, callback=expert_plan)
+        hooks = callback if expert_plan is not None or on_step is not None else None
+        z = model.sample(x_T, cond, uncond, settings, generators, callback=hooks)
     finally:
         if expert_plan is not None and not keep_merged:
             expert_plan.close()

@@ -90,7 +90,7 @@ def train_stage(
     start = time.perf_counter()
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(cfg),
-        log_with="tensorboard",
+        log_with=None if cfg.train.log_with == "none" else cfg.train.log_with,
         project_config=ProjectConfiguration(project_dir=str(run.dir), logging_dir=str(run.dir / "logs")),
     )
     accum = cfg.train.gradient_accumulation(accelerator.num_processes)

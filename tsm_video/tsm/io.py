@@ -51,14 +51,18 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, metadata: dict | Non
 
     Metadata (JSON-encoded strings): ``format_version``, ``layers`` (each layer's scales, rank,
     alpha, mode, gate activation, router, T), top-level ``scales``/``rank``/``alpha``/
-    ``num_timesteps``/``gate_activation``/``router``/``stage`` of the most common layer
-    configuration, plus the caller's keys (``backbone``, ``targets``, ``stage`` ...).
+    ``num_timesteps``/``gate_activation``/``router``/``stage`` of the most common configuration
+    among the timestep-dependent layers (all layers if none is), plus the caller's keys
+    (``backbone``, ``targets``, ``stage`` ...).
     """
     layers = tsm_layers(model)
     if not layers:
         raise AdapterError("save_adapter: the model has no TSM layers")
     configs = {name: _layer_config(layer) for name, layer in layers}
-    common = json.loads(Counter(json.dumps(c, sort_keys=True) for c in configs.values()).most_common(1)[0][0])
+    # The summary describes the timestep-dependent (denoiser) layers: a text LoRA (no context)
+    # can outnumber them (SD3: 176 CLIP layers vs 96 MM-DiT ones) but never decides the stage.
+    timed = [c for c in configs.values() if c["num_timesteps"] is not None] or list(configs.values())
+    common = json.loads(Counter(json.dumps(c, sort_keys=True) for c in timed).most_common(1)[0][0])
     stage1 = "lora" if common["scales"] == [1] else "foster"
     stage = {"assemble": "assemble", "moe": "moe"}.get(common["mode"], stage1)
     meta = {"format_version": FORMAT_VERSION, "layers": configs, "stage": stage,

@@ -7,11 +7,11 @@ matmuls (or one grouped conv): no Python loop over samples or experts.
 
 Merging (inference) writes ``W0 + ΔW_i`` of the core expert into a separate buffer
 (``merged_weight``); the base weight ``W0`` is never written, so unmerging is exact after any
-number of switches and costs nothing. The layer's ``forward`` is bound at merge/unmerge time,
+number of switches and writes nothing. The layer's ``forward`` is bound at merge/unmerge time,
 so the merged hot path carries no state checks: a merged stage-1 layer is one base-sized
 linear/conv with the merged weight; a merged stage-2 ``TSMLinear`` adds the context experts of
-its interval, gathered once per switch, with the router's ``FC`` rows and ``Emb(t)`` in the same
-matmul (``[A_ctx; FC]·x + [0; Emb(t)]``).
+its interval (tables gathered at the first merge, two copies per switch), with the router's
+``FC`` rows and ``Emb(t)`` in the same matmul (``[A_ctx; FC]·x + [0; Emb(t)]``).
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tsm_video.errors import TSMVideoError
+
 __all__ = [
     "ImageBackboneError",
     "arch_spec",
@@ -31,7 +33,7 @@ __all__ = [
 _CONFIG_DIR = Path(__file__).with_name("configs")
 
 
-class ImageBackboneError(ValueError):
+class ImageBackboneError(TSMVideoError, ValueError):
     """A missing or unusable diffusers folder or component (the message names file and fix)."""
 
 

@@ -26,12 +26,13 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from tsm_video.errors import TSMVideoError
 from tsm_video.tsm import TimestepContext, tsm_layers
 
 __all__ = ["TSMCompatibilityError", "attach_timestep_hook", "guard_tsm_model", "timestep_argument"]
 
 
-class TSMCompatibilityError(RuntimeError):
+class TSMCompatibilityError(TSMVideoError, RuntimeError):
     """A diffusers feature was used that cannot work on a model with TSM layers."""
 
 
