@@ -59,8 +59,8 @@ if str(ROOT) not in sys.path:
 from benchmarks.results_md import write_section  # noqa: E402
 from data_tools.synth import make_synthetic_dataset  # noqa: E402
 from tsm_video.config import RunConfig, parse_config  # noqa: E402
-from tsm_video.data import StreamLoader, VideoClipDataset, read_index  # noqa: E402
 from tsm_video.demo.outdir import claim_output_dir, record_entries  # noqa: E402
+from tsm_video.demo.pipeline import heldout_batches  # noqa: E402
 from tsm_video.demo.scores import SCORE_NAMES, light_scores  # noqa: E402
 from tsm_video.demo.vae import VAE_WEIGHTS, compose_checkpoint  # noqa: E402
 from tsm_video.train.evaluate import interval_eps_mse  # noqa: E402
@@ -291,18 +291,6 @@ def pretrain_base(
     return out, seconds
 
 
-def heldout_batches(s: StudySettings, csv: Path) -> list[dict]:
-    """Centred clips of the held-out videos in index order (deterministic)."""
-    records = read_index(csv, videos=csv.parent / "videos")
-    ds = VideoClipDataset(
-        records, num_frames=s.num_frames, size=(s.size, s.size), train=False, seed=0, rank=0, world_size=1
-    )
-    batches = list(StreamLoader(ds, batch_size=8))
-    for b in batches:
-        b.pop("id", None)
-    return batches
-
-
 def heldout_prompts(s: StudySettings, csv: Path) -> list[dict]:
     """The first ``s.prompts`` held-out ground-truth scenes (caption + attributes)."""
     truth = json.loads((csv.parent / "ground_truth.json").read_text())
@@ -438,7 +426,8 @@ def run_study(
     data_seconds = time.perf_counter() - t0
     base, base_seconds = pretrain_base(s, work, csvs["a"], log)
     record_entries(work, COMMAND, [p.name for p in work.iterdir() if p.name != ".tsm-video-output.json"])
-    batches, scenes = heldout_batches(s, csvs["heldout"]), heldout_prompts(s, csvs["heldout"])
+    batches = heldout_batches(csvs["heldout"], s.num_frames, (s.size, s.size))
+    scenes = heldout_prompts(s, csvs["heldout"])
 
     from tsm_video.models import build_backbone
 

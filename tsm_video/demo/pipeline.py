@@ -42,7 +42,7 @@ from tsm_video.train.runner import run_training
 from tsm_video.train.stages import load_trained, plan_stages, stage1_run
 from tsm_video.train.validation import sample_clips
 
-__all__ = ["run_demo", "DEMO_CONFIG", "COMMAND"]
+__all__ = ["run_demo", "heldout_batches", "DEMO_CONFIG", "COMMAND"]
 
 DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
 COMMAND = "tsm-video demo"
@@ -65,12 +65,12 @@ ENTRIES = (
 )
 
 
-def _heldout_batches(cfg: RunConfig, csv: Path) -> list[dict]:
-    """Centred clips of the held-out videos, in index order (deterministic)."""
-    d = cfg.data
+def heldout_batches(csv: Path, num_frames: int, size: tuple[int, int]) -> list[dict]:
+    """Centred clips (``num_frames`` at ``size`` = (H, W)) of the held-out videos listed in ``csv``
+    (videos in ``csv``'s folder), in index order: deterministic, so every model sees the same."""
     records = read_index(csv, videos=csv.parent / "videos")
     ds = VideoClipDataset(
-        records, num_frames=d.num_frames, size=(d.height, d.width), train=False, seed=0, rank=0, world_size=1
+        records, num_frames=num_frames, size=size, train=False, seed=0, rank=0, world_size=1
     )
     batches = list(StreamLoader(ds, batch_size=8))
     for b in batches:
@@ -155,7 +155,7 @@ def run_demo(
         "TSM stage 2": runs["assemble"],
     }
     models = {label: load_trained(cfg, run) for label, run in compared.items()}
-    batches = _heldout_batches(cfg, heldout_csv)
+    batches = heldout_batches(heldout_csv, cfg.data.num_frames, (cfg.data.height, cfg.data.width))
     losses = {label: interval_eps_mse(model, batches, core, seed=0) for label, model in models.items()}
     timings["held-out evaluation"] = time.perf_counter() - t0
 
