@@ -33,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 sys.path.insert(0, str(ROOT))
+from machine import cpu_model  # noqa: E402
 from results_md import write_section  # noqa: E402
 
 PACKAGES = ("tsm_video", "eval_crafter", "data_tools")
@@ -97,16 +98,6 @@ def measure(trees: dict[str, Path], runs: int) -> dict[str, dict[str, dict]]:
     }
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _section(record: dict) -> str:
     start, end = ("<!-- cli_startup:start -->", "<!-- cli_startup:end -->")
     names = list(record["trees"])
@@ -169,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         load_end = os.getloadavg()
     record = {
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "load_start": load_start,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,21 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model, status_mb
 from results_md import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("decord_batch", "list_stack", "read_frames")
-
-
-def _status_mb(key: str) -> float:
-    """A /proc/self/status memory figure in MB. ``VmHWM`` is this process's own peak RSS; unlike
-    ``ru_maxrss``, it does not inherit the parent's peak through fork + exec."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(f"{key}:")) / 1024
-
-
-def _rss_mb() -> float:
-    return _status_mb("VmRSS")
 
 
 def make_clip(path: Path, height: int, width: int, frames: int = 30) -> Path:
@@ -66,7 +55,7 @@ def run_worker(method: str, path: str) -> dict:
 
     if method == "decord_batch":
         import decord
-    baseline = _rss_mb()
+    baseline = status_mb("VmRSS")
     start = time.perf_counter()
     if method == "decord_batch":
         reader = decord.VideoReader(path, num_threads=1)
@@ -77,7 +66,7 @@ def run_worker(method: str, path: str) -> dict:
     else:
         frames, _ = read_frames(path)
     seconds = time.perf_counter() - start
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     return {
         "frames_shape": list(frames.shape),
         "frames_mb": frames.nbytes / 2**20,
@@ -113,10 +102,7 @@ def main() -> int:
     import av
     import decord
 
-    with open("/proc/cpuinfo") as f:
-        cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), platform.processor()
-        )
+    cpu = cpu_model()
     result = {
         "benchmark": "eval_reader",
         "clip": f"{width}×{height}, 30 frames at 30 fps, h264 (x264 ultrafast, crf 23)",

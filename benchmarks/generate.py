@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model
 from results_md import write_section
 from torch import nn
 
@@ -127,13 +128,6 @@ def _time_one(model, switcher, settings, device: str, autocast) -> tuple[float, 
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None, write: bool = True) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,7 +196,7 @@ def main(argv: list[str] | None = None, write: bool = True) -> dict:
     record = {
         "benchmark": "generate",
         "quick": args.quick,
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "device": device_name, "torch": torch.__version__, "python": platform.python_version(),
                     "load_average_start_end": [load_start, os.getloadavg()[0]]},
         "setup": {"backbone": backbone, "dtype": str(dtype or torch.float32), "settings": settings.to_dict(),

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model, status_mb
 from results_md import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,23 +65,12 @@ def make_videos(out: Path, count: int, seconds: float, fps: int = 30) -> list[Pa
     ]
 
 
-def _status_mb(key: str) -> float:
-    """A /proc/self/status memory figure in MB. ``VmHWM`` is this process's own peak RSS; unlike
-    ``ru_maxrss``, it does not inherit the parent's peak through fork + exec."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(f"{key}:")) / 1024
-
-
-def _rss_mb() -> float:
-    return _status_mb("VmRSS")
-
-
 def run_worker(method: str, videos: list[str], clips: int, seed: int) -> dict:
     """One loader worker: make ``clips`` clips with ``method``; report throughput and peak RSS."""
-    start_rss = _rss_mb()
+    start_rss = status_mb("VmRSS")
     import torch  # noqa: F401 - first, so its footprint is known apart
 
-    torch_rss = _rss_mb() - start_rss
+    torch_rss = status_mb("VmRSS") - start_rss
     from tsm_video.data.clips import ClipSampler, resize_center_crop, to_model_pixels
     from tsm_video.data.dataset import load_clip
 
@@ -88,7 +78,7 @@ def run_worker(method: str, videos: list[str], clips: int, seed: int) -> dict:
         import decord  # only where decord is used: its bundled FFmpeg is resident memory too
 
         from tsm_video.data.video_io import DECORD_THREADS
-    baseline = _rss_mb()
+    baseline = status_mb("VmRSS")
     sampler = ClipSampler(NUM_FRAMES, frame_stride=STRIDE)
     rng = np.random.default_rng(seed)
     cpu0 = time.process_time()
@@ -108,7 +98,7 @@ def run_worker(method: str, videos: list[str], clips: int, seed: int) -> dict:
         pixels = to_model_pixels(frames)
         assert pixels.shape == (3, NUM_FRAMES, *SIZE)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     return {
         "clips": clips,
         "seconds": elapsed,
@@ -145,10 +135,8 @@ def _machine() -> dict:
     import av
     import decord
 
-    with open("/proc/cpuinfo") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     return {
-        "cpu": names[0] if names else platform.processor(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from generate import _cpu_model
+from machine import cpu_model
 from results_md import write_section
 from torch import nn
 
@@ -168,7 +168,7 @@ def main() -> None:
     }
     load.append(os.getloadavg()[0])
     record["machine"] = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "load_average_start_end": load,

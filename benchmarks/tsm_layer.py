@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from machine import cpu_model
 from results_md import write_section
 from torch import nn
 
@@ -186,7 +187,7 @@ def main() -> None:
     record = {
         "name": "tsm_layer",
         "quick": args.quick,
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version(), "device": "cpu",
                     "load_average_start_end": load},
         "setup": {"width": width, "latents": [clips * frames, h, w], "clips": clips,
@@ -209,13 +210,6 @@ def main() -> None:
     print(json.dumps({"ratios": ratios, "cpu_time_ratios": cpu_ratios, "goals_met": record["goals_met"]},
                      indent=1))
     _write_section(record)
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _write_section(record: dict) -> None:

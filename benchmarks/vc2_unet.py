@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from machine import cpu_model
 from results_md import write_section
 
 from tsm_video.models.vc2 import VC2UNet
@@ -220,14 +221,6 @@ def _sync(device: str) -> None:
 
 
 # ---- report -------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    path = Path("/proc/cpuinfo")
-    for line in path.read_text().splitlines() if path.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _write_section(record: dict) -> None:
     """Replace this benchmark's section of benchmarks/RESULTS.md (other sections kept)."""
     path = ROOT / "RESULTS.md"
@@ -325,7 +318,7 @@ def main() -> None:
         "cpu": cpu,
         "gpu": gpu,
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
