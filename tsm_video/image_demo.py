@@ -30,6 +30,7 @@ from data_tools.shapes import estimate_scene, make_shapes_dataset
 from tsm_video.config import CONFIG_DIR, RunConfig, load_config
 from tsm_video.data import StreamLoader
 from tsm_video.data.images import ImageCaptionDataset, read_image_index
+from tsm_video.demo.pipeline import compared_runs
 from tsm_video.generation.media import compare_grid, write_frame_grid
 from tsm_video.train.evaluate import interval_eps_mse
 from tsm_video.train.runner import run_training
@@ -109,16 +110,10 @@ def run_image_demo(
     t0 = time.perf_counter()
     runs = {r.name: r for r in plan_stages(cfg)}
     core = cfg.tsm.core_scale
-    compared = {
-        "base": runs["base"],
-        "vanilla LoRA (s1)": runs["foster_s1"],
-        f"TSM stage 1 (s{core})": runs[f"foster_s{core}"],
-        "TSM stage 2": runs["assemble"],
-    }
     batches = _heldout_batches(cfg, heldout_dir)
     losses = {
         label: interval_eps_mse(load_trained(cfg, run), batches, core, seed=0)
-        for label, run in compared.items()
+        for label, run in compared_runs(cfg).items()
     }
     timings["held-out evaluation"] = time.perf_counter() - t0
 
