@@ -30,11 +30,10 @@ from data_tools.shapes import estimate_scene, make_shapes_dataset
 from tsm_video.config import CONFIG_DIR, RunConfig, load_config
 from tsm_video.data import StreamLoader
 from tsm_video.data.images import ImageCaptionDataset, read_image_index
-from tsm_video.demo.pipeline import compared_runs
 from tsm_video.generation.media import compare_grid, write_frame_grid
 from tsm_video.train.evaluate import interval_eps_mse
 from tsm_video.train.runner import run_training
-from tsm_video.train.stages import load_trained, plan_stages
+from tsm_video.train.stages import compared_runs, load_trained, plan_stages
 from tsm_video.train.validation import sample_clips
 
 __all__ = ["run_image_demo", "IMAGE_DEMO_CONFIG", "DEMO_BACKBONES"]

@@ -39,10 +39,10 @@ from tsm_video.generation.media import compare_grid, write_frame_grid
 from tsm_video.train.evaluate import interval_eps_mse
 from tsm_video.train.interval_loss import plot_interval_losses
 from tsm_video.train.runner import run_training
-from tsm_video.train.stages import StageRun, load_trained, plan_stages, stage1_run
+from tsm_video.train.stages import compared_runs, load_trained, plan_stages
 from tsm_video.train.validation import sample_clips
 
-__all__ = ["run_demo", "compared_runs", "heldout_batches", "DEMO_CONFIG", "COMMAND"]
+__all__ = ["run_demo", "heldout_batches", "DEMO_CONFIG", "COMMAND"]
 
 DEMO_CONFIG = CONFIG_DIR / "demo.yaml"
 COMMAND = "tsm-video demo"
@@ -63,19 +63,6 @@ ENTRIES = (
     "interval_loss_training.png",
     "interval_loss_heldout.png",
 )
-
-
-def compared_runs(cfg: RunConfig) -> dict[str, StageRun]:
-    """The runs every demo compares, by report label: base, vanilla LoRA, TSM stage 1 (the core
-    scale's experts as one model, whichever foster schedule trained them) and TSM stage 2."""
-    runs = {r.name: r for r in plan_stages(cfg)}
-    core = cfg.tsm.core_scale
-    return {
-        "base": runs["base"],
-        "vanilla LoRA (s1)": runs["foster_s1"],
-        f"TSM stage 1 (s{core})": stage1_run(cfg, core),
-        "TSM stage 2": runs["assemble"],
-    }
 
 
 def heldout_batches(csv: Path, num_frames: int, size: tuple[int, int]) -> list[dict]:

@@ -48,6 +48,7 @@ __all__ = [
     "build_stage_model",
     "stage1_adapter",
     "stage1_run",
+    "compared_runs",
     "check_prerequisites",
     "adapter_metadata",
     "interval_metadata",
@@ -325,3 +326,17 @@ def load_trained(cfg: RunConfig, run: StageRun, device: torch.device | str | Non
         load_adapter(model, run.output, expect={"backbone": cfg.model.backbone})
     model.requires_grad_(False)
     return model.eval()
+
+
+def compared_runs(cfg: RunConfig) -> dict[str, StageRun]:
+    """The runs a method comparison loads (the demos' reports), by label: base, vanilla LoRA,
+    TSM stage 1 (the core scale's experts as one model, whichever foster schedule trained them)
+    and TSM stage 2."""
+    runs = {r.name: r for r in plan_stages(cfg)}
+    core = cfg.tsm.core_scale
+    return {
+        "base": runs["base"],
+        "vanilla LoRA (s1)": runs["foster_s1"],
+        f"TSM stage 1 (s{core})": stage1_run(cfg, core),
+        "TSM stage 2": runs["assemble"],
+    }
