@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -61,10 +62,18 @@ def op_counts(fn: Callable[[], object]) -> collections.Counter[str]:
 
 
 def flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one ``fn()`` call (matmuls, convolutions, attention; 2 per multiply-add)."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one ``fn()`` call (matmuls, convolutions, attention; 2 per multiply-add; in-place
+    ``addmm_``/``baddbmm_`` counted like their out-of-place forms, which torch's table lacks)."""
+    in_place = {torch.ops.aten.addmm_: _matmul_flop, torch.ops.aten.baddbmm_: _matmul_flop}
+    with FlopCounterMode(display=False, custom_mapping=in_place) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def _matmul_flop(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """``self += a @ b`` (optionally batched): 2 FLOPs per multiply-add."""
+    batch = a_shape[0] if len(a_shape) == 3 else 1
+    return 2 * batch * a_shape[-2] * a_shape[-1] * b_shape[-1]
 
 
 def callgrind_available() -> bool:

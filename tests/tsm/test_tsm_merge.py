@@ -185,7 +185,7 @@ def _pair(act, bias=False, seed=0):
     torch.manual_seed(seed)
     ctx = TimestepContext(T)
     attn = nn.Module()
-    attn.to_k, attn.to_v = nn.Linear(8, 6, bias=bias), nn.Linear(8, 4, bias=bias)
+    attn.to_k, attn.to_v = nn.Linear(8, 6, bias=bias), nn.Linear(8, 6, bias=bias)
     inject(attn, ["to_k", "to_v"], ctx, [8, 4, 2, 1], rank=2, mode="assemble", gate_activation=act)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -215,7 +215,7 @@ def test_stage2_shared_input_pair_equals_per_sample_path(act, t):
     assert v is kept and group._kept == [None, None]  # computed once, handed over once
     close(k, refs[0])
     close(v, refs[1])
-    assert v.shape == (len(t) * 3, 5, 4) and v.view(-1, 4).shape == (len(t) * 15, 4)  # column views
+    assert v.shape == (len(t) * 3, 5, 6) and v.view(-1, 6).shape == (len(t) * 15, 6)  # column views
 
 
 def test_stage2_pair_recomputes_for_another_input_version_or_timestep():
@@ -230,11 +230,11 @@ def test_stage2_pair_recomputes_for_another_input_version_or_timestep():
     attn.to_k(x)
     x.add_(1.0)  # the same tensor, changed in place: its kept output is stale
     ctx.set(torch.tensor([300]))
-    unfused = attn.to_v.input_group._compute(x, ctx.timestep_index())[1]
+    unfused = attn.to_v.input_group._compute(x, ctx.timestep_index(), 0, 2)[1]
     attn.to_k(x)
     ctx.set(torch.tensor([310]))  # a new set: other Emb(t) rows
     out = attn.to_v(x)
-    assert torch.equal(out, attn.to_v.input_group._compute(x, ctx.timestep_index())[1])
+    assert torch.equal(out, attn.to_v.input_group._compute(x, ctx.timestep_index(), 0, 2)[1])
     assert not torch.equal(out, unfused)
 
 
@@ -305,4 +305,30 @@ def test_compiled_model_swaps_experts_without_recompiling():
             unmerge_all(net)
             ctx.set(mixed)
             close(net(x), eager[None])
+    assert counter.frame_count == 1
+
+
+def test_compiled_pair_computes_each_member_alone_without_recompiling():
+    """Under torch.compile nothing is kept between calls: each member of a shared-input pair
+    computes its own block; switching intervals reuses the graph."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    attn, ctx = _pair("softmax")
+
+    def kv(x):
+        return torch.cat([attn.to_k(x), attn.to_v(x)], dim=-1)
+
+    counter = CompileCounter()
+    compiled = torch.compile(kv, backend=counter, fullgraph=True)
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        for i in (1, 6, 3):
+            t = torch.tensor([i * 125 + 7, i * 125 + 90])
+            ctx.set(t)
+            eager = kv(x)
+            merge_interval(attn, i)
+            ctx.set(t)
+            close(compiled(x), eager)
+            unmerge_all(attn)
     assert counter.frame_count == 1
