@@ -257,9 +257,10 @@ def instructions_child(args, out: Path) -> None:
     (uninstrumented), then the instructions of one clip per variant, written to ``out``."""
     backbone, dtype, settings = _settings(args)
     models = _models(backbone, "cpu", dtype)
+    for model, switcher in models.values():  # warm-up, uninstrumented
+        _clip(model, switcher, settings, contextlib.nullcontext)
     counts = {}
     for v, (model, switcher) in models.items():
-        _clip(model, switcher, settings, contextlib.nullcontext)
         counts[v] = instructions(functools.partial(_clip, model, switcher, settings, contextlib.nullcontext))
     out.write_text(json.dumps(counts))
 
