@@ -317,19 +317,10 @@ class AVReader:
         that is not the next one in display order; the frames before it are returned. Raises
         VideoReadError when not even the first frame decodes.
         """
-        self._configure()
-        self._restart(None)
         out: np.ndarray | None = None
         count, failure = 0, "no frame decoded"
         try:
-            for frame in self._decoded(None):
-                if count >= len(self.table) or (self.table.timed and frame.pts != self.table.pts[count]):
-                    failure = f"frame {count} missing (decoder gave pts {frame.pts})"
-                    break
-                if frame.is_corrupt:
-                    failure = f"frame {count} decoded with errors"
-                    break
-                rgb = self._to_rgb(frame, cover)
+            for rgb in self.iter_frames(cover):
                 if out is None:
                     out = np.empty((len(self.table), *rgb.shape), np.uint8)
                 out[count] = rgb
@@ -339,6 +330,26 @@ class AVReader:
         if out is None or count == 0:
             raise VideoReadError("corrupt", f"{failure}")
         return out[:count]
+
+    def iter_frames(self, cover: tuple[int, int] | None = None):
+        """Frames from the first on, in display order, one (h, w, 3) uint8 array at a time.
+
+        One sequential decode, nothing held but the decoder's own frames. Raises
+        VideoReadError("corrupt") at the first decoder error or corrupt frame, or at a frame
+        that is not the next one in display order, after yielding the frames before it; ends
+        early (without error) when the decoder runs out before the frame table does. Another
+        ``decode``/``scan`` on this reader ends the iteration.
+        """
+        self._configure()
+        self._restart(None)
+        count = 0
+        for frame in self._decoded(None):
+            if count >= len(self.table) or (self.table.timed and frame.pts != self.table.pts[count]):
+                raise VideoReadError("corrupt", f"frame {count} missing (decoder gave pts {frame.pts})")
+            if frame.is_corrupt:
+                raise VideoReadError("corrupt", f"frame {count} decoded with errors")
+            yield self._to_rgb(frame, cover)
+            count += 1
 
     def scan(self, segments: int | None = None) -> str | None:
         """Decode packets without converting them; the first damage found, or None when clean.
