@@ -6,7 +6,8 @@ iteration) but holds no frames: each access decodes what it names, full size, in
 order and orientation (:class:`~tsm_video.data.av_reader.AVReader`). Contiguous slices and
 iteration continue one sequential decode (a slice that starts at the previous slice's last
 frame reuses it), so a consumer walking the video in chunks decodes every frame once and holds
-one chunk. Index arrays seek (keyframe, then forward). A damaged frame raises
+one chunk (and one frame). Index arrays seek (keyframe, then forward); one decoder serves both,
+so a slice after an index read decodes from the start again. A damaged frame raises
 :class:`~tsm_video.data.av_reader.VideoReadError` when it is asked for.
 """
 
@@ -35,16 +36,15 @@ class VideoFrames:
     ndim = 4
 
     def __init__(self, source: Source) -> None:
-        self._seek = AVReader(source)  # index arrays: seek and decode forward
+        self._reader = AVReader(source)
         try:
-            first = self._seek.decode([0])[0]
-            table = self._seek.table
-            self.shape = (len(table), *first.shape)
-            self.fps = table.rate(np.arange(len(table))) or self._seek.nominal_fps
-            self._stream_reader = AVReader(source)  # contiguous slices: one sequential decode
+            first = self._reader.decode([0])[0]
         except BaseException:
-            self._seek.close()
+            self._reader.close()
             raise
+        table = self._reader.table
+        self.shape = (len(table), *first.shape)
+        self.fps = table.rate(np.arange(len(table))) or self._reader.nominal_fps
         self._stream: Iterator[np.ndarray] | None = None
         self._next = 0  # display index of the frame the stream yields next
         self._last: np.ndarray | None = None  # frame _next - 1, for a slice that starts there
@@ -57,8 +57,7 @@ class VideoFrames:
 
     def close(self) -> None:
         self._stream = None
-        self._seek.close()
-        self._stream_reader.close()
+        self._reader.close()
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -85,7 +84,10 @@ class VideoFrames:
         flat = np.where(indices < 0, indices + len(self), indices).ravel()
         if flat.size and not ((flat >= 0) & (flat < len(self))).all():
             raise IndexError(f"frame indices outside 0..{len(self) - 1}")
-        out = self._seek.decode(flat) if flat.size else np.empty((0, *self.shape[1:]), np.uint8)
+        if not flat.size:
+            return np.empty((*indices.shape, *self.shape[1:]), np.uint8)
+        self._stream = None  # the decoder moves: a later slice starts a new sequential decode
+        out = self._reader.decode(flat)
         return out.reshape(*indices.shape, *self.shape[1:])
 
     def _contiguous(self, start: int, stop: int) -> np.ndarray:
@@ -94,10 +96,10 @@ class VideoFrames:
         if stop == start:
             return out
         row = 0
-        if self._last is not None and start == self._next - 1:
+        if self._stream is not None and self._last is not None and start == self._next - 1:
             out[0], row = self._last, 1
-        elif start < self._next or self._stream is None:
-            self._stream, self._next, self._last = self._stream_reader.iter_frames(), 0, None
+        elif self._stream is None or start < self._next:
+            self._stream, self._next, self._last = self._reader.iter_frames(), 0, None
         while row < len(out):
             frame = next(self._stream, None)
             if frame is None:
