@@ -14,7 +14,9 @@ Damage is never papered over: a decoder error or a frame flagged corrupt between
 point and the last wanted frame raises ``VideoReadError("corrupt")``. Files whose packets carry
 no or duplicate timestamps are decoded from the start, frame ``i`` being the ``i``-th frame out
 of the decoder. Frames come out in display orientation (the display matrix is applied), with
-optional decoder-side scaling so full-size RGB frames never exist.
+optional decoder-side scaling so full-size RGB frames never exist. Orientation comes from the
+whole display matrix (:class:`~tsm_video.data.orientation.Orientation`): rotations and
+mirror images.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from tsm_video.data.orientation import Orientation
 from tsm_video.errors import TSMVideoError
 
 __all__ = [
@@ -159,7 +162,7 @@ class AVReader:
         except BaseException:
             self._container.close()
             raise
-        self.rotation: int | None = None  # degrees counter-clockwise, known after the first decode
+        self.orientation: Orientation | None = None  # display matrix, known after the first decode
         self._safe = set(self.table.safe_keyframes.tolist())
         self._pending = iter(())
 
@@ -342,14 +345,12 @@ class AVReader:
         """
         self._configure()
         self._restart(None)
-        count = 0
-        for frame in self._decoded(None):
+        for count, frame in enumerate(self._decoded(None)):
             if count >= len(self.table) or (self.table.timed and frame.pts != self.table.pts[count]):
                 raise VideoReadError("corrupt", f"frame {count} missing (decoder gave pts {frame.pts})")
             if frame.is_corrupt:
                 raise VideoReadError("corrupt", f"frame {count} decoded with errors")
             yield self._to_rgb(frame, cover)
-            count += 1
 
     def scan(self, segments: int | None = None) -> str | None:
         """Decode packets without converting them; the first damage found, or None when clean.
@@ -396,20 +397,24 @@ class AVReader:
                 raise VideoReadError("corrupt", f"decoder error at pts {packet.pts}: {err}") from err
             yield from frames
 
+    @property
+    def rotation(self) -> int | None:
+        """Display rotation, degrees counter-clockwise (after a mirror, see ``orientation``);
+        None before the first decode."""
+        return None if self.orientation is None else self.orientation.rotation
+
     def _to_rgb(self, frame: av.VideoFrame, cover: tuple[int, int] | None) -> np.ndarray:
-        rotation = int(round((frame.rotation or 0) / 90)) % 4
-        if self.rotation is None:
-            self.rotation = 90 * rotation
+        orientation = Orientation.of(frame)
+        if self.orientation is None:
+            self.orientation = orientation
         height, width = frame.height, frame.width
-        display = (width, height) if rotation % 2 else (height, width)
-        h, w = cover_size(*display, cover)
-        if rotation % 2:
-            h, w = w, h  # scale in stored orientation, then rotate
+        h, w = orientation.displayed(*cover_size(*orientation.displayed(height, width), cover))
+        # scale in stored orientation (h, w are stored-axis sizes again), then orient
         if (h, w) == (height, width):
             rgb = frame.to_ndarray(format="rgb24")
         else:
             rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
-        return np.rot90(rgb, rotation) if rotation else rgb
+        return orientation.apply(rgb)
 
 
 def _chain(first, rest):
