@@ -19,6 +19,7 @@ from video_corpus import barcode_frame
 from data_tools.probe import probe_dataset
 from data_tools.subset import make_subset
 from tsm_video.data import VideoClipDataset, read_index, video_io
+from tsm_video.data.av_reader import AVReader
 from tsm_video.data.clips import SPACING_TOLERANCE, ClipSampler, resize_center_crop
 from tsm_video.data.dataset import load_clip
 from tsm_video.data.video_io import (
@@ -79,6 +80,16 @@ def test_decoder_side_scaling_keeps_display_orientation(corpus):
     assert (info.width, info.height, info.rotation) == (64, 96, 90)  # displayed size
     frames, _, _ = decode_clip(video.path, [5, 40], cover=(48, 20))  # 96×64 (H×W) covers 48×20 at 1/2
     assert frames.shape == (2, 48, 32, 3) and video.ids(frames) == [5, 40]
+
+
+@pytest.mark.parametrize("size", [(48, 20), (24, 32), (40, 40)])
+def test_decoder_crop_is_the_window_resize_center_crop_cuts(corpus, size):
+    video = corpus["h264_rotated.mp4"]  # displayed 96×64
+    with AVReader(video.path) as reader:
+        whole = reader.decode([5, 40], cover=size)
+        cropped = reader.decode([5, 40], cover=size, crop=True)
+    # cover-scaled frames fit size in one side: resize_center_crop only cuts a window, byte-exact
+    assert cropped.shape == (2, *size, 3) and np.array_equal(cropped, resize_center_crop(whole, size))
 
 
 @pytest.mark.parametrize("size", [(48, 32), (40, 40), (24, 64)])

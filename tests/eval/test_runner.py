@@ -82,7 +82,7 @@ def test_light_backend_end_to_end_and_resume(synth, tmp_path, monkeypatch, capsy
     def no_decode(*args, **kwargs):
         raise AssertionError("decoded a cached video")
 
-    monkeypatch.setattr(runner, "read_frames", no_decode)
+    monkeypatch.setattr(runner, "VideoFrames", no_decode)
     assert main(_light_args(root / "videos", root / "metadata.json", out, "--mode", "fixed")) == 0
     again = load_report(out)
     assert again["cached"] == {"color": 4, "count": 4, "amplitude": 4}

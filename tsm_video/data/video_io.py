@@ -97,18 +97,17 @@ def write_mp4(
         raise ValueError(f"frames must be a non-empty (T, H, W, 3) uint8 array, got shape {frames.shape}")
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    with atomic_path(path) as tmp, av.open(
-        str(tmp), "w", format="mp4", options={"movflags": "+faststart"}
-    ) as container:
+    with (
+        atomic_path(path) as tmp,
+        av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container,
+    ):
         stream = None
         for frame in frames:
             frame = np.asarray(frame)
             if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
                 raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
             if frame.shape[0] % 2 or frame.shape[1] % 2:
-                frame = np.pad(
-                    frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge"
-                )
+                frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
             if stream is None:
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                 stream.width, stream.height = frame.shape[1], frame.shape[0]
@@ -119,9 +118,7 @@ def write_mp4(
                     options["x264-params"] = "scenecut=0"
                 stream.options = options
             elif (frame.shape[1], frame.shape[0]) != (stream.width, stream.height):
-                raise ValueError(
-                    f"frame of shape {frame.shape} in a {stream.height}x{stream.width} video"
-                )
+                raise ValueError(f"frame of shape {frame.shape} in a {stream.height}x{stream.width} video")
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         if stream is None:
             raise ValueError("frames is empty: nothing to encode")
