@@ -404,9 +404,9 @@ class AVReader:
         return None if self.orientation is None else self.orientation.rotation
 
     def _to_rgb(self, frame: av.VideoFrame, cover: tuple[int, int] | None) -> np.ndarray:
-        orientation = Orientation.of(frame)
-        if self.orientation is None:
-            self.orientation = orientation
+        if self.orientation is None:  # the stream's display matrix: read once
+            self.orientation = Orientation.of(frame)
+        orientation = self.orientation
         height, width = frame.height, frame.width
         h, w = orientation.displayed(*cover_size(*orientation.displayed(height, width), cover))
         # scale in stored orientation (h, w are stored-axis sizes again), then orient
