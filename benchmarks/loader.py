@@ -28,7 +28,7 @@ Goal (issue 13): peak RSS ≤ 0.25× of whole-video decode, throughput ≥ 3×. 
 benchmarks/results/loader.json and a section of benchmarks/RESULTS.md.
 
     python benchmarks/loader.py            # 4 videos × 10 s, 3 rounds × 8 clips per method and worker kind
-    python benchmarks/loader.py --quick    # 1 video × 10 s, 1 round × 3 clips (< 1 min on 2 idle cores)
+    python benchmarks/loader.py --quick    # 1 video × 10 s, 1 round × 3 clips each (about a minute)
 """
 
 from __future__ import annotations
