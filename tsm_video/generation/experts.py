@@ -24,7 +24,6 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from tsm_video.errors import TSMVideoError
@@ -149,7 +148,8 @@ class ExpertSwitcher:
     def __call__(self, step_index: int, t: int | float) -> None:
         """``t``: an integer timestep, or a float one of a continuous-time backbone (SD3's σ·1000)."""
         for n, layers in self.layers.items():
-            interval = int(self.schedule.interval_index(torch.tensor([t]), n)[0])
+            self.schedule.check_range(t, t, isinstance(t, float))
+            interval = self.schedule.interval_of(t, n)  # on the host: no tensor per step
             if self.current.get(n) != interval:
                 for layer in layers:
                     layer.merge(interval)  # unmerges the layer's previous expert first

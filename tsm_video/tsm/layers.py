@@ -87,6 +87,7 @@ class TSMLayer(nn.Module):
         self.merged_interval: int | None = None
         self.tsm_name = ""
         self.input_group: SharedInputGroup | None = None  # TSMLinear stage 2: see tsm.fused
+        self._merge_views: tuple | None = None  # while merged: W0, merged weight, per-interval (B, A) views
         # Inference state (non-persistent, allocated while merged): W0 + ΔW of the merged core
         # (for a stage-2 TSMLinear on the fused path, a view of its SharedInputGroup's weight);
         # for such a layer also A_ctx (n, k·r, in) and (α/r)·B_ctxᵀ (n, k·r, out) of every core
@@ -196,14 +197,17 @@ class TSMLayer(nn.Module):
                     f"TSM layer {self.tsm_name!r}: expert s{core}_i{int(bad.nonzero()[0])} is not finite"
                 )
             self.merged_weight = self._merged_buffer()
+            w = self.merged_weight.view(w0.shape[0], -1)  # (out, in·prod(kernel))
+            experts = [(bank_b[i], bank_a[i].view(self.rank, -1)) for i in range(core)]  # (out, r), (r, in…)
+            self._merge_views = (w0.view_as(w), w, experts)  # a switch is one addmm, no lookups
         elif self.ctx is not None:
             self.ctx.unpin(core, self.merged_interval)
-        w = self.merged_weight.view(w0.shape[0], -1)
-        a, b = bank_a[interval].view(self.rank, -1), bank_b[interval]
+        w0_flat, w, experts = self._merge_views
+        b, a = experts[interval]
         if w.dtype == a.dtype == torch.float32:
-            torch.addmm(w0.view_as(w), b, a, alpha=self.scaling, out=w)
+            torch.addmm(w0_flat, b, a, alpha=self.scaling, out=w)
         else:  # float32 sum, one rounding to the weight's dtype
-            w.copy_(torch.addmm(w0.view_as(w).float(), b.float(), a.float(), alpha=self.scaling))
+            w.copy_(torch.addmm(w0_flat.float(), b.float(), a.float(), alpha=self.scaling))
         self.merged_interval = interval
         if self.ctx is not None:
             self.ctx.pin(core, interval)
@@ -223,6 +227,7 @@ class TSMLayer(nn.Module):
             self.input_group.release(self)
         for name in ("merged_weight", *self._fused_buffers):
             setattr(self, name, None)
+        self._merge_views = None
         self.merged_interval = None
         self._select_forward()
 
