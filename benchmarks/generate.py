@@ -473,8 +473,10 @@ def _write_section(record: dict) -> None:
             f"Medians: {fmt(record['median_ratios'])}; wall: {fmt(record['wall_ratios'])}; "
             + (f"instructions: {fmt(record['instruction_ratios'])}; " if instr else "")
             + f"FLOPs: {fmt(record['flop_ratios'])}. "
-            "Merged LoRA and stage 1 dispatch exactly the base's aten ops "
-            "(tests/tsm/test_merged_cost.py): their distance from 1.000 is this run's noise. Stage 2 "
+            "Merged LoRA and stage 1 dispatch exactly the base's aten ops in the UNet "
+            "(tests/tsm/test_merged_cost.py; the 2 more per call are the context's interval check); "
+            "stage 1 adds one addmm per layer at each interval switch (every step at these step counts), "
+            "the rest of their distance from 1.000 is this run's noise. Stage 2 "
             "cannot merge its context experts (the gate FC(x) + Emb(t) depends on x): the arithmetic "
             "they need at the least (A_ctx x, FC x and B_ctx h per token of its "
             f"{s['tsm_layers']} layers) puts stage 2 at "
