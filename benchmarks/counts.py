@@ -6,7 +6,9 @@ these counts do not: ``op_counts`` (a ``TorchDispatchMode`` that sees every aten
 dispatches, after composite ops decompose) and ``flops`` (``torch.utils.flop_counter``: matmuls,
 convolutions and attention) are exact for a given input, and callgrind's instruction count (Ir)
 of a region repeats within a fraction of a percent whatever else runs (it does not see cache
-misses or SIMD width, so it complements time rather than replacing it).
+misses or SIMD width, so it complements time rather than replacing it). Hardware counters
+(``perf stat -e instructions``) would be faster, but the shared VM exposes no PMU (``perf``
+reports ``<not supported>``), hence callgrind.
 
 Callgrind: :func:`run_under_callgrind` starts ``python <script> <args>`` under ``valgrind
 --tool=callgrind --instr-atstart=no``; inside it, :func:`instructions` zeroes the counters,
