@@ -275,7 +275,7 @@ def part_generate(sz: dict, device: str) -> dict:
     import generate
 
     record = generate.main(
-        ["--device", device, "--quick", "--reps", str(max(1, sz["reps"] - 1))], write=False
+        ["--device", device, "--quick", "--no-vc2-step", "--reps", str(max(1, sz["reps"] - 1))], write=False
     )
     return {k: record[k] for k in ("setup", "results", "ratios", "wall_ratios", "goals_met")}
 

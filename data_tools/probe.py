@@ -7,10 +7,11 @@ keyframe-to-keyframe stretches) so damage anywhere in the file is found: such a 
 status ``corrupt``. ``check_decord`` records whether decord's random access returns the same
 frames as a sequential decode (``decord exact``: yes/no), the proof
 :class:`~tsm_video.data.dataset.VideoClipDataset` needs before it lets decord read a file.
-Sizes are the displayed ones (after the display matrix's rotation). Results go to
-``probe.json`` (summary + per-video rows) and ``probe.md``; ``annotate`` also writes the index
-CSV with ``width``, ``height``, ``rotation``, ``decodable frames``, ``probe status`` (and
-``decord exact``) columns that ``tsm-video data subset`` filters on.
+Sizes are the displayed ones (after the display matrix's rotation; ``mirrored`` says whether it
+also mirrors the picture). Results go to ``probe.json`` (summary + per-video rows) and
+``probe.md``; ``annotate`` also writes the index CSV with ``width``, ``height``, ``rotation``,
+``mirrored``, ``decodable frames``, ``probe status`` (and ``decord exact``) columns that
+``tsm-video data subset`` filters on.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tsm_video.fileio import atomic_path
 
 __all__ = ["PROBE_COLUMNS", "probe_record", "probe_dataset"]
 
-PROBE_COLUMNS = ["width", "height", "rotation", "decodable frames", "probe status"]
+PROBE_COLUMNS = ["width", "height", "rotation", "mirrored", "decodable frames", "probe status"]
 
 _INDEX: VideoIndex | None = None
 
@@ -57,20 +58,19 @@ def probe_record(
     try:
         with AVReader(source) as reader:
             frames = len(reader.table)
-            reader.decode([0], cover=(1, 1))  # learns the rotation; tiny RGB
+            reader.decode([0], cover=(1, 1))  # learns the orientation; tiny RGB
             try:
                 reader.decode([frames - 1], cover=(1, 1))
             except VideoReadError:
                 frames = len(reader.decode_prefix(cover=(1, 1)))  # a damaged tail is cut off
-            height, width = reader.stored_size
-            if reader.rotation % 180:
-                height, width = width, height
+            height, width = reader.orientation.displayed(*reader.stored_size)
             fps = reader.table.rate(np.arange(frames)) or reader.nominal_fps
             out.update(
                 fps=fps,
                 width=width,
                 height=height,
                 rotation=reader.rotation,
+                mirrored=reader.orientation.mirrored,
                 reported_frames=reader.reported_frames,
                 frames=frames,
                 seconds=frames / fps if fps else 0.0,
@@ -113,6 +113,7 @@ def _summary(rows: list[dict], skipped_rows: Counter) -> dict:
         "resolution": dict(Counter(f"{r['width']}x{r['height']}" for r in ok).most_common()),
         "over_reported_frame_count": sum(r["reported_frames"] > r["frames"] for r in ok),
         "rotated": sum(r["rotation"] != 0 for r in ok),
+        "mirrored": sum(bool(r.get("mirrored")) for r in ok),
         "decord_exact": sum(bool(r.get("decord_exact")) for r in ok),
     }
 
@@ -125,6 +126,7 @@ def _markdown(summary: dict) -> str:
         f"- decodable: {summary['decodable']}",
         f"- header frame count over-reported: {summary['over_reported_frame_count']}",
         f"- rotated by a display matrix: {summary['rotated']}",
+        f"- mirrored by a display matrix: {summary['mirrored']}",
         f"- decord random access proven exact (`--check-decord`): {summary['decord_exact']}",
         "",
     ]
@@ -191,6 +193,7 @@ def _annotate(rows: list[dict], csv_in, csv_out, path_column: str, check_decord:
                 "width": found.get("width", ""),
                 "height": found.get("height", ""),
                 "rotation": found.get("rotation", ""),
+                "mirrored": {True: "yes", False: "no"}.get(found.get("mirrored"), ""),
                 "decodable frames": found.get("frames", ""),
                 "probe status": found["status"],
             }

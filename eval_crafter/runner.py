@@ -3,9 +3,11 @@
 ``evaluate`` lists the videos (``0000.mp4`` ... ; the stem must be a prompt id of the
 metadata), checks the models folder for every file the requested metrics load (all
 missing files listed in one error), builds the metrics, then per video: skips it if every
-applicable metric has a cached record, else decodes it once with
-``tsm_video.data.video_io.read_frames`` and scores it. Unreadable videos are counted and
-skipped; names that are no prompt id are an error unless ``skip_unknown`` (then counted).
+applicable metric has a cached record, else opens it as a
+:class:`~tsm_video.data.video_frames.VideoFrames` (a lazy frame array: each metric decodes
+only the frames it indexes, full size, and the chunk-walking ones hold one chunk at a time)
+and scores it. Unreadable videos — and videos whose frames a metric needs do not decode — are
+counted and skipped; names that are no prompt id are an error unless ``skip_unknown`` (then counted).
 Finally each metric aggregates its records and the official EvalCrafter aggregation is
 applied to what was measured.
 
@@ -30,7 +32,8 @@ from eval_crafter.metrics import BACKENDS, MODES, Metric, VideoInput, get_metric
 from eval_crafter.metrics.base import DETECTION_SCHEDULES, check_models_folder
 from eval_crafter.metrics.runtime import resolve_device
 from eval_crafter.prompts import entries_for_mode, load_metadata
-from tsm_video.data.video_io import read_frames
+from tsm_video.data.av_reader import VideoReadError
+from tsm_video.data.video_frames import VideoFrames
 from tsm_video.errors import TSMVideoError
 
 __all__ = ["VIDEO_EXTENSIONS", "DEFAULT_METRICS", "UnknownVideoError", "EvalSettings", "list_videos",
@@ -146,23 +149,25 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
         if not todo:
             continue
         try:
-            frames, fps = read_frames(path)
+            frames = VideoFrames(path)
         except Exception as err:  # any decoder failure: count and go on
             skipped["unreadable"] += 1
             failures.setdefault("read", {})[vid] = f"{type(err).__name__}: {err}"
             continue
-        if len(frames) == 0:
-            skipped["empty"] += 1
-            continue
-        video = VideoInput(id=vid, path=path, frames=frames, fps=float(fps))
-        for name in todo:
-            try:
-                record = metrics[name].score(video, meta)
-            except ValueError as err:  # bad input for this metric (e.g. too short)
-                failures.setdefault(name, {})[vid] = str(err)
-                continue
-            caches[name].save(vid, path, meta, record)
-            records[name][vid] = dict(record)
+        with frames:  # at least one frame: VideoFrames decodes the first to open
+            video = VideoInput(id=vid, path=path, frames=frames, fps=float(frames.fps))
+            for name in todo:
+                try:
+                    record = metrics[name].score(video, meta)
+                except VideoReadError as err:  # frames this metric needs are damaged
+                    skipped["unreadable"] += 1
+                    failures.setdefault("read", {})[vid] = f"{type(err).__name__}: {err}"
+                    break
+                except ValueError as err:  # bad input for this metric (e.g. too short)
+                    failures.setdefault(name, {})[vid] = str(err)
+                    continue
+                caches[name].save(vid, path, meta, record)
+                records[name][vid] = dict(record)
     # every metric aggregates its records in visiting order (compat IS depends on it)
     order = {p.stem: i for i, p in enumerate(videos)}
     aggregates, official = {}, {}

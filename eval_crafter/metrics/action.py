@@ -40,6 +40,7 @@ from eval_crafter.metrics.base import (
 )
 from eval_crafter.metrics.registry import register_metric
 from eval_crafter.prompts import load_kinetics_labels
+from tsm_video.data.video_frames import VideoFrames
 
 __all__ = [
     "VIDEOMAE_FILE",
@@ -238,10 +239,19 @@ class ActionScore(Metric):
         return bool(meta["attributes"].get("action"))
 
     @torch.no_grad()
-    def class_probabilities(self, frames: np.ndarray) -> np.ndarray:
-        """(F, H, W, 3) uint8 RGB -> (num_classes,) probabilities averaged over 5 clips x 3 crops."""
-        clips = frames[sample_test_clips(len(frames))]  # clips t h w 3
-        views = np.concatenate([three_crop_views(c) for c in clips])  # (clips crops) t h w 3
+    def class_probabilities(self, frames: np.ndarray | VideoFrames) -> np.ndarray:
+        """(F, H, W, 3) uint8 RGB -> (num_classes,) probabilities averaged over 5 clips x 3 crops.
+
+        The clips' distinct frames are read ``batch_size`` at a time and cropped frame by frame
+        (``three_crop_views``), then arranged into clips: the same views as cropping each clip,
+        without holding 80 full-size frames.
+        """
+        indices = sample_test_clips(len(frames))  # clips t
+        unique, inverse = np.unique(indices, return_inverse=True)
+        crops = np.concatenate([three_crop_views(frames[unique[start:start + self.batch_size]])
+                                for start in range(0, len(unique), self.batch_size)], axis=1)  # 3 u h w c
+        views = crops[:, inverse.reshape(indices.shape)]  # crops clips t h w c
+        views = views.transpose(1, 0, *range(2, views.ndim)).reshape(-1, *views.shape[2:])  # (clips crops) t
         views = (views - MEAN) / STD
         probs = []
         for start in range(0, len(views), self.batch_size):

@@ -23,6 +23,7 @@ from torchvision.models.optical_flow import raft_large
 from eval_crafter import scoring
 from eval_crafter.metrics.base import Metric, ModelFile, VideoInput, mean_of, require_model
 from eval_crafter.metrics.registry import register_metric
+from tsm_video.data.video_frames import VideoFrames
 
 __all__ = [
     "RAFT_FILE",
@@ -122,15 +123,20 @@ class MotionAmplitude(Metric):
         return [ModelFile(RAFT_FILE, "RAFT (things) weights", RAFT_URL, (cls.name,))]
 
     @torch.no_grad()
-    def flows(self, frames: np.ndarray) -> np.ndarray:
-        """(F, H, W, 3) uint8 RGB -> (F-1, 2, Hp, Wp) float32 ``flow_up`` at the padded size."""
+    def flows(self, frames: np.ndarray | VideoFrames) -> np.ndarray:
+        """(F, H, W, 3) uint8 RGB -> (F-1, 2, Hp, Wp) float32 ``flow_up`` at the padded size.
+
+        Frames are read one batch at a time (``frames[start:stop + 1]``, pairs within it), so a
+        lazy :class:`VideoFrames` never holds more than a batch of full-size frames.
+        """
         h, w = frames.shape[1:3]
         pad = scoring.sintel_padding(h, w)
-        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # f 3 h w
         out = []
         for start in range(0, len(frames) - 1, self.batch_size):
             stop = min(start + self.batch_size, len(frames) - 1)
-            pair = [video[start + k:stop + k].to(self.device) for k in (0, 1)]
+            chunk = torch.from_numpy(np.ascontiguousarray(frames[start:stop + 1]))
+            chunk = chunk.permute(0, 3, 1, 2).float()  # f 3 h w
+            pair = [chunk[k:stop - start + k].to(self.device) for k in (0, 1)]
             first, second = (2 * (F.pad(x, pad, mode="replicate") / 255.0) - 1 for x in pair)
             out.append(self.model(first, second, num_flow_updates=self.iters)[-1].float().cpu().numpy())
         if not out:

@@ -37,6 +37,7 @@ import numpy as np
 
 from eval_crafter.errors import IncompatibleModelError, MissingModelsError, ModelNotFoundError
 from eval_crafter.metrics.runtime import resolve_device, weights_identity
+from tsm_video.data.video_frames import VideoFrames
 
 __all__ = [
     "MODES",
@@ -111,18 +112,21 @@ def require_model(models_dir: Path | str, relpath: str, what: str, source: str) 
 
 @dataclass
 class VideoInput:
-    """One decoded video.
+    """One video to score.
 
     Attributes:
         id: prompt id, the file stem (``"0042"``).
         path: the video file.
-        frames: ``(F, H, W, 3)`` uint8 RGB, every frame of the file.
-        fps: the container's frame rate.
+        frames: ``(F, H, W, 3)`` uint8 RGB, every frame of the file, full size: an array, or
+            (from the runner) a :class:`~tsm_video.data.video_frames.VideoFrames` that decodes
+            only what is indexed. Metrics index the frames they need (``frames[indices]``) and
+            walk all frames in chunks (``frames[start:stop]``), never ``np.asarray(frames)``.
+        fps: the average frame rate of the frames' timestamps.
     """
 
     id: str
     path: Path
-    frames: np.ndarray
+    frames: np.ndarray | VideoFrames
     fps: float
 
 

@@ -94,5 +94,5 @@ def zip_parts(tmp_path_factory, video_dir) -> Path:
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> dict[str, CorpusFile]:
     """The barcoded corpus of tests/data/video_corpus.py (h264 open GOP, MPEG-4 B-frames in
-    mp4/avi, VP9, AV1, VFR, rotated, damaged), ~1 s to write."""
+    mp4/avi, VP9, AV1, VFR, rotated, rotated + mirrored, damaged), ~1 s to write."""
     return build_corpus(tmp_path_factory.mktemp("corpus"))

@@ -9,8 +9,10 @@ squeezed or damaged frame cannot pass for the right one.
 
 from __future__ import annotations
 
+import gc
 import zipfile
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from video_corpus import barcode_frame
 from data_tools.probe import probe_dataset
 from data_tools.subset import make_subset
 from tsm_video.data import VideoClipDataset, read_index, video_io
+from tsm_video.data.av_reader import AVReader
 from tsm_video.data.clips import SPACING_TOLERANCE, ClipSampler, resize_center_crop
 from tsm_video.data.dataset import load_clip
 from tsm_video.data.video_io import (
@@ -79,6 +82,55 @@ def test_decoder_side_scaling_keeps_display_orientation(corpus):
     assert (info.width, info.height, info.rotation) == (64, 96, 90)  # displayed size
     frames, _, _ = decode_clip(video.path, [5, 40], cover=(48, 20))  # 96×64 (H×W) covers 48×20 at 1/2
     assert frames.shape == (2, 48, 32, 3) and video.ids(frames) == [5, 40]
+    mirrored = corpus["h264_mirrored.mp4"]  # written as 90° then a left-right mirror
+    info = probe_video(mirrored.path)  # = mirror, then 270°: the same picture
+    assert (info.width, info.height, info.rotation, info.mirrored) == (64, 96, 270, True)
+    frames, _, _ = decode_clip(mirrored.path, [5, 40], cover=(48, 20))
+    assert frames.shape == (2, 48, 32, 3) and mirrored.ids(frames) == [5, 40]
+
+
+def _oriented_video(path, degrees: int, hflip: bool, vflip: bool) -> np.ndarray:
+    """Two 32×64 frames, white top-left and red top-right corners, under a display matrix."""
+    picture = np.zeros((32, 64, 3), np.uint8)
+    picture[:8, :8], picture[:8, -8:, 0] = 255, 255
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        for _ in range(2):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode())
+    return picture
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, 270])
+def test_every_display_matrix_orientation_is_shown_as_written(tmp_path, degrees):
+    for hflip, vflip in [(False, False), (True, False), (False, True), (True, True)]:
+        path = tmp_path / f"o{degrees}{hflip:d}{vflip:d}.mp4"
+        picture = _oriented_video(path, degrees, hflip, vflip)
+        # PyAV's writer: rotate counter-clockwise, then mirror (what ffmpeg's autorotate shows)
+        shown = np.rot90(picture, degrees // 90)
+        shown = shown[::-1] if vflip else shown
+        shown = shown[:, ::-1] if hflip else shown
+        with AVReader(path) as reader:
+            frame = reader.decode([1])[0]
+            orientation = reader.orientation
+        assert frame.shape == shown.shape, (degrees, hflip, vflip)
+        # codec loss on flat blocks: a few grey levels; any other of the 8 orientations moves the white
+        # 8×8 corner: 2 × 64 px × 255 over 2048 px, a mean error of ~16
+        assert np.abs(frame.astype(int) - shown).mean() < 4, (degrees, hflip, vflip)
+        same = np.rot90(picture[:, ::-1] if orientation.mirrored else picture, orientation.rotation // 90)
+        assert np.array_equal(same, shown)  # (rotation, mirrored) names that picture
+
+
+@pytest.mark.parametrize("size", [(48, 20), (24, 32), (40, 40)])
+def test_decoder_crop_is_the_window_resize_center_crop_cuts(corpus, size):
+    video = corpus["h264_rotated.mp4"]  # displayed 96×64
+    with AVReader(video.path) as reader:
+        whole = reader.decode([5, 40], cover=size)
+        cropped = reader.decode([5, 40], cover=size, crop=True)
+    # cover-scaled frames fit size in one side: resize_center_crop only cuts a window, byte-exact
+    assert cropped.shape == (2, *size, 3) and np.array_equal(cropped, resize_center_crop(whole, size))
 
 
 @pytest.mark.parametrize("size", [(48, 32), (40, 40), (24, 64)])
@@ -129,31 +181,33 @@ def test_vfr_effective_fps_and_irregular_clips(corpus):
 
 
 def test_probe_reports_displayed_size_and_deep_finds_damage(corpus, tmp_path):
-    names = ["h264_rotated.mp4", "h264_damaged.mp4", "mpeg4_bframes.avi", "vp9.webm"]
+    names = ["h264_rotated.mp4", "h264_damaged.mp4", "mpeg4_bframes.avi", "vp9.webm", "h264_mirrored.mp4"]
     for name in names:
         (tmp_path / name).symlink_to(corpus[name].path)
     csv_in = tmp_path / "index.csv"
     csv_in.write_text("video,caption\n" + "".join(f"{n},clip {n}\n" for n in names))
     index = read_index(csv_in, tmp_path)
     quick = probe_dataset(index, tmp_path / "quick")
-    assert quick["decodable"] == 4  # first and last frames decode: damage in the middle goes unseen
+    assert quick["decodable"] == 5  # first and last frames decode: damage in the middle goes unseen
     deep = probe_dataset(
         index, tmp_path / "deep", annotate=(csv_in, tmp_path / "annotated.csv"), deep=True, check_decord=True
     )
-    assert deep["bad_by_reason"] == {"corrupt": 1} and deep["rotated"] == 1
+    assert deep["bad_by_reason"] == {"corrupt": 1} and (deep["rotated"], deep["mirrored"]) == (2, 1)
     sampled = probe_dataset(index, tmp_path / "sampled", deep_segments=3)
     assert sampled["bad_by_reason"] == {"corrupt": 1}  # the damage spans a third of the GOPs
     report = make_subset(tmp_path / "annotated.csv", tmp_path / "subset.csv", n=10, minimum={"height": 90})
     assert report.dropped == {
         "probe:corrupt": 1,
         "threshold:height": 2,
-    }  # only the portrait video is ≥ 90 tall
+    }  # only the portrait videos are ≥ 90 tall
     rows = (tmp_path / "annotated.csv").read_text().splitlines()
-    assert rows[0].endswith("width,height,rotation,decodable frames,probe status,decord exact")
-    assert rows[1].startswith("h264_rotated.mp4,clip h264_rotated.mp4,64,96,90,72,ok,")
+    assert rows[0].endswith("width,height,rotation,mirrored,decodable frames,probe status,decord exact")
+    assert rows[1].startswith("h264_rotated.mp4,clip h264_rotated.mp4,64,96,90,no,72,ok,")
+    assert rows[5].startswith("h264_mirrored.mp4,clip h264_mirrored.mp4,64,96,270,yes,72,ok,")
     if have_decord():
         decord_exact = {r.split(",")[0]: r.split(",")[-1] for r in rows[1:]}
         assert decord_exact["mpeg4_bframes.avi"] == "no" and decord_exact["vp9.webm"] == "yes"
+        assert decord_exact["h264_mirrored.mp4"] == "no"  # decord does not mirror
 
 
 @pytest.mark.skipif(not have_decord(), reason="no decord")
@@ -205,3 +259,23 @@ def test_untimed_packets_fall_back_to_counting_from_the_start(corpus, monkeypatc
         with av_reader.AVReader(video.path) as reader:
             assert not reader.table.timed and reader.table.times[24] == pytest.approx(1.0)  # 24 fps header
             assert video.ids(reader.decode(PATTERNS["random_order"])) == PATTERNS["random_order"]
+
+
+def test_decoded_frames_are_freed_without_the_cycle_collector(corpus):
+    # PyAV's frame.side_data makes a frame <-> container cycle; a decoded frame caught in one
+    # keeps its decoder's buffer pool alive until a full collection (~35 MB per 720p clip)
+    garbage_before = list(gc.garbage)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for name in ("h264_mirrored.mp4", "h264_opengop_bpyramid.mp4"):
+            with AVReader(corpus[name].path) as reader:
+                reader.decode([5, 40], cover=(48, 20), crop=True)
+        gc.collect()
+        held = [o for o in gc.garbage if isinstance(o, av.VideoFrame) and o.width * o.height > 4]
+    finally:
+        gc.set_debug(0)
+        gc.garbage[:] = garbage_before
+        gc.enable()
+    assert held == []  # only the 2×2 copy the display matrix is read from may wait for the collector

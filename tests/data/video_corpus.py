@@ -8,7 +8,8 @@ two frames fails the marker or complement check (it reads as -1, never as anothe
 
 :func:`build_corpus` writes the files the decoders are tested on: h264 with B-frames, open GOP
 and B-pyramid; MPEG-4 part 2 with B-frames in .mp4 and .avi; VP9 and AV1 where PyAV's bundled
-encoders allow; variable frame rate (24 fps, then 12 fps); a 90° display matrix; and an h264
+encoders allow; variable frame rate (24 fps, then 12 fps); a 90° display matrix, and one that also
+mirrors; and an h264
 file with random bytes over its middle.
 """
 
@@ -77,15 +78,25 @@ def read_barcodes(frames: np.ndarray) -> list[int]:
 
 
 class CorpusFile:
-    """One corpus video: its path, display times (s), displayed (H, W) and rotation (° CCW)."""
+    """One corpus video: its path, display times (s), displayed (H, W), rotation (° CCW) and
+    whether the display matrix mirrors left-right after rotating (``hflip``)."""
 
-    def __init__(self, path: Path, times: list[float], display_hw: tuple[int, int], rotation: int = 0):
+    def __init__(
+        self,
+        path: Path,
+        times: list[float],
+        display_hw: tuple[int, int],
+        rotation: int = 0,
+        hflip: bool = False,
+    ):
         self.path, self.times, self.display_hw, self.rotation = path, times, display_hw, rotation
+        self.hflip = hflip
         self.damaged = False
 
     def ids(self, frames: np.ndarray) -> list[int]:
         """Barcodes of decoded (display-orientation) frames, read in the stored orientation."""
-        return read_barcodes(np.rot90(frames, -self.rotation // 90, axes=(1, 2)) if self.rotation else frames)
+        stored = frames[:, :, ::-1] if self.hflip else frames  # undo the mirror, then the rotation
+        return read_barcodes(np.rot90(stored, -self.rotation // 90, axes=(1, 2)) if self.rotation else stored)
 
     @property
     def num_frames(self) -> int:
@@ -107,6 +118,7 @@ def _encode(
     fps: int = 24,
     times: list[Fraction] | None = None,
     rotation: int | None = None,
+    hflip: bool = False,
     pix_fmt: str = "yuv420p",
 ) -> list[float]:
     """Encode barcode frames 0..num_frames-1; ``times`` (s) gives each frame's pts. → display times."""
@@ -122,7 +134,7 @@ def _encode(
         if options:
             stream.options = options
         if rotation is not None:
-            stream.set_display_rotation(rotation)
+            stream.set_display_rotation(rotation, hflip=hflip)
         for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(barcode_frame(i), format="rgb24")
             frame.pts = int(times[i] / time_base) if times is not None else i
@@ -143,9 +155,9 @@ def build_corpus(root: Path, num_frames: int = 72) -> dict[str, CorpusFile]:
 
     def add(name: str, *args, **kwargs) -> None:
         path = root / name
-        rotation = kwargs.get("rotation") or 0
+        rotation, hflip = kwargs.get("rotation") or 0, kwargs.get("hflip", False)
         out[name] = CorpusFile(
-            path, _encode(path, *args, **kwargs), hw[::-1] if rotation % 180 else hw, rotation
+            path, _encode(path, *args, **kwargs), hw[::-1] if rotation % 180 else hw, rotation, hflip
         )
 
     x264 = "bframes=3:b-pyramid=normal:open-gop=1:keyint=24:min-keyint=24:scenecut=0:b-adapt=0"
@@ -166,6 +178,14 @@ def build_corpus(root: Path, num_frames: int = 72) -> dict[str, CorpusFile]:
         "libx264",
         num_frames,
         rotation=90,
+        options={"x264-params": x264, "crf": "20"},
+    )
+    add(  # 90° and a left-right mirror: frame.rotation alone reads this as a plain 90°
+        "h264_mirrored.mp4",
+        "libx264",
+        num_frames,
+        rotation=90,
+        hflip=True,
         options={"x264-params": x264, "crf": "20"},
     )
     add("h264_damaged.mp4", "libx264", num_frames, options={"x264-params": x264, "crf": "20"})

@@ -20,6 +20,8 @@ from eval_crafter import scoring
 from eval_crafter.metrics import ModelNotFoundError, VideoInput
 from eval_crafter.metrics.action import (
     CLIP_DIR,
+    MEAN,
+    STD,
     VIDEOMAE_FILE,
     ActionScore,
     sample_test_clips,
@@ -33,6 +35,7 @@ from eval_crafter.metrics.amplitude import (
 )
 from eval_crafter.metrics.inception import INCEPTION_FILE, FIDInceptionV3, InceptionScore
 from eval_crafter.prompts import load_kinetics_labels
+from tsm_video.data.video_frames import VideoFrames
 from tsm_video.data.video_io import read_frames
 
 
@@ -122,6 +125,8 @@ def test_amplitude_end_to_end(models, amp_video):
     meta = {"prompt": "x", "attributes": {"amp": "large"}}
     record = metric.score(video, meta)  # weights converted from the original layout
     assert record["pair_means"] == pytest.approx(scoring.pair_flow_means(direct), rel=1e-4)
+    with VideoFrames(video.path) as lazy:  # the runner's lazy frames: the same batches, the same flows
+        assert np.array_equal(metric.flows(lazy), metric.flows(video.frames))
     flow, pred, hit = scoring.motion_ac_score(direct, "large")
     assert record["flow_score"] == pytest.approx(flow, rel=1e-4)
     assert (record["amp_pred"], record["motion_ac_score"], record["amp"]) == (pred, hit, "large")
@@ -162,6 +167,8 @@ def test_inception_score_end_to_end(tmp_path, models, inception_saved):
               for i, n in enumerate((4, 3, 3))]  # 10 frames: the fewest 10 splits allow
     records = {v.id: metric.score(v, {}) for v in videos}
     probs = records["0000"]["probs"]
+    with VideoFrames(videos[0].path) as lazy:  # the runner's lazy frames, read in chunks of 3
+        assert np.array_equal(metric.probabilities(lazy), probs)
     assert probs.shape == (4, 1008) and probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     # the official forward: bilinear 299, 2x-1, biasless fc, softmax
@@ -210,6 +217,15 @@ def test_action_end_to_end(tmp_path, models, action_source):
     video = _video(tmp_path / "0010.mp4", num_frames=20, size=(48, 64))
     probs = metric.class_probabilities(video.frames)
     assert probs.shape == (400,) and probs.sum() == pytest.approx(1.0, rel=1e-5)
+    # per clip, as mmaction2 crops: the metric crops the distinct frames once, then builds clips
+    clips = video.frames[sample_test_clips(len(video.frames))]
+    views = (np.concatenate([three_crop_views(c) for c in clips]) - MEAN) / STD
+    with torch.no_grad():
+        per_clip = torch.cat([metric.recognizer(pixel_values=torch.from_numpy(views[i:i + 4]).permute(
+            0, 1, 4, 2, 3)).logits.softmax(-1) for i in range(0, len(views), 4)]).mean(0).numpy()
+    assert np.array_equal(probs, per_clip)  # the same views in the same batches: bit for bit
+    with VideoFrames(video.path) as lazy:
+        assert np.array_equal(metric.class_probabilities(lazy), probs)
     record = metric.score(video, meta)
     labels = list(load_kinetics_labels())
     assert record["action_score"] == pytest.approx(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from eval_crafter.report import load_report
 from eval_crafter.runner import EvalSettings, UnknownVideoError, evaluate, list_videos
 from eval_crafter.synthetic import synthetic_metadata
 from tsm_video.cli import main
+from tsm_video.data.av_reader import VideoReadError
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,7 @@ def test_light_backend_end_to_end_and_resume(synth, tmp_path, monkeypatch, capsy
     def no_decode(*args, **kwargs):
         raise AssertionError("decoded a cached video")
 
-    monkeypatch.setattr(runner, "read_frames", no_decode)
+    monkeypatch.setattr(runner, "VideoFrames", no_decode)
     assert main(_light_args(root / "videos", root / "metadata.json", out, "--mode", "fixed")) == 0
     again = load_report(out)
     assert again["cached"] == {"color": 4, "count": 4, "amplitude": 4}
@@ -118,6 +120,28 @@ def test_unknown_names_and_unreadable_videos(synth, tmp_path):
     assert list(report["failures"]["read"]) == ["0001"]
     assert sorted(report["per_video"]) == ["0000", "0002", "0003"]
     assert report["metrics"]["count"]["n"] == 3
+
+
+def test_damage_in_the_frames_a_metric_reads_counts_the_video_unreadable(synth, tmp_path, monkeypatch):
+    root, _ = synth
+
+    class DamagedAfterOpening(runner.VideoFrames):  # 0002 opens, but its frames do not decode
+        def __init__(self, source):
+            super().__init__(source)
+            self.damaged = Path(source).name == "0002.mp4"
+
+        def __getitem__(self, key):
+            if self.damaged:
+                raise VideoReadError("corrupt", "decoder error at pts 5")
+            return super().__getitem__(key)
+
+    monkeypatch.setattr(runner, "VideoFrames", DamagedAfterOpening)
+    report = evaluate(EvalSettings(videos=root / "videos", models=None, out=tmp_path / "r.json",
+                                   metrics=("count", "color"), backend="light",
+                                   prompts=root / "metadata.json", progress=False))
+    assert report["skipped"] == {"unreadable": 1}
+    assert report["failures"]["read"] == {"0002": "VideoReadError: corrupt: decoder error at pts 5"}
+    assert "0002" not in report["per_video"] and len(report["per_video"]) == 3
 
 
 def test_fixed_mode_visits_sorted_and_duplicates_are_rejected(tmp_path):

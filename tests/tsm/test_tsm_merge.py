@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tsm_video.tsm import TimestepContext, TSMConv, TSMLinear, merge_interval, tsm_layers, unmerge_all
+from tsm_video.tsm import TimestepContext, TSMConv, TSMLinear, inject, merge_interval, tsm_layers, unmerge_all
 
 T = 1000
 EPS32 = torch.finfo(torch.float32).eps
@@ -167,16 +167,94 @@ def test_stage2_precomputed_path_equals_per_sample_path(act):
     for t in cases:
         ctx.set(t)
         refs.append(layer(x))  # unmerged: per-sample experts, core included
-    buffers = None
+    weight = None
     for interval, (t, ref) in enumerate(zip(cases, refs)):
         layer.merge(interval)
-        assert layer.forward == layer._forward_fused
-        buffers = buffers or (layer.fused_a, layer.fused_b)
-        assert layer.fused_a is buffers[0] and layer.fused_b is buffers[1]  # updated in place
+        group = layer.input_group
+        assert layer.forward == layer._forward_fused and group.members == [layer]
+        weight = weight if weight is not None else group.weight
+        assert group.weight is weight and layer.merged_weight.data_ptr() == weight.data_ptr()  # in place
         ctx.set(t)
         close(layer(x), ref)
     layer.unmerge()
-    assert layer.fused_a is None and "forward" not in vars(layer)
+    assert layer.fused_tables_a is None and group.weight is None and "forward" not in vars(layer)
+
+
+def _pair(act, bias=False, seed=0):
+    """to_k / to_v of one attention (rank 2, scales 8, 4, 2, 1), experts and router off zero."""
+    torch.manual_seed(seed)
+    ctx = TimestepContext(T)
+    attn = nn.Module()
+    attn.to_k, attn.to_v = nn.Linear(8, 6, bias=bias), nn.Linear(8, 6, bias=bias)
+    inject(attn, ["to_k", "to_v"], ctx, [8, 4, 2, 1], rank=2, mode="assemble", gate_activation=act)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in attn.named_parameters():
+            if not name.endswith("base.weight"):
+                p.copy_(torch.randn(p.shape, generator=gen))
+    return attn, ctx
+
+
+@pytest.mark.parametrize("act", ["none", "softmax", "sigmoid"])
+@pytest.mark.parametrize("t", [[700], [626, 740]])  # one sample (the addmm bias path), two at different t
+def test_stage2_shared_input_pair_equals_per_sample_path(act, t):
+    """to_k and to_v share one group: one fused product for both, each output equal to the
+    per-sample path's; to_v returns what to_k's call computed for the same input."""
+    attn, ctx = _pair(act, bias=True)
+    group = attn.to_k.input_group
+    assert group is attn.to_v.input_group and group.members == [attn.to_k, attn.to_v]
+    t = torch.tensor(t)
+    x = torch.randn(len(t) * 3, 5, 8)
+    ctx.set(t)
+    refs = attn.to_k(x), attn.to_v(x)
+    merge_interval(attn, 5)
+    ctx.set(t)
+    k = attn.to_k(x)
+    kept = group._kept[1][3]
+    v = attn.to_v(x)
+    assert v is kept and group._kept == [None, None]  # computed once, handed over once
+    close(k, refs[0])
+    close(v, refs[1])
+    assert v.shape == (len(t) * 3, 5, 6) and v.view(-1, 6).shape == (len(t) * 15, 6)  # column views
+
+
+def test_stage2_pair_recomputes_for_another_input_version_or_timestep():
+    attn, ctx = _pair("none")
+    merge_interval(attn, 2)
+    x, y = torch.randn(3, 5, 8), torch.randn(3, 5, 8)
+    ctx.set(torch.tensor([300]))
+    ref_v = attn.to_v(y)  # to_v first: computes the group, keeps to_k's output for y
+    attn.to_k(y)
+    attn.to_k(x)
+    close(attn.to_v(y), ref_v)  # kept for x, asked for y: computed afresh
+    attn.to_k(x)
+    x.add_(1.0)  # the same tensor, changed in place: its kept output is stale
+    ctx.set(torch.tensor([300]))
+    unfused = attn.to_v.input_group._compute(x, ctx.timestep_index(), 0, 2)[1]
+    attn.to_k(x)
+    ctx.set(torch.tensor([310]))  # a new set: other Emb(t) rows
+    out = attn.to_v(x)
+    assert torch.equal(out, attn.to_v.input_group._compute(x, ctx.timestep_index(), 0, 2)[1])
+    assert not torch.equal(out, unfused)
+
+
+def test_stage2_pair_with_one_member_merged():
+    """Members merge and unmerge on their own; the group's buffers live while any is merged."""
+    attn, ctx = _pair("none")
+    x, t = torch.randn(2, 5, 8), torch.tensor([900])
+    ctx.set(t)
+    refs = attn.to_k(x), attn.to_v(x)
+    attn.to_v.merge(7)
+    ctx.set(t)
+    close(attn.to_k(x), refs[0])  # unmerged: per-sample path
+    close(attn.to_v(x), refs[1])
+    attn.to_k.merge(7)
+    attn.to_v.unmerge()
+    ctx.set(t)
+    close(attn.to_k(x), refs[0])
+    close(attn.to_v(x), refs[1])
+    attn.to_k.unmerge()
+    assert attn.to_k.input_group.weight is None
 
 
 def test_stage2_scales_that_do_not_nest_keep_the_per_sample_path():
@@ -187,7 +265,7 @@ def test_stage2_scales_that_do_not_nest_keep_the_per_sample_path():
     ctx.set(t)
     ref = layer(x)
     layer.merge(2)
-    assert layer.fused_a is None and "forward" not in vars(layer)
+    assert layer.fused_tables_a is None and "forward" not in vars(layer)
     ctx.set(t)
     close(layer(x), ref)
 
@@ -227,4 +305,30 @@ def test_compiled_model_swaps_experts_without_recompiling():
             unmerge_all(net)
             ctx.set(mixed)
             close(net(x), eager[None])
+    assert counter.frame_count == 1
+
+
+def test_compiled_pair_computes_each_member_alone_without_recompiling():
+    """Under torch.compile nothing is kept between calls: each member of a shared-input pair
+    computes its own block; switching intervals reuses the graph."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    attn, ctx = _pair("softmax")
+
+    def kv(x):
+        return torch.cat([attn.to_k(x), attn.to_v(x)], dim=-1)
+
+    counter = CompileCounter()
+    compiled = torch.compile(kv, backend=counter, fullgraph=True)
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        for i in (1, 6, 3):
+            t = torch.tensor([i * 125 + 7, i * 125 + 90])
+            ctx.set(t)
+            eager = kv(x)
+            merge_interval(attn, i)
+            ctx.set(t)
+            close(compiled(x), eager)
+            unmerge_all(attn)
     assert counter.frame_count == 1

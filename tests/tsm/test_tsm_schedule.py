@@ -112,3 +112,20 @@ def test_uniform_in_draws_inside_each_interval_and_checks_ids():
     assert shared.min() == 250 and shared.max() == 374 and len(shared.unique()) == 125
     with pytest.raises(ValueError, match=r"interval ids must lie in \[0, 8\)"):
         s.uniform_in(torch.tensor([0, 8]), 8, g)
+
+
+def test_interval_of_a_host_timestep_equals_interval_index():
+    """The merged context checks intervals on the host (TimestepContext.set): same arithmetic."""
+    s = IntervalSchedule(1000)
+    ints = torch.arange(1000)
+    floats = torch.cat([torch.linspace(0, 1000, 4001, dtype=torch.float64), torch.tensor([124.99999, 375.0])])
+    for n in (1, 3, 7, 8):
+        for t in (ints, floats, floats.float()):
+            assert [s.interval_of(v, n) for v in t.tolist()] == s.interval_index(t, n).tolist()
+    ctx = TimestepContext(1000)
+    ctx.pin(8, 7)
+    ctx.set(torch.tensor([875.0, 1000.0]))  # t == T belongs to the last interval
+    with pytest.raises(ValueError, match="float timesteps must lie in"):
+        ctx.set(torch.tensor([900.0, float("nan")]))
+    with pytest.raises(ValueError, match="integer timesteps must lie in"):
+        ctx.set(torch.tensor([900, 1000]))

@@ -9,6 +9,9 @@ from collections.abc import Callable
 
 __all__ = ["register"]
 
+#: ``data_tools.synth.DOMAINS``' names, spelled out so ``--help`` needs no numpy (a test keeps them equal).
+SYNTH_DOMAINS = ("a", "b", "shifted")
+
 
 def _positive(kind: type) -> Callable[[str], int | float]:
     """argparse type: a number of ``kind`` that is > 0 (an argparse error, exit 2, otherwise)."""
@@ -138,6 +141,7 @@ def _synth(args) -> int:
         args.num_frames,
         args.fps,
         args.max_count,
+        args.domain,
     )
     print(csv_path)
     return 0
@@ -248,7 +252,17 @@ def register(subparsers) -> None:
     p.add_argument("--num-frames", type=_positive(int), default=24, help="frames per video (default: 24)")
     p.add_argument("--fps", type=_positive(float), default=8.0, help="frame rate of the files (default: 8)")
     p.add_argument(
-        "--max-count", type=_positive(int), default=3, help="at most this many shapes per scene (default: 3)"
+        "--max-count",
+        type=_positive(int),
+        default=None,
+        help="at most this many shapes per scene (default: the domain's, 3 for a, 4 for b)",
+    )
+    p.add_argument(
+        "--domain",
+        choices=SYNTH_DOMAINS,
+        default="a",
+        help="a: the plain demo domain; b: the varied post-pretraining corpus; shifted: b on a bright "
+        "background (domain adaptation). See data_tools/synth.py (default: a)",
     )
     p.set_defaults(func=_synth)
 

@@ -14,7 +14,9 @@ Damage is never papered over: a decoder error or a frame flagged corrupt between
 point and the last wanted frame raises ``VideoReadError("corrupt")``. Files whose packets carry
 no or duplicate timestamps are decoded from the start, frame ``i`` being the ``i``-th frame out
 of the decoder. Frames come out in display orientation (the display matrix is applied), with
-optional decoder-side scaling so full-size RGB frames never exist.
+optional decoder-side scaling so full-size RGB frames never exist. Orientation comes from the
+whole display matrix (:class:`~tsm_video.data.orientation.Orientation`): rotations and
+mirror images.
 """
 
 from __future__ import annotations
@@ -28,9 +30,18 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from tsm_video.data.orientation import Orientation
 from tsm_video.errors import TSMVideoError
 
-__all__ = ["AVReader", "FrameTable", "VideoReadError", "Source", "open_container", "cover_size"]
+__all__ = [
+    "AVReader",
+    "FrameTable",
+    "VideoReadError",
+    "Source",
+    "open_container",
+    "cover_size",
+    "center_window",
+]
 
 Source = str | os.PathLike | bytes
 
@@ -64,6 +75,17 @@ def cover_size(height: int, width: int, cover: tuple[int, int] | None) -> tuple[
     if scale >= 1:
         return height, width
     return math.ceil(height * scale - 1e-6), math.ceil(width * scale - 1e-6)
+
+
+def center_window(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The centred ``size`` window (a view) of an (H, W, ...) ``frame`` that already fits ``size``
+    in one side and covers it in the other — exactly the window ``resize_center_crop`` cuts and
+    leaves unscaled; any other ``frame`` is returned as it is."""
+    (h, w), (height, width) = size, frame.shape[:2]
+    if not ((height == h and width >= w) or (width == w and height >= h)):
+        return frame
+    top, left = (height - h) // 2, (width - w) // 2
+    return frame[top : top + h, left : left + w]
 
 
 @dataclass(frozen=True)
@@ -140,7 +162,7 @@ class AVReader:
         except BaseException:
             self._container.close()
             raise
-        self.rotation: int | None = None  # degrees counter-clockwise, known after the first decode
+        self.orientation: Orientation | None = None  # display matrix, known after the first decode
         self._safe = set(self.table.safe_keyframes.tolist())
         self._pending = iter(())
 
@@ -231,19 +253,22 @@ class AVReader:
             raise VideoReadError("too_short", f"frame {last} requested, {len(self.table)} present")
         return indices
 
-    def decode(self, indices, cover: tuple[int, int] | None = None) -> np.ndarray:
+    def decode(self, indices, cover: tuple[int, int] | None = None, crop: bool = False) -> np.ndarray:
         """Frames ``indices`` (display order) → (T, h, w, 3) uint8 RGB in display orientation.
 
         ``cover=(h, w)``: the decoder shrinks each frame (aspect kept) just enough to cover it.
+        ``crop=True`` (with ``cover``): each frame that covers ``(h, w)`` is centre-cropped to
+        exactly ``(h, w)`` as it lands in the output, so the clip is allocated at its final
+        size (the window :func:`~tsm_video.data.clips.resize_center_crop` would cut).
         Raises VideoReadError too_short (an index past the frames present) or corrupt.
         """
         indices = self.check(indices)
         try:
-            return self._decode(indices, cover, timed=self.table.timed)
+            return self._decode(indices, cover, crop, timed=self.table.timed)
         except _Untimed:
-            return self._decode(indices, cover, timed=False)
+            return self._decode(indices, cover, crop, timed=False)
 
-    def _decode(self, indices: np.ndarray, cover, timed: bool) -> np.ndarray:
+    def _decode(self, indices: np.ndarray, cover, crop: bool, timed: bool) -> np.ndarray:
         table = self.table
         keys = table.pts if timed else np.arange(len(table))
         wanted: dict[int, list[int]] = {}  # frame key (pts, or position out of the decoder) → output rows
@@ -271,6 +296,8 @@ class AVReader:
                     raise VideoReadError("corrupt", f"frame at {key} decoded with errors")
                 if key in wanted and todo and key >= todo[0]:
                     rgb = self._to_rgb(frame, cover)
+                    if crop and cover is not None:
+                        rgb = center_window(rgb, cover)
                     if out is None:
                         out = np.empty((len(indices), *rgb.shape), np.uint8)
                     out[wanted[key]] = rgb
@@ -293,19 +320,10 @@ class AVReader:
         that is not the next one in display order; the frames before it are returned. Raises
         VideoReadError when not even the first frame decodes.
         """
-        self._configure()
-        self._restart(None)
         out: np.ndarray | None = None
         count, failure = 0, "no frame decoded"
         try:
-            for frame in self._decoded(None):
-                if count >= len(self.table) or (self.table.timed and frame.pts != self.table.pts[count]):
-                    failure = f"frame {count} missing (decoder gave pts {frame.pts})"
-                    break
-                if frame.is_corrupt:
-                    failure = f"frame {count} decoded with errors"
-                    break
-                rgb = self._to_rgb(frame, cover)
+            for rgb in self.iter_frames(cover):
                 if out is None:
                     out = np.empty((len(self.table), *rgb.shape), np.uint8)
                 out[count] = rgb
@@ -315,6 +333,24 @@ class AVReader:
         if out is None or count == 0:
             raise VideoReadError("corrupt", f"{failure}")
         return out[:count]
+
+    def iter_frames(self, cover: tuple[int, int] | None = None):
+        """Frames from the first on, in display order, one (h, w, 3) uint8 array at a time.
+
+        One sequential decode, nothing held but the decoder's own frames. Raises
+        VideoReadError("corrupt") at the first decoder error or corrupt frame, or at a frame
+        that is not the next one in display order, after yielding the frames before it; ends
+        early (without error) when the decoder runs out before the frame table does. Another
+        ``decode``/``scan`` on this reader ends the iteration.
+        """
+        self._configure()
+        self._restart(None)
+        for count, frame in enumerate(self._decoded(None)):
+            if count >= len(self.table) or (self.table.timed and frame.pts != self.table.pts[count]):
+                raise VideoReadError("corrupt", f"frame {count} missing (decoder gave pts {frame.pts})")
+            if frame.is_corrupt:
+                raise VideoReadError("corrupt", f"frame {count} decoded with errors")
+            yield self._to_rgb(frame, cover)
 
     def scan(self, segments: int | None = None) -> str | None:
         """Decode packets without converting them; the first damage found, or None when clean.
@@ -361,20 +397,24 @@ class AVReader:
                 raise VideoReadError("corrupt", f"decoder error at pts {packet.pts}: {err}") from err
             yield from frames
 
+    @property
+    def rotation(self) -> int | None:
+        """Display rotation, degrees counter-clockwise (after a mirror, see ``orientation``);
+        None before the first decode."""
+        return None if self.orientation is None else self.orientation.rotation
+
     def _to_rgb(self, frame: av.VideoFrame, cover: tuple[int, int] | None) -> np.ndarray:
-        rotation = int(round((frame.rotation or 0) / 90)) % 4
-        if self.rotation is None:
-            self.rotation = 90 * rotation
+        if self.orientation is None:  # the stream's display matrix: read once
+            self.orientation = Orientation.of(frame)
+        orientation = self.orientation
         height, width = frame.height, frame.width
-        display = (width, height) if rotation % 2 else (height, width)
-        h, w = cover_size(*display, cover)
-        if rotation % 2:
-            h, w = w, h  # scale in stored orientation, then rotate
+        h, w = orientation.displayed(*cover_size(*orientation.displayed(height, width), cover))
+        # scale in stored orientation (h, w are stored-axis sizes again), then orient
         if (h, w) == (height, width):
             rgb = frame.to_ndarray(format="rgb24")
         else:
             rgb = frame.to_ndarray(format="rgb24", width=w, height=h, interpolation="AREA")
-        return np.rot90(rgb, rotation) if rotation else rgb
+        return orientation.apply(rgb)
 
 
 def _chain(first, rest):

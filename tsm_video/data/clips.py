@@ -12,7 +12,14 @@ import torch
 
 from tsm_video.data.av_reader import VideoReadError
 
-__all__ = ["SPACING_TOLERANCE", "ClipSampler", "resize_center_crop", "to_model_pixels"]
+__all__ = [
+    "SPACING_TOLERANCE",
+    "ClipSampler",
+    "resize_center_crop",
+    "to_channels_first",
+    "to_model_pixels",
+    "uint8_to_model",
+]
 
 cv2.setNumThreads(1)  # one thread per loader worker; workers provide the parallelism
 
@@ -136,5 +143,14 @@ def resize_center_crop(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def to_model_pixels(frames: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 → (3, T, H, W) float32 in [-1, 1]."""
-    pixels = torch.from_numpy(frames).permute(3, 0, 1, 2)  # c t h w
+    return uint8_to_model(to_channels_first(frames))
+
+
+def to_channels_first(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 → a (3, T, H, W) uint8 view of the same memory (no copy)."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2)
+
+
+def uint8_to_model(pixels: torch.Tensor) -> torch.Tensor:
+    """Any shape uint8 (e.g. (B, 3, T, H, W)) → the same shape float32 in [-1, 1]: ``x / 127.5 - 1``."""
     return pixels.float().div_(127.5).sub_(1.0)

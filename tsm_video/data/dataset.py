@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
+from torch.utils.data import get_worker_info
 
 from tsm_video.data.av_reader import AVReader, Source, VideoReadError
-from tsm_video.data.clips import ClipSampler, resize_center_crop, to_model_pixels
+from tsm_video.data.clips import ClipSampler, resize_center_crop, to_channels_first, uint8_to_model
 from tsm_video.data.index import VideoRecord
 from tsm_video.data.stream import ShardedStream, SkipSample
 from tsm_video.data.video_io import decode_clip, have_decord
@@ -29,7 +31,8 @@ def load_clip(
 
     Frame positions and times come from demuxing (every packet's timestamp; the header's frame
     count and rate are never trusted). Frames are decoded in display orientation, shrunk by the
-    decoder to just cover ``size`` (computed on the displayed size), then centre-cropped. The
+    decoder to just cover ``size`` (computed on the displayed size) and centre-cropped as they
+    land in the clip array (no larger copy of the clip exists). The
     effective fps is that of the chosen frames' timestamps. ``decord_verified``: the file's
     decord random access was proven exact (``data probe --deep``), so ``backend="auto"`` may
     use decord for it.
@@ -41,10 +44,10 @@ def load_clip(
         indices, fps = plan
         fps = reader.table.rate(indices) or fps  # the same, without float rounding
         if backend == "av" or (backend == "auto" and not (decord_verified and have_decord())):
-            frames = reader.decode(indices, cover=size)
+            frames = reader.decode(indices, cover=size, crop=True)
     if backend == "decord" or (backend == "auto" and decord_verified and have_decord()):
         frames, _, _ = decode_clip(source, indices, backend, size, decord_verified)
-    if size is not None:
+    if size is not None:  # a no-op for frames the decoder already cropped
         frames = resize_center_crop(frames, size)
     return frames, fps
 
@@ -54,8 +57,12 @@ class VideoClipDataset(ShardedStream):
 
     Yields ``{"pixels": (3, T, H, W) float32 in [-1, 1], "caption": str, "fps": float
     (effective), "id": str}`` plus the stream bookkeeping keys ``_position``/``_skips`` that
-    :class:`~tsm_video.data.stream.StreamLoader` consumes. Training draws a random start per
-    (seed, epoch, video); validation (``train=False``) takes centred clips in index order.
+    :class:`~tsm_video.data.stream.StreamLoader` consumes. Inside DataLoader workers ``pixels``
+    stays uint8 (a quarter of the memory to build and to pass between processes) and
+    :meth:`finish` turns the collated batch into float32 in the trainer's process, so
+    :class:`~tsm_video.data.stream.StreamLoader`'s batches are float32 either way. Training
+    draws a random start per (seed, epoch, video); validation (``train=False``) takes centred
+    clips in index order.
     Videos that cannot be used are skipped and counted in ``skipped`` by reason (missing,
     unreadable, corrupt, too_short, irregular_fps, zip_damaged). A record whose
     :data:`DECORD_COLUMN` is ``yes`` (``data probe --deep --annotate``) may be decoded by decord
@@ -100,9 +107,17 @@ class VideoClipDataset(ShardedStream):
             frames, fps = load_clip(source, self.sampler, self.size, rng, self.backend, verified)
         except VideoReadError as err:
             raise SkipSample(err.reason, f"{record.id}: {err}") from err
+        pixels = to_channels_first(frames)
         return {
-            "pixels": to_model_pixels(frames),
+            "pixels": pixels if get_worker_info() is not None else uint8_to_model(pixels),
             "caption": record.caption,
             "fps": float(fps),
             "id": record.id,
         }
+
+    def finish(self, batch: dict) -> dict:
+        """Collated uint8 ``pixels`` (from workers) → float32 in [-1, 1], in the trainer's process."""
+        pixels = batch.get("pixels")
+        if pixels is not None and pixels.dtype == torch.uint8:
+            batch["pixels"] = uint8_to_model(pixels)
+        return batch

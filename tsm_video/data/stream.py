@@ -14,6 +14,8 @@ caller of :meth:`ShardedStream.observe`) folds them back into the dataset the tr
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import logging
 import os
@@ -24,7 +26,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-__all__ = ["SkipSample", "ShardedStream", "StreamLoader", "collate", "resolve_rank", "shard_order"]
+__all__ = [
+    "SkipSample",
+    "ShardedStream",
+    "StreamLoader",
+    "collate",
+    "release_large_blocks",
+    "resolve_rank",
+    "shard_order",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +178,13 @@ class ShardedStream(IterableDataset):
             self.num_shards = num_shards
             self.taken[shard] = max(self.taken.get(shard, 0), taken)
 
+    def finish(self, batch: dict) -> dict:
+        """A collated batch, in the trainer's process, before the trainer sees it (identity here).
+
+        Subclasses move work out of the workers with it (e.g. the float conversion of clips).
+        """
+        return batch
+
     def end_epoch(self) -> None:
         """Every shard is exhausted: the next iteration starts epoch + 1 from its beginning."""
         self.epoch += 1
@@ -221,7 +238,8 @@ def collate(samples: list[dict]) -> dict:
 class StreamLoader:
     """A DataLoader over a :class:`ShardedStream` that keeps the dataset's position current.
 
-    Each iteration is the rest of the current epoch; exhausting it advances the epoch. Workers
+    Each iteration is the rest of the current epoch; exhausting it advances the epoch. Batches
+    pass through the dataset's :meth:`ShardedStream.finish` in this process. Workers
     are not persistent, so each iteration's workers start from the saved position. With
     ``drop_last=True`` every yielded batch is full (a shard's last batch can also be short by
     skip markers; it is dropped like any partial batch, after its bookkeeping is recorded). Do
@@ -239,14 +257,53 @@ class StreamLoader:
         # partial batches are dropped here, after their positions and skips are recorded
         self.drop_last = loader_kwargs.pop("drop_last", False)
         loader_kwargs["collate_fn"] = collate
+        loader_kwargs["worker_init_fn"] = _WorkerInit(loader_kwargs.get("worker_init_fn"))
         self.loader = DataLoader(
             dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=False, **loader_kwargs
         )
 
     def __iter__(self) -> Iterator[dict]:
+        # Collect cyclic garbage before the workers fork: a decoder object (PyAV frame, codec
+        # context) that only the collector would free must not be freed in a child, where its
+        # FFmpeg threads do not exist and their locks may be held (seen: every forked worker
+        # deadlocked when frame side data had made such cycles in the parent).
+        gc.collect()
         for batch in self.loader:
             self.dataset.observe(batch)
             rows = len(next(iter(batch.values()))) if batch else 0  # markers carry no data rows
             if rows and not (self.drop_last and rows < self.batch_size):
-                yield batch
+                yield self.dataset.finish(batch)
         self.dataset.end_epoch()
+
+
+# glibc's mallopt parameter: blocks at least this large are mmapped (and unmapped when freed)
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+class _WorkerInit:
+    """Worker set-up: freed buffers of 1 MiB and more go back to the system, then ``user``'s hook.
+
+    glibc raises its mmap threshold to the size of every large block freed, so after a clip's
+    frame buffers are freed the next ones come from a heap that fragments and never shrinks. A
+    fixed threshold keeps large blocks mmapped. Measured in a loader worker on 720p clips: with
+    float clips built in the worker, peak RSS above imports 95 MB with it vs 140 MB without
+    over 8 clips; with the uint8 hand-over, 41 vs 41–47 MB over 24 clips (34 vs 41 MB resident
+    after). A no-op off glibc.
+    """
+
+    def __init__(self, user=None) -> None:
+        self.user = user
+
+    def __call__(self, worker_id: int) -> None:
+        release_large_blocks()
+        if self.user is not None:
+            self.user(worker_id)
+
+
+def release_large_blocks() -> bool:
+    """Pin glibc's mmap threshold at 1 MiB in this process; False where there is no glibc."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):
+        return False

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from tsm_video.data.av_reader import AVReader, Source, VideoReadError, cover_size, open_container
+from tsm_video.data.orientation import Orientation
 from tsm_video.fileio import atomic_path
 
 try:  # decord ships wheels for x86-64 only
@@ -59,8 +60,9 @@ DECORD_THREADS = 1
 class VideoInfo:
     """Facts of a video stream. ``num_frames`` is the count the container reports.
 
-    ``width``/``height`` are the displayed size (after the display matrix's ``rotation``,
-    degrees counter-clockwise); ``fps`` the header's average rate.
+    ``width``/``height`` are the displayed size (after the display matrix: a left-right mirror
+    when ``mirrored``, then ``rotation`` degrees counter-clockwise); ``fps`` the header's
+    average rate.
     """
 
     num_frames: int
@@ -68,6 +70,7 @@ class VideoInfo:
     width: int
     height: int
     rotation: int = 0
+    mirrored: bool = False
 
 
 def have_decord() -> bool:
@@ -97,18 +100,17 @@ def write_mp4(
         raise ValueError(f"frames must be a non-empty (T, H, W, 3) uint8 array, got shape {frames.shape}")
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    with atomic_path(path) as tmp, av.open(
-        str(tmp), "w", format="mp4", options={"movflags": "+faststart"}
-    ) as container:
+    with (
+        atomic_path(path) as tmp,
+        av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as container,
+    ):
         stream = None
         for frame in frames:
             frame = np.asarray(frame)
             if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
                 raise ValueError(f"frames must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
             if frame.shape[0] % 2 or frame.shape[1] % 2:
-                frame = np.pad(
-                    frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge"
-                )
+                frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
             if stream is None:
                 stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
                 stream.width, stream.height = frame.shape[1], frame.shape[0]
@@ -119,9 +121,7 @@ def write_mp4(
                     options["x264-params"] = "scenecut=0"
                 stream.options = options
             elif (frame.shape[1], frame.shape[0]) != (stream.width, stream.height):
-                raise ValueError(
-                    f"frame of shape {frame.shape} in a {stream.height}x{stream.width} video"
-                )
+                raise ValueError(f"frame of shape {frame.shape} in a {stream.height}x{stream.width} video")
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         if stream is None:
             raise ValueError("frames is empty: nothing to encode")
@@ -130,7 +130,7 @@ def write_mp4(
 
 
 def probe_video(source: Source) -> VideoInfo:
-    """Header facts plus the display rotation (decodes the first frame, nothing more).
+    """Header facts plus the display orientation (decodes the first frame, nothing more).
 
     Raises VideoReadError (missing / unreadable / no_video / corrupt).
     """
@@ -141,15 +141,15 @@ def probe_video(source: Source) -> VideoInfo:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if not rate or stream.codec_context.width <= 0:
             raise VideoReadError("unreadable", "video stream without frame rate or size")
-        width, height = stream.codec_context.width, stream.codec_context.height
         try:
             frame = next(container.decode(stream), None)
         except (av.error.FFmpegError, OSError, ValueError) as err:
             raise VideoReadError("corrupt", f"first frame does not decode: {err}") from err
-        rotation = 0 if frame is None else int(round((frame.rotation or 0) / 90)) % 4 * 90
-        if rotation % 180:
-            width, height = height, width
-        return VideoInfo(int(stream.frames), float(rate), width, height, rotation)
+        orientation = Orientation() if frame is None else Orientation.of(frame)
+        height, width = orientation.displayed(stream.codec_context.height, stream.codec_context.width)
+        return VideoInfo(
+            int(stream.frames), float(rate), width, height, orientation.rotation, orientation.mirrored
+        )
 
 
 def count_packets(source: Source, limit: int | None = None) -> int:
@@ -185,7 +185,8 @@ def _resize_cover(frames: np.ndarray, cover: tuple[int, int] | None) -> np.ndarr
 
 
 def _decord_batch(source: Source, indices: np.ndarray) -> np.ndarray:
-    """decord's random access, full size, display orientation (decord applies the rotation)."""
+    """decord's random access, full size (decord applies the display rotation; mirrors it does
+    not are caught by :func:`verify_decord`, which compares with PyAV's exact decode)."""
     uri = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
     try:
         reader = decord.VideoReader(uri, num_threads=DECORD_THREADS)

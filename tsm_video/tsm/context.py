@@ -46,17 +46,18 @@ class TimestepContext:
         if not isinstance(t, Tensor) or t.ndim != 1 or t.numel() == 0:
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"TimestepContext.set expects a non-empty 1-D tensor (B,), got {shape}")
-        cache: dict[tuple, Tensor | int | None] = {}
+        if self._pins:  # intervals are monotone in t: those of min(t) and max(t) bound them all
+            t_lo, t_hi = torch.stack(torch.aminmax(t)).tolist()  # one host sync per forward
+            self.schedule.check_range(t_lo, t_hi, t.is_floating_point())
         for n, i in self._pins:
-            ids = cache["interval", n] = self.schedule.interval_index(t, n)
-            lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one host sync per pinned scale
+            lo, hi = self.schedule.interval_of(t_lo, n), self.schedule.interval_of(t_hi, n)
             if lo != i or hi != i:
                 raise RuntimeError(
                     f"TSM experts of interval {i} of scale {n} are merged, but the timesteps fall in "
                     f"intervals {lo}..{hi} of that scale; merge the right interval (merge_timestep) "
                     "or unmerge first"
                 )
-        self._t, self._cache = t, cache
+        self._t, self._cache = t, {}
 
     def pin(self, n: int, i: int) -> None:
         """One more layer has expert ``i`` of scale ``n`` merged (see :meth:`set`)."""

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .context import TimestepContext
+from .fused import link_shared_inputs
 from .layers import TSMConv, TSMLayer, TSMLinear
 
 __all__ = ["inject", "PRESETS", "tsm_layers", "summary"]
@@ -62,6 +63,8 @@ def inject(
     must match the full dotted name. All wrapped layers share ``ctx``. Load the backbone's
     checkpoint before injecting (the base weights move to ``<name>.base.weight``).
     Returns the wrapped module names; raises when nothing matches or a match cannot be wrapped.
+    Stage-2 siblings that read one input (``to_k``/``to_v``) are linked for the fused merged path
+    (:func:`tsm_video.tsm.fused.link_shared_inputs`).
     """
     match = _matcher(targets)
     modules = dict(model.named_modules())
@@ -89,6 +92,7 @@ def inject(
         layer = wrapper(module, ctx, scales, rank, alpha, mode, gate_activation, dtype)
         layer.tsm_name = name
         setattr(parent, attr, layer)
+    link_shared_inputs(dict(model.named_modules()), names)  # stage 2: to_k/to_v share one fused matmul
     return names
 
 

@@ -9,9 +9,10 @@ Merging (inference) writes ``W0 + ΔW_i`` of the core expert into a separate buf
 (``merged_weight``); the base weight ``W0`` is never written, so unmerging is exact after any
 number of switches and writes nothing. The layer's ``forward`` is bound at merge/unmerge time,
 so the merged hot path carries no state checks: a merged stage-1 layer is one base-sized
-linear/conv with the merged weight; a merged stage-2 ``TSMLinear`` adds the context experts of
-its interval (tables gathered at the first merge, two copies per switch), with the router's
-``FC`` rows and ``Emb(t)`` in the same matmul (``[A_ctx; FC]·x + [0; Emb(t)]``).
+linear/conv with the merged weight; a merged stage-2 ``TSMLinear`` runs the fused path of
+:mod:`tsm_video.tsm.fused` (its merged core, its interval's context experts and the router in
+two matmuls, shared with the sibling layer that reads the same input; tables gathered at the
+first merge, copies per switch).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .context import TimestepContext
+from .fused import SharedInputGroup
 from .router import Router
 
 __all__ = ["TSMLayer", "TSMLinear", "TSMConv", "MODES"]
@@ -49,7 +51,8 @@ class TSMLayer(nn.Module):
     router_param_names = ("router",)
 
     _channel_dim = -1  # channel axis of the layer's input/output (and of the router's gates)
-    _fused_buffers = ("fused_a", "fused_b", "fused_bias", "fused_tables_a", "fused_tables_b")
+    _fused_buffers = ("fused_tables_a", "fused_tables_b")
+    _group_buffers = ("fused_weight", "fused_weight_t", "fused_bias", "fused_b")  # tsm.fused (first member)
 
     def __init__(
         self,
@@ -83,13 +86,13 @@ class TSMLayer(nn.Module):
         self.offsets = tuple(sum(scales[:k]) for k in range(len(scales)))
         self.merged_interval: int | None = None
         self.tsm_name = ""
-        # Inference state (non-persistent, allocated while merged): W0 + ΔW of the merged core;
-        # for a merged stage-2 TSMLinear, [A_ctx; FC] (k·r + G, in) and (α/r)·[B_ctx] (out, k·r)
-        # of the interval, and the rows [0; Emb(t)] (T, k·r + G) added to the first matmul.
-        # The per-interval values of fused_a / fused_b are gathered for every core interval at the
-        # first merge (fused_tables_*: adapter-sized), so a switch is two copies.
+        self.input_group: SharedInputGroup | None = None  # TSMLinear stage 2: see tsm.fused
+        # Inference state (non-persistent, allocated while merged): W0 + ΔW of the merged core
+        # (for a stage-2 TSMLinear on the fused path, a view of its SharedInputGroup's weight);
+        # for such a layer also A_ctx (n, k·r, in) and (α/r)·B_ctxᵀ (n, k·r, out) of every core
+        # interval, gathered at the first merge (adapter-sized), so a switch is two copies.
         self.register_buffer("merged_weight", None, persistent=False)
-        for name in self._fused_buffers:
+        for name in (*self._fused_buffers, *self._group_buffers):
             self.register_buffer(name, None, persistent=False)
         w = base.weight
         dd = {"device": w.device, "dtype": dtype or w.dtype}
@@ -192,7 +195,7 @@ class TSMLayer(nn.Module):
                 raise ValueError(
                     f"TSM layer {self.tsm_name!r}: expert s{core}_i{int(bad.nonzero()[0])} is not finite"
                 )
-            self.merged_weight = torch.empty_like(w0)
+            self.merged_weight = self._merged_buffer()
         elif self.ctx is not None:
             self.ctx.unpin(core, self.merged_interval)
         w = self.merged_weight.view(w0.shape[0], -1)
@@ -216,6 +219,8 @@ class TSMLayer(nn.Module):
             return
         if self.ctx is not None:
             self.ctx.unpin(self.scales[0], self.merged_interval)
+        if self.fused_tables_a is not None:
+            self.input_group.release(self)
         for name in ("merged_weight", *self._fused_buffers):
             setattr(self, name, None)
         self.merged_interval = None
@@ -232,6 +237,10 @@ class TSMLayer(nn.Module):
             rows.append(offset + first)
         return rows
 
+    def _merged_buffer(self) -> Tensor:
+        """Storage for ``W0 + ΔW`` at the first merge (shape and dtype of ``W0``)."""
+        return torch.empty_like(self.base.weight)
+
     def _prepare_context_experts(self, first: bool) -> None:
         """Precompute what the merged interval fixes; only :class:`TSMLinear` has such a path."""
 
@@ -239,15 +248,12 @@ class TSMLayer(nn.Module):
         """The base layer's computation with ``merged_weight``."""
         raise NotImplementedError
 
-    def _forward_fused(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
     def _select_forward(self) -> None:
         """Bind ``forward`` for the current state: the merged base alone when the merged expert is
         all there is, the precomputed stage-2 path when it exists, else the per-sample path."""
         if self.merged_interval is not None and self.mode == "foster":
             path = self._forward_merged
-        elif self.merged_interval is not None and self.fused_a is not None:
+        elif self.merged_interval is not None and self.fused_tables_a is not None:
             path = self._forward_fused
         else:
             vars(self).pop("forward", None)
@@ -290,47 +296,40 @@ class TSMLinear(TSMLayer):
     def _forward_merged(self, x: Tensor) -> Tensor:
         return F.linear(x, self.merged_weight, self.base.bias)
 
-    def _prepare_context_experts(self, first: bool) -> None:
-        """Set ``[A_ctx; FC_r]`` and ``(α/r)·B_ctxᵀ`` of the merged interval, ``FC_r`` being each gate's
-        ``FC`` row repeated for its expert's ``r`` rows (so gating is one contiguous product).
-        Tables for every interval and ``[0; Emb_r]`` at the first merge, then two in-place copies
-        per switch (a compiled graph sees the same tensors after a switch). Only asymmetric
-        layers whose scales nest have this path."""
-        if first:
-            n, r = self.scales[0], self.rank
-            rows = [self._context_rows(i) for i in range(n)] if self.mode == "assemble" else [None]
-            if any(row is None for row in rows):
-                return
-            ids = torch.tensor(rows, device=self.router.fc.weight.device)  # (n, k)
-            a, b = self._bank("lora_A")[ids], self._bank("lora_B")[ids]  # (n, k, r, in), (n, k, out, r)
-            fc, emb = self.router.fc.weight, self.router.emb.weight  # (k, in), (T, k)
-            fc_r = fc.repeat_interleave(r, dim=0).expand(n, -1, -1)  # (n, k·r, in)
-            self.fused_tables_a = torch.cat([a.flatten(1, 2), fc_r], dim=1)  # (n, 2·k·r, in)
-            self.fused_tables_b = b.permute(0, 1, 3, 2).flatten(1, 2) * self.scaling  # (n, k·r, out)
-            self.fused_a = torch.empty_like(self.fused_tables_a[0])
-            self.fused_b = torch.empty_like(self.fused_tables_b[0])
-            emb_r = emb.repeat_interleave(r, dim=1)  # (T, k·r)
-            self.fused_bias = torch.cat([torch.zeros_like(emb_r), emb_r], dim=1)  # (T, 2·k·r)
-        if self.fused_a is not None:
-            self.fused_a.copy_(self.fused_tables_a[self.merged_interval])
-            self.fused_b.copy_(self.fused_tables_b[self.merged_interval])
+    def _fusable(self) -> bool:
+        """Stage 2 with nesting scales and the base's dtype: the fused path of :mod:`.fused` applies."""
+        return (
+            self.mode == "assemble"
+            and self.adapter_dtype == self.base.weight.dtype
+            and all(self._context_rows(i) is not None for i in range(self.scales[0]))
+        )
+
+    def _merged_buffer(self) -> Tensor:
+        if not self._fusable():
+            return super()._merged_buffer()
+        if self.input_group is None:
+            SharedInputGroup([self])
+        return self.input_group.merged_weight(self)
 
     def _forward_fused(self, x: Tensor) -> Tensor:
-        """Merged stage 2: ``(W0 + ΔW)x + (α/r)·Σ_k g_k B_k A_k x`` over the interval's context
-        experts with ``g = act(FC x + Emb(t))``. Per sample, one matmul gives ``A_ctx x`` and the
-        gates' logits (``Emb(t)`` as its bias) with tokens on the last axis, one product gates them,
-        one matmul adds ``B_ctx`` into the output. x (N, ..., in), N a multiple of the B timesteps."""
-        y = F.linear(x, self.merged_weight, self.base.bias)
-        t_index = self.ctx.timestep_index().to(x.device)  # (B,)
-        nb, kr = t_index.shape[0], self.fused_b.shape[0]
-        self._check_fold(x.shape[0], nb)
-        xs = x.reshape(nb, -1, x.shape[-1]).to(self.fused_a.dtype)  # (B, M, in)
-        bias = F.embedding(t_index, self.fused_bias).unsqueeze(-1)  # (B, 2·k·r, 1): [0; Emb_r(t)]
-        p = torch.baddbmm(bias, self.fused_a.expand(nb, -1, -1), xs.transpose(1, 2))  # (B, 2·k·r, M)
-        g = self.router.gate(p[:, kr:].unflatten(1, (-1, self.rank)), dim=1).flatten(1, 2)  # (B, k·r, M)
-        h = (p[:, :kr] * g).transpose(1, 2).to(y.dtype)  # (B, M, k·r)
-        y.view(nb, -1, y.shape[-1]).baddbmm_(h, self.fused_b.to(y.dtype).expand(nb, -1, -1))
-        return y
+        """Merged stage 2: this layer's output from its :class:`~tsm_video.tsm.fused.SharedInputGroup`."""
+        return self.input_group.forward(self, x)
+
+    def _prepare_context_experts(self, first: bool) -> None:
+        """Hand the merged interval's ``A_ctx`` (k·r, in) and ``(α/r)·B_ctxᵀ`` (k·r, out) to the
+        layer's :class:`~tsm_video.tsm.fused.SharedInputGroup`; the tables of every interval are
+        gathered at the first merge, so a switch copies. Only layers with the fused path."""
+        if first:
+            if self.input_group is None or self.input_group.weight is None or not self._fusable():
+                return
+            rows = [self._context_rows(i) for i in range(self.scales[0])]
+            ids = torch.tensor(rows, device=self.base.weight.device)  # (n, k)
+            a, b = self._bank("lora_A")[ids], self._bank("lora_B")[ids]  # (n, k, r, in), (n, k, out, r)
+            self.fused_tables_a = a.flatten(1, 2)  # (n, k·r, in)
+            self.fused_tables_b = b.permute(0, 1, 3, 2).flatten(1, 2) * self.scaling  # (n, k·r, out)
+        if self.fused_tables_a is not None:
+            i = self.merged_interval
+            self.input_group.set_interval(self, self.fused_tables_a[i], self.fused_tables_b[i])
 
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -36,13 +38,23 @@ class IntervalSchedule:
         ones (``torch.compile``: a data-dependent branch would break the graph)."""
         if t.device.type != "cpu" or t.numel() == 0 or torch.compiler.is_compiling():
             return
+        self.check_range(t.min().item(), t.max().item(), t.is_floating_point())
+
+    def check_range(self, lo: float, hi: float, floating: bool) -> None:
+        """:meth:`check` on the host values ``lo = min(t)``, ``hi = max(t)``."""
         T = self.num_timesteps
-        lo, hi = t.min().item(), t.max().item()
-        if t.is_floating_point():
+        if floating:
             if not (lo >= 0 and hi <= T):  # also catches NaN
                 raise ValueError(f"float timesteps must lie in [0, {T}], got values in [{lo}, {hi}]")
         elif lo < 0 or hi >= T:
             raise ValueError(f"integer timesteps must lie in [0, {T}), got values in [{lo}, {hi}]")
+
+    def interval_of(self, t: float, n: int) -> int:
+        """:meth:`interval_index` of one host timestep (an ``int`` or a ``float``, checked by the
+        caller), with the same arithmetic (floats in double precision)."""
+        if isinstance(t, float):
+            return min(math.floor(t * n / self.num_timesteps), n - 1)
+        return t * n // self.num_timesteps
 
     def from_unit(self, u: Tensor) -> Tensor:
         """Map continuous time ``u ∈ [0, 1]`` (B,) to float timesteps ``u·T ∈ [0, T]`` (B,)."""

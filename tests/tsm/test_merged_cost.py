@@ -1,0 +1,84 @@
+"""What a merged model costs per denoiser call, counted (load-independent): the aten ops dispatched
+by one forward of the vc2-tiny UNet.
+
+Merged vanilla LoRA and merged stage 1 must run exactly the base's ops (a merged layer is one
+base-sized linear with ``W0 + ΔW``). Merged stage 2 adds, per ``to_k``/``to_v`` pair (one
+:class:`~tsm_video.tsm.fused.SharedInputGroup`), a fixed handful of ops: its two base linears
+become one wider ``addmm`` (gate logits and ``A_ctx x`` ride along), plus the ``Emb(t)`` row,
+the gating product and one ``addmm_`` per layer.
+"""
+
+import copy
+from collections import Counter
+
+import pytest
+import torch
+
+from benchmarks.counts import op_counts
+from tsm_video.models.vc2 import VC2UNet
+from tsm_video.models.vc2.configs import VC2_TINY_ARCH
+from tsm_video.tsm import TimestepContext, inject, merge_timestep, tsm_layers
+
+T = 1000
+
+
+@pytest.fixture(scope="module")
+def unets():
+    torch.manual_seed(0)
+    base = VC2UNet.from_lvdm_config(VC2_TINY_ARCH["unet"]).eval().requires_grad_(False)
+    with torch.no_grad():  # zero-initialised outputs (LDM's zero_module) would hide the experts
+        for p in base.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.02)
+    models = {"base": (base, None)}
+    gen = torch.Generator().manual_seed(1)
+    for name, scales, mode in (
+        ("lora", [1], "foster"),
+        ("foster", [8], "foster"),
+        ("assemble", [8, 4, 2, 1], "assemble"),
+    ):
+        unet, ctx = copy.deepcopy(base), TimestepContext(T)
+        inject(unet, "vc2", ctx=ctx, scales=scales, rank=4, mode=mode)
+        with torch.no_grad():
+            for _, layer in tsm_layers(unet):
+                for pname, p in layer.named_parameters():
+                    if not pname.startswith("base."):
+                        p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        merge_timestep(unet, 501)
+        models[name] = (unet, ctx)
+    x, t = torch.randn(1, 4, 4, 4, 4), torch.tensor([501])  # (B, C, F, h, w)
+    context, fps = torch.randn(1, 77, VC2_TINY_ARCH["unet"]["context_dim"]), torch.tensor([28])
+    counts, outputs = {}, {}
+    with torch.no_grad():
+        for name, (unet, ctx) in models.items():
+            if ctx is not None:
+                ctx.set(t)  # once per call, outside the UNet (predict_noise does it)
+            counts[name] = op_counts(lambda unet=unet: unet(x, t, context, fps=fps))
+            outputs[name] = unet(x, t, context, fps=fps)
+    return models, counts, outputs
+
+
+@pytest.mark.parametrize("name", ["lora", "foster"])
+def test_merged_lora_and_stage1_run_exactly_the_base_ops(unets, name):
+    _, counts, outputs = unets
+    assert counts[name] == counts["base"]
+    assert not torch.equal(outputs[name], outputs["base"])  # the experts are there
+
+
+def test_merged_stage2_adds_a_fixed_handful_of_ops_per_shared_input_pair(unets):
+    models, counts, _ = unets
+    unet, _ = models["assemble"]
+    groups = {id(layer.input_group) for _, layer in tsm_layers(unet)}
+    layers = len(tsm_layers(unet))
+    assert len(groups) * 2 == layers == 60  # every to_k shares its group with its to_v
+    base, stage2 = counts["base"], counts["assemble"]
+    extra = Counter(stage2)
+    extra.subtract(base)
+    pairs = len(groups)
+    # two base linears (t + mm + _unsafe_view each) become one addmm; each layer adds B_ctx with addmm_
+    assert (
+        extra["aten.mm"] == -2 * pairs and extra["aten.addmm"] == pairs and extra["aten.addmm_"] == 2 * pairs
+    )
+    assert extra["aten.embedding"] == pairs and extra["aten.mul"] == pairs  # Emb(t) row; gating product
+    # views and column slices, plus the context's timestep index (one clamp per call): about 6 per pair
+    assert 0 < sum(extra.values()) <= 8 * pairs, extra
