@@ -35,9 +35,15 @@ def test_demo_runs_every_stage_and_writes_only_into_its_folder(tmp_path, monkeyp
     assert report == out / "report.md"
     text = report.read_text()
     for model in ("base", "vanilla LoRA (s1)", "TSM stage 1 (s4)", "TSM stage 2"):
-        # one row in the held-out loss table (4 intervals + mean) and one in the score table
-        assert len(re.findall(rf"^\| {re.escape(model)} \|( [0-9.]+ \|){{5}}$", text, re.M)) == 1, model
-        assert len(re.findall(rf"^\| {re.escape(model)} \|( (–|\d+ \(n=\d\)) \|){{4}}$", text, re.M)) == 1
+        # one row each in the held-out loss table (4 intervals + mean), the score table and the
+        # summary (mean loss beside the four scores)
+        row = rf"^\| {re.escape(model)} \|"
+        assert len(re.findall(row + r"( \d\.\d{4} \|){5}$", text, re.M)) == 1, model
+        assert len(re.findall(row + r"( (–|\d+ \(n=\d\)) \|){4}$", text, re.M)) == 1, model
+        assert len(re.findall(row + r" \d\.\d{4} \|( (–|\d+) \|){4}$", text, re.M)) == 1, model
+    assert re.search(
+        r"^- Drawing the prompted motion .*over 3 prompts, i\.e\. > \d+ %\): .*held-out videos", text, re.M
+    )
     assert re.search(r"\*\*At demo scale TSM is (better|not better) than vanilla LoRA\*\*", text)
     # the held-out videos themselves score 100 % on colour and direction (the scorer reads pixels)
     ceiling = re.search(
