@@ -15,6 +15,7 @@ caller of :meth:`ShardedStream.observe`) folds them back into the dataset the tr
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -262,6 +263,11 @@ class StreamLoader:
         )
 
     def __iter__(self) -> Iterator[dict]:
+        # Collect cyclic garbage before the workers fork: a decoder object (PyAV frame, codec
+        # context) that only the collector would free must not be freed in a child, where its
+        # FFmpeg threads do not exist and their locks may be held (seen: every forked worker
+        # deadlocked when frame side data had made such cycles in the parent).
+        gc.collect()
         for batch in self.loader:
             self.dataset.observe(batch)
             rows = len(next(iter(batch.values()))) if batch else 0  # markers carry no data rows

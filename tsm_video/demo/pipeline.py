@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_tools.synth import make_synthetic_dataset
+from data_tools.synth import DIRECTIONS, make_synthetic_dataset
 from tsm_video.config import CONFIG_DIR, RunConfig, load_config
 from tsm_video.data import StreamLoader, VideoClipDataset, read_index, write_mp4
 from tsm_video.demo.outdir import claim_output_dir, record_entries
@@ -257,11 +257,33 @@ def _score_table(scores: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def _summary_table(losses: dict[str, list[float]], scores: dict[str, dict[str, dict]]) -> str:
+    """One row per model: mean held-out ε-MSE beside its light scores (percent)."""
+    lines = [
+        "| model | held-out ε-MSE | " + " | ".join(f"{k} %" for k in SCORE_NAMES) + " |",
+        "|" + " --- |" * (len(SCORE_NAMES) + 2),
+    ]
+    for label, s in scores.items():
+        loss = f"{np.mean(losses[label]):.4f}" if label in losses else "–"
+        cells = ["–" if math.isnan(s[k]["value"]) else f"{s[k]['value']:.0f}" for k in SCORE_NAMES]
+        lines.append(f"| {label} | {loss} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _verdict(losses: dict[str, list[float]], scores: dict[str, dict[str, dict]]) -> list[str]:
     """Plain sentences: is TSM better than vanilla LoRA here (held-out loss, light scores)?"""
     mean = {label: float(np.mean(v)) for label, v in losses.items()}
     lora = mean["vanilla LoRA (s1)"]
-    lines = []
+    chance = 1 / len(DIRECTIONS)
+    n = scores["base"]["direction"]["n"]
+    bar = n * chance + 2 * math.sqrt(n * chance * (1 - chance))  # hits above chance by 2 binomial sd
+    drawn = [k for k, s in scores.items() if s["direction"]["value"] / 100 * n > bar]
+    lines = [
+        f"- Drawing the prompted motion (direction score above chance, {100 * chance:.0f} %, by two "
+        f"binomial standard deviations over {n} prompts, i.e. > {100 * bar / n:.0f} %): "
+        f"{', '.join(drawn) or 'none'}. Where the models do not, their clips cannot show a difference "
+        "between the methods and only the held-out loss compares them."
+    ]
     for label in [k for k in mean if k.startswith("TSM")]:
         rel = 100 * (mean[label] / lora - 1)
         word = "lower (better)" if rel < 0 else "higher (worse)"
@@ -334,6 +356,8 @@ def _report(
         f"{t.global_batch_size}.",
         "",
         "## Is TSM better here?",
+        "",
+        _summary_table(losses, scores),
         "",
         *_verdict(losses, scores),
         "",

@@ -4,15 +4,17 @@
 texture. This recipe trains its VAE (LDM ``AutoencoderKL`` objective without the perceptual and
 GAN terms: per-pixel MSE reconstruction, shape pixels weighted ``foreground_weight`` ×, +
 ``kl_weight`` · KL to N(0, I)) on frames of the
-synthetic shapes domains (``data_tools.synth``, domains A and B), then rescales the latent
-space so that ``scale_factor`` (0.18215, as in VC2) maps posterior means to unit standard
+synthetic shapes domains (``data_tools.synth``, domains A and B) rendered at the demo's 32 × 32,
+so the shapes it learns to keep, colour included, are the demo's (radius 2 px); then it rescales
+the latent space so that ``scale_factor`` (0.18215, as in VC2) maps posterior means to unit standard
 deviation — the assumption the diffusion schedule makes. The rescaling is exact: the encoder's
 mean rows (and log-variance bias) are multiplied into ``quant_conv`` and divided out of
 ``post_quant_conv``, so reconstructions are unchanged.
 
 ``python -m tsm_video.demo.vae`` regenerates :data:`VAE_WEIGHTS` (about 4 MB, official
-``first_stage_model.*`` keys) in a few minutes on 2 CPU cores; :func:`compose_checkpoint`
-puts them into a seeded random ``vc2-tiny`` checkpoint that ``model.checkpoint`` can name.
+``first_stage_model.*`` keys) in minutes (9.5 min on one core of a busy 2-core machine);
+:func:`compose_checkpoint` puts them into a seeded random ``vc2-tiny`` checkpoint that
+``model.checkpoint`` can name.
 """
 
 from __future__ import annotations
@@ -40,13 +42,13 @@ _PREFIX = "first_stage_model."  # the VAE's key prefix in an official VC2 checkp
 class VAERecipe:
     """Everything that determines the shipped weights."""
 
-    videos_per_domain: int = 96  # synthetic videos of each of domains "a" and "b"
-    size: int = 48  # frame side in pixels (the VAE is convolutional: it also serves 32 x 32)
-    num_frames: int = 8
-    crop: int = 32  # random square crops the VAE trains on (the demo and study frame size)
-    steps: int = 700
-    batch_size: int = 8  # crops per step
-    lr: float = 2e-3
+    videos_per_domain: int = 256  # synthetic videos of each of domains "a" and "b"
+    size: int = 32  # frame side in pixels: the demo's and the study's, so shapes have their size
+    num_frames: int = 4  # frames per video (more videos rather than more frames of each)
+    crop: int = 32  # random square crops the VAE trains on (= size: whole frames)
+    steps: int = 2000
+    batch_size: int = 16  # frames per step
+    lr: float = 3e-3
     kl_weight: float = 1e-4
     init_logvar: float = -6.0  # initial posterior log-variance (quant_conv bias of the logvar rows)
     foreground_weight: float = 10.0  # reconstruction weight of shape pixels vs background

@@ -1,0 +1,60 @@
+"""The video demo end to end (`tsm-video demo`), at a few steps: every stage of the real code path
+runs, the report has its tables, the pictures and clips exist, and nothing lands outside --out."""
+
+from __future__ import annotations
+
+import re
+
+import cv2
+
+from tsm_video.demo import pipeline
+from tsm_video.demo.outdir import MARKER
+
+LABELS = ("base", "vanilla_lora", "tsm_stage_1", "tsm_stage_2", "compare")
+FEW_STEPS = [
+    "train.steps.base=2",
+    "train.steps.foster=1",
+    "train.steps.assemble=1",
+    "train.log_every=1",
+    "generate.steps=2",
+]
+
+
+def test_demo_runs_every_stage_and_writes_only_into_its_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "NUM_TRAIN_VIDEOS", 8)  # two batches of 4 per epoch
+    monkeypatch.setattr(pipeline, "NUM_HELDOUT_VIDEOS", 8)
+    monkeypatch.setattr(pipeline, "NUM_SCORED", 3)
+    monkeypatch.chdir(tmp_path)  # relative paths in the config would land here
+    out = tmp_path / "nested" / "demo"
+
+    report = pipeline.run_demo(out, overrides=FEW_STEPS)
+
+    outside = [p for p in tmp_path.rglob("*") if p != out.parent and out not in (p, *p.parents)]
+    assert outside == [], outside
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, *pipeline.ENTRIES])
+    assert report == out / "report.md"
+    text = report.read_text()
+    for model in ("base", "vanilla LoRA (s1)", "TSM stage 1 (s4)", "TSM stage 2"):
+        # one row each in the held-out loss table (4 intervals + mean), the score table and the
+        # summary (mean loss beside the four scores)
+        row = rf"^\| {re.escape(model)} \|"
+        assert len(re.findall(row + r"( \d\.\d{4} \|){5}$", text, re.M)) == 1, model
+        assert len(re.findall(row + r"( (–|\d+ \(n=\d\)) \|){4}$", text, re.M)) == 1, model
+        assert len(re.findall(row + r" \d\.\d{4} \|( (–|\d+) \|){4}$", text, re.M)) == 1, model
+    assert re.search(
+        r"^- Drawing the prompted motion .*over 3 prompts, i\.e\. > \d+ %\): .*held-out videos", text, re.M
+    )
+    assert re.search(r"\*\*At demo scale TSM is (better|not better) than vanilla LoRA\*\*", text)
+    # the held-out videos themselves score 100 % on colour and direction (the scorer reads pixels)
+    ceiling = re.search(
+        r"^\| held-out videos \(ceiling\) \| (\d+) \(n=\d\) \| .*? \| (\d+) \(n=3\)", text, re.M
+    )
+    assert ceiling and ceiling.groups() == ("100", "100")
+    assert re.search(r"^\| train base \(2 steps\) \| [0-9.]+ \|$", text, re.M)
+    assert re.search(r"^\| total \| [0-9.]+ \|$", text, re.M)
+    clips = sorted(p.name for p in (out / "clips").iterdir())
+    assert clips == sorted(f"{i:02d}_{label}.mp4" for i in range(3) for label in LABELS)
+    grid = cv2.imread(str(out / "sample_frames.png"))
+    # 3 prompts x (32 px x zoom 4) tall at least; 4 frames of 5 panels (held-out video + 4 models) wide
+    assert grid.shape[0] >= 3 * 32 * pipeline.PNG_ZOOM
+    assert grid.shape[1] >= 4 * 5 * 32 * pipeline.PNG_ZOOM
