@@ -344,6 +344,16 @@ def main(argv: list[str] | None = None, write: bool = True) -> dict:
     def versus_base(key: str) -> dict:
         return {f"{v}_vs_base": results[v][key] / results["base"][key] for v in VERSUS}
 
+    def paired(key: str) -> dict:
+        """Per round, variant / base of the same round (run back to back, so load drift cancels):
+        the median and quartiles over rounds."""
+        out = {}
+        for v in VERSUS:
+            r = sorted(a / b for a, b in zip(results[v][key], results["base"][key]))
+            q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
+            out[f"{v}_vs_base"] = {"median": statistics.median(r), "q1": q[0], "q3": q[2]}
+        return out
+
     wall_ratios, cpu_ratios = versus_base("seconds_per_clip"), versus_base("cpu_seconds_per_clip")
     floor = 1 + results["assemble"]["context_expert_flops"] / results["base"]["flops"]
     median_key = "median_cpu_seconds_per_clip" if args.device == "cpu" else "median_seconds_per_clip"
@@ -381,6 +391,7 @@ def main(argv: list[str] | None = None, write: bool = True) -> dict:
         "ratio_basis": "best process CPU seconds (1 thread)" if args.device == "cpu" else "best wall seconds",
         "wall_ratios": wall_ratios,
         "median_ratios": versus_base(median_key),
+        "paired_ratios": paired("reps_cpu" if args.device == "cpu" else "reps_wall"),
         "flop_ratios": versus_base("flops"),
         "op_ratios": versus_base("aten_ops"),
         "stage2_flop_floor_vs_base": floor,
@@ -396,7 +407,15 @@ def main(argv: list[str] | None = None, write: bool = True) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2) + "\n")
         _write_section(record)
-    shown = ("results", "ratios", "wall_ratios", "median_ratios", "flop_ratios", "instruction_ratios")
+    shown = (
+        "results",
+        "ratios",
+        "wall_ratios",
+        "median_ratios",
+        "paired_ratios",
+        "flop_ratios",
+        "instruction_ratios",
+    )
     print(json.dumps({k: record[k] for k in (*shown, "vc2_step", "compile")}, indent=2))
     return record
 
@@ -470,7 +489,13 @@ def _write_section(record: dict) -> None:
                 for k in GOALS
             )
             + ". "
-            f"Medians: {fmt(record['median_ratios'])}; wall: {fmt(record['wall_ratios'])}; "
+            f"Medians: {fmt(record['median_ratios'])}; paired per round (median [quartiles] of variant / "
+            "base in the same round): "
+            + ", ".join(
+                f"{k.removesuffix('_vs_base')} {p['median']:.3f} [{p['q1']:.3f}, {p['q3']:.3f}]"
+                for k, p in record["paired_ratios"].items()
+            )
+            + f"; wall: {fmt(record['wall_ratios'])}; "
             + (f"instructions: {fmt(record['instruction_ratios'])}; " if instr else "")
             + f"FLOPs: {fmt(record['flop_ratios'])}. "
             "Merged LoRA and stage 1 dispatch exactly the base's aten ops in the UNet "
