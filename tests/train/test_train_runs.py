@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from tsm_video.config import ConfigError, load_config
+from tsm_video.train.loop import has_text_lora
 from tsm_video.train.runner import run_training
-from tsm_video.train.stages import load_trained, plan_stages
+from tsm_video.train.stages import build_stage_model, load_trained, plan_stages
 from tsm_video.tsm import read_adapter_metadata
 
 pytestmark = pytest.mark.slow
@@ -73,6 +74,22 @@ def test_stage2_keeps_stage1_experts_and_core_text_lora(trained):
     assert any(".router." in k for k in tsm)
     model = load_trained(cfg, plan_stages(cfg)[-1])
     assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_stage2_from_a_latent_cache_encodes_captions_through_the_frozen_text_lora(
+    trained, tiny_config, tmp_path
+):
+    """A cached context was encoded without the text LoRA: every stage whose model carries one
+    (stage 1 training it, stage 2 holding it frozen) encodes captions live; only text-LoRA-free
+    models (the base stage, text LoRA off) may read the cache's contexts."""
+    cfg, _ = trained
+    assemble = plan_stages(cfg)[-1]
+    assert assemble.stage == "assemble" and has_text_lora(build_stage_model(cfg, assemble)[0])
+    assert has_text_lora(build_stage_model(cfg, plan_stages(cfg)[0])[0])
+    off = tiny_config(Path(cfg.data.csv), tmp_path, "tsm.text_lora.enabled=false")
+    assert not has_text_lora(build_stage_model(off, plan_stages(off)[0])[0])
+    base = tiny_config(Path(cfg.data.csv), tmp_path, "train.stages=[base]")
+    assert not has_text_lora(build_stage_model(base, plan_stages(base)[0])[0])
 
 
 def test_errors_before_heavy_work(trained, tmp_path, synth_data, tiny_config):

@@ -22,6 +22,7 @@ from accelerate.utils import ProjectConfiguration
 from tqdm.auto import tqdm
 
 from tsm_video.config import RunConfig, save_config
+from tsm_video.models.backbone import Backbone
 from tsm_video.train.checkpoint import (
     RankStates,
     TrainProgress,
@@ -35,9 +36,9 @@ from tsm_video.train.objective import DiffusionObjective
 from tsm_video.train.randomness import TrainRNG, rank_seed, stage_interval_sampler
 from tsm_video.train.stages import StageRun, adapter_metadata, build_stage_model, text_prefixes
 from tsm_video.train.validation import write_validation_clips
-from tsm_video.tsm import save_adapter
+from tsm_video.tsm import save_adapter, tsm_layers
 
-__all__ = ["StageResult", "train_stage", "trainable_digest"]
+__all__ = ["StageResult", "has_text_lora", "train_stage", "trainable_digest"]
 
 
 @dataclass
@@ -49,6 +50,16 @@ class StageResult:
     seconds: float
     sample_ids: list[str]  # clip ids this rank consumed in this invocation (data audit)
     digest: str  # sha256 of the trainable tensors at the end (equal on every rank)
+
+
+def has_text_lora(model: Backbone) -> bool:
+    """Whether a text LoRA sits in any of ``model``'s text encoders, trained or frozen.
+
+    A cached context (``tsm-video data cache``) was encoded without it, so a model that has one
+    must encode its captions live: stage 2 trains its routers on the conditioning the frozen text
+    LoRA gives, which is what sampling sees.
+    """
+    return any(tsm_layers(encoder) for encoder in model.text_encoders.values())
 
 
 def trainable_digest(model: torch.nn.Module) -> str:
@@ -154,9 +165,8 @@ def train_stage(
     # 4. the loop
     device = accelerator.device
     cache = cfg.data.source == "cache"
-    train_text = accelerator.unwrap_model(objective).train_text
     uncond = None
-    if cache and not train_text:  # cached contexts; dropped captions take the cached "" embedding
+    if cache and not has_text_lora(model):  # cached contexts; dropped captions take the cached "" embedding
         from tsm_video.data.latent_cache import read_uncond
 
         uncond = read_uncond(cfg.data.cache_dir).to(device)
@@ -189,7 +199,7 @@ def train_stage(
                 inputs["cond"] = torch.where(
                     keep[:, None, None], batch["context"].to(device), uncond
                 )  # B L D
-            else:  # text encoded live (through the text LoRA when it trains)
+            else:  # text encoded live, through the text LoRA (trained in stage 1, frozen in stage 2)
                 inputs["captions"] = rng.drop_captions(batch["caption"], cfg.data.caption_dropout)
             per_sample = objective(t, rng, **inputs, **extras)
             loss = per_sample.mean()
