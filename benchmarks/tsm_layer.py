@@ -75,8 +75,12 @@ def _layer(variant: str, width: int, ctx: TimestepContext) -> nn.Module:
         return base
     if variant == "lora":
         return PlainLoRA(base)
-    scales, mode = {"tsm_n1": ([1], "foster"), "foster": ([8], "foster"), "merged": ([8], "foster"),
-                    "assemble": ([8, 4, 2, 1], "assemble")}[variant]
+    scales, mode = {
+        "tsm_n1": ([1], "foster"),
+        "foster": ([8], "foster"),
+        "merged": ([8], "foster"),
+        "assemble": ([8, 4, 2, 1], "assemble"),
+    }[variant]
     layer = TSMLinear(base, None if scales == [1] else ctx, scales, rank=4, alpha=4.0, mode=mode)
     with torch.no_grad():  # experts and router off zero so every branch computes real values
         for name, p in layer.named_parameters():
@@ -151,9 +155,13 @@ def run_layout(name: str, shape: tuple[int, ...], width: int, reps: int) -> dict
                     times[v].append(time.perf_counter() - t0)
                     cpu[v].append(time.process_time() - c0)
         for v in variants:
-            results[v] = {"seconds": statistics.median(times[v]), "all_seconds": times[v],
-                          "cpu_seconds": statistics.median(cpu[v]), "all_cpu_seconds": cpu[v],
-                          "peak_mib": peaks[v]}
+            results[v] = {
+                "seconds": statistics.median(times[v]),
+                "all_seconds": times[v],
+                "cpu_seconds": statistics.median(cpu[v]),
+                "all_cpu_seconds": cpu[v],
+                "peak_mib": peaks[v],
+            }
         del steps, xin
     print(name, {v: round(r["seconds"] * 1e3, 1) for v, r in results.items()}, flush=True)
     return results
@@ -178,25 +186,50 @@ def main() -> None:
     def ratio(a: str, b: str, key: str = "seconds") -> dict:
         return {n: results[n][a][key] / results[n][b][key] for n in layouts}
 
-    per_layout = {"foster_vs_lora": ratio("foster", "lora"), "assemble_vs_lora": ratio("assemble", "lora"),
-                  "merged_vs_base": ratio("merged", "base_infer"), "tsm_n1_vs_lora": ratio("tsm_n1", "lora")}
+    per_layout = {
+        "foster_vs_lora": ratio("foster", "lora"),
+        "assemble_vs_lora": ratio("assemble", "lora"),
+        "merged_vs_base": ratio("merged", "base_infer"),
+        "tsm_n1_vs_lora": ratio("tsm_n1", "lora"),
+    }
     ratios = {k: max(v.values()) for k, v in per_layout.items() if k in GOALS}
-    cpu_ratios = {k: max(ratio(*pair, key="cpu_seconds").values()) for k, pair in (
-        ("foster_vs_lora", ("foster", "lora")), ("assemble_vs_lora", ("assemble", "lora")),
-        ("merged_vs_base", ("merged", "base_infer")))}
+    cpu_ratios = {
+        k: max(ratio(*pair, key="cpu_seconds").values())
+        for k, pair in (
+            ("foster_vs_lora", ("foster", "lora")),
+            ("assemble_vs_lora", ("assemble", "lora")),
+            ("merged_vs_base", ("merged", "base_infer")),
+        )
+    }
     record = {
         "name": "tsm_layer",
         "quick": args.quick,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": platform.python_version(), "device": "cpu",
-                    "load_average_start_end": load},
-        "setup": {"width": width, "latents": [clips * frames, h, w], "clips": clips,
-                  "frames_per_clip": frames, "layouts": {k: [*v, width] for k, v in layouts.items()},
-                  "rank": 4, "alpha": 4.0, "timesteps_train": [100, 900], "timesteps_infer": [100, 110],
-                  "reps": reps, "memory_method": "peak RSS growth during one iteration (VmHWM after "
-                  f"/proc/self/clear_refs; glibc mmap threshold pinned: {pinned})",
-                  "quick_note": "width 320 and a 16×32 latent grid instead of 1280 and 40×64"
-                  if args.quick else None},
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": "cpu",
+            "load_average_start_end": load,
+        },
+        "setup": {
+            "width": width,
+            "latents": [clips * frames, h, w],
+            "clips": clips,
+            "frames_per_clip": frames,
+            "layouts": {k: [*v, width] for k, v in layouts.items()},
+            "rank": 4,
+            "alpha": 4.0,
+            "timesteps_train": [100, 900],
+            "timesteps_infer": [100, 110],
+            "reps": reps,
+            "memory_method": "peak RSS growth during one iteration (VmHWM after "
+            f"/proc/self/clear_refs; glibc mmap threshold pinned: {pinned})",
+            "quick_note": "width 320 and a 16×32 latent grid instead of 1280 and 40×64"
+            if args.quick
+            else None,
+        },
         "results": results,
         "ratios": ratios,
         "ratios_per_layout": per_layout,
@@ -207,8 +240,11 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
-    print(json.dumps({"ratios": ratios, "cpu_time_ratios": cpu_ratios, "goals_met": record["goals_met"]},
-                     indent=1))
+    print(
+        json.dumps(
+            {"ratios": ratios, "cpu_time_ratios": cpu_ratios, "goals_met": record["goals_met"]}, indent=1
+        )
+    )
     _write_section(record)
 
 
@@ -220,35 +256,45 @@ def _write_section(record: dict) -> None:
 
     def cell(layout: str, v: str) -> str:
         peak = r[layout][v]["peak_mib"]
-        return (f"{r[layout][v]['seconds']:.3f} | {r[layout][v]['cpu_seconds']:.3f} | "
-                f"{'n/a' if peak is None else f'{peak:.0f}'}")
+        return (
+            f"{r[layout][v]['seconds']:.3f} | {r[layout][v]['cpu_seconds']:.3f} | "
+            f"{'n/a' if peak is None else f'{peak:.0f}'}"
+        )
 
     rows = [f"| {v} | {cell('spatial', v)} | {cell('temporal', v)} |" for v in (*TRAIN, *INFER)]
     lay = s["layouts"]
-    section = "\n".join([
-        start,
-        "## tsm_layer — one 1280→1280 projection (`benchmarks/tsm_layer.py`)",
-        "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, CPU"
-        f"{' (--quick: ' + s['quick_note'] + ')' if record['quick'] else ''}. "
-        f"Layouts: spatial {lay['spatial']}, temporal {lay['temporal']} (two {s['frames_per_clip']}-frame "
-        f"clips of {s['latents'][1]}×{s['latents'][2]} latents, mixed timesteps), rank 4. Load average "
-        f"{m['load_average_start_end'][0]:.1f} → {m['load_average_start_end'][1]:.1f}. Training rows: "
-        f"forward + backward, base frozen; inference rows: forward only. Median of {s['reps']} (inference: "
-        f"{3 * s['reps']}) interleaved reps, alternating order (wall and process CPU time); "
-        f"memory: {s['memory_method']}.",
-        "",
-        "| variant | spatial s | spatial CPU s | spatial peak MiB | temporal s | temporal CPU s "
-        "| temporal peak MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        *rows,
-        "",
-        "Ratios (time, worst layout): " + ", ".join(
-            f"{k} **{v:.3f}** (goal ≤ {GOALS[k]:.2f}{'' if record['goals_met'][k] else ', not met'})"
-            for k, v in record["ratios"].items()) + ". CPU-time ratios: " + ", ".join(
-            f"{k} {v:.3f}" for k, v in record["cpu_time_ratios"].items()) + ".",
-        end,
-    ])
+    section = "\n".join(
+        [
+            start,
+            "## tsm_layer — one 1280→1280 projection (`benchmarks/tsm_layer.py`)",
+            "",
+            f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} threads, torch {m['torch']}, CPU"
+            f"{' (--quick: ' + s['quick_note'] + ')' if record['quick'] else ''}. "
+            f"Layouts: spatial {lay['spatial']}, temporal {lay['temporal']} "
+            f"(two {s['frames_per_clip']}-frame clips of {s['latents'][1]}×{s['latents'][2]} latents, "
+            "mixed timesteps), rank 4. Load average "
+            f"{m['load_average_start_end'][0]:.1f} → {m['load_average_start_end'][1]:.1f}. Training rows: "
+            f"forward + backward, base frozen; inference rows: forward only. "
+            f"Median of {s['reps']} (inference: {3 * s['reps']}) interleaved reps, "
+            "alternating order (wall and process CPU time); "
+            f"memory: {s['memory_method']}.",
+            "",
+            "| variant | spatial s | spatial CPU s | spatial peak MiB | temporal s | temporal CPU s "
+            "| temporal peak MiB |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *rows,
+            "",
+            "Ratios (time, worst layout): "
+            + ", ".join(
+                f"{k} **{v:.3f}** (goal ≤ {GOALS[k]:.2f}{'' if record['goals_met'][k] else ', not met'})"
+                for k, v in record["ratios"].items()
+            )
+            + ". CPU-time ratios: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in record["cpu_time_ratios"].items())
+            + ".",
+            end,
+        ]
+    )
     write_section(path, start, end, section)
 
 

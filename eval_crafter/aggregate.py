@@ -24,9 +24,23 @@ __all__ = [
 ]
 
 OFFICIAL_METRICS = (
-    "VQA_A", "VQA_T", "IS", "clip_temp_score", "warping_error", "face_consistency_score",
-    "action_score", "motion_ac_score", "flow_score", "clip_score", "blip_bleu", "sd_score",
-    "detection_score", "color_score", "count_score", "ocr_score", "celebrity_id_score",
+    "VQA_A",
+    "VQA_T",
+    "IS",
+    "clip_temp_score",
+    "warping_error",
+    "face_consistency_score",
+    "action_score",
+    "motion_ac_score",
+    "flow_score",
+    "clip_score",
+    "blip_bleu",
+    "sd_score",
+    "detection_score",
+    "color_score",
+    "count_score",
+    "ocr_score",
+    "celebrity_id_score",
 )
 
 # (weights, intercept, intercept scaled by 5) per category, as in eval_from_metrics.py
@@ -36,7 +50,8 @@ CATEGORY_WEIGHTS = {
     "motion_quality": ([-0.01641512, -0.01340959, -0.10517075], 0.1297562020899355, True),
     "text_video_alignment": (
         [-0.0701577, 0.02561424, 0.05566109, 0.0173974, -0.020954, 0.03069167, 0.00372351, 0.22686202],
-        -0.30683181901390977, False,
+        -0.30683181901390977,
+        False,
     ),
 }
 
@@ -55,11 +70,21 @@ def _inputs(m: dict[str, float]) -> dict[str, np.ndarray]:
     return {
         "visual_quality": np.array([m["VQA_A"] / 100, m["VQA_T"] / 100, m["IS"] / 100]),
         "temporal_consistency": np.array(
-            [m["clip_temp_score"], 1 - m["warping_error"], m["face_consistency_score"]]),
+            [m["clip_temp_score"], 1 - m["warping_error"], m["face_consistency_score"]]
+        ),
         "motion_quality": np.array([m["action_score"], m["motion_ac_score"], m["flow_score"] / 100]),
-        "text_video_alignment": np.array([
-            m["clip_score"], m["blip_bleu"], m["sd_score"], m["detection_score"], m["color_score"],
-            m["count_score"], 1 - m["ocr_score"], 1 - m["celebrity_id_score"]]),
+        "text_video_alignment": np.array(
+            [
+                m["clip_score"],
+                m["blip_bleu"],
+                m["sd_score"],
+                m["detection_score"],
+                m["color_score"],
+                m["count_score"],
+                1 - m["ocr_score"],
+                1 - m["celebrity_id_score"],
+            ]
+        ),
     }
 
 
@@ -99,8 +124,12 @@ def evalcrafter_scores(final_averages: dict[str, float | None]) -> dict:
         w = np.array(weights) * 5
         b = intercept * 5 if scale_intercept else intercept
         out[name] = float((np.dot(w, inputs[name]) + b) * 100)
-    total = (out["visual_quality"] + out["temporal_consistency"] + out["motion_quality"]
-             + out["text_video_alignment"])
+    total = (
+        out["visual_quality"]
+        + out["temporal_consistency"]
+        + out["motion_quality"]
+        + out["text_video_alignment"]
+    )
     reported = _reported(m)
     out = {"metrics_reported": reported, **out, "total": total}
     out["log_lines"] = [

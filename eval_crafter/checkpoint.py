@@ -50,8 +50,9 @@ def load_checkpoint(path: Path | str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def checkpoint_state_dict(checkpoint: Any, path: Path | str,
-                          key: str = "state_dict") -> dict[str, torch.Tensor]:
+def checkpoint_state_dict(
+    checkpoint: Any, path: Path | str, key: str = "state_dict"
+) -> dict[str, torch.Tensor]:
     """The tensors of a loaded checkpoint: ``checkpoint[key]`` if present, else the checkpoint.
 
     Raises:

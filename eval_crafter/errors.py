@@ -58,11 +58,14 @@ class MissingModelsError(ModelNotFoundError):
         self.missing = list(missing)
         self.path = Path(models_dir)
         self.what, self.source = "model files", "docs/evalcrafter.md"
-        lines = "; ".join(f"{m.relpath} ({m.what}, for {', '.join(m.metrics)}; from {m.source})"
-                          for m in self.missing)
+        lines = "; ".join(
+            f"{m.relpath} ({m.what}, for {', '.join(m.metrics)}; from {m.source})" for m in self.missing
+        )
         FileNotFoundError.__init__(
-            self, f"{len(self.missing)} model file(s) missing under {models_dir}: {lines}. "
-                  f"Layout: docs/evalcrafter.md")
+            self,
+            f"{len(self.missing)} model file(s) missing under {models_dir}: {lines}. "
+            f"Layout: docs/evalcrafter.md",
+        )
 
 
 class IncompatibleModelError(TSMVideoError, ValueError):

@@ -56,8 +56,10 @@ def load_metadata(path: str | Path | None = None) -> dict[str, dict]:
             raise EvalInputError(f"{source}: entry {key!r}: 'attributes' must be an object")
         unknown = set(attributes) - set(ATTRIBUTE_KEYS)
         if unknown:
-            raise EvalInputError(f"{source}: entry {key!r}: unknown attributes {sorted(unknown)}; "
-                                 f"known: {list(ATTRIBUTE_KEYS)}")
+            raise EvalInputError(
+                f"{source}: entry {key!r}: unknown attributes {sorted(unknown)}; "
+                f"known: {list(ATTRIBUTE_KEYS)}"
+            )
     return data
 
 

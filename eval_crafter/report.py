@@ -34,8 +34,10 @@ def load_report(path: str | Path) -> dict:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EvalInputError(f"{path}: not a JSON report ({err})") from err
-    if not isinstance(data, dict) or any(k not in data for k in _REPORT_KEYS) or not isinstance(
-        data["metrics"], dict
+    if (
+        not isinstance(data, dict)
+        or any(k not in data for k in _REPORT_KEYS)
+        or not isinstance(data["metrics"], dict)
     ):
         raise EvalInputError(
             f"{path}: not a report of `tsm-video eval evalcrafter` (expected a JSON object with the "
@@ -46,16 +48,26 @@ def load_report(path: str | Path) -> dict:
 
 def markdown_table(report: dict) -> str:
     """The aggregate values as a Markdown table, labelled with mode and backend."""
-    lines = [f"# {report['label']}", "",
-             f"videos: `{report['videos']}` ({report['num_videos']}), metadata: {report['metadata']}, "
-             f"skipped: {report['skipped'] or 'none'}", "",
-             "| metric | value | n |", "|---|---:|---:|"]
+    lines = [
+        f"# {report['label']}",
+        "",
+        f"videos: `{report['videos']}` ({report['num_videos']}), metadata: {report['metadata']}, "
+        f"skipped: {report['skipped'] or 'none'}",
+        "",
+        "| metric | value | n |",
+        "|---|---:|---:|",
+    ]
     for name, agg in report["metrics"].items():
         lines.append(f"| {name} | {_fmt(agg.get('value'))} | {agg.get('n', '-')} |")
     scores = report.get("evalcrafter")
     if scores:
-        lines += ["", "EvalCrafter categories (x100; nan where an input metric was not measured):", "",
-                  "| category | score |", "|---|---:|"]
+        lines += [
+            "",
+            "EvalCrafter categories (x100; nan where an input metric was not measured):",
+            "",
+            "| category | score |",
+            "|---|---:|",
+        ]
         lines += [f"| {c} | {_fmt(scores[c])} |" for c in _CATEGORIES]
     return "\n".join(lines) + "\n"
 
@@ -70,8 +82,9 @@ def plot_histograms(report: dict, path: Path) -> Path | None:
     series = {}
     for name in report["metrics"]:
         key = table[name].histogram_key if name in table else None
-        values = [float(r[name][key]) for r in report["per_video"].values()
-                  if key and name in r and key in r[name]]
+        values = [
+            float(r[name][key]) for r in report["per_video"].values() if key and name in r and key in r[name]
+        ]
         values = [v for v in values if math.isfinite(v)]
         if values:
             series[f"{name}: {key}"] = values
@@ -125,8 +138,11 @@ def _runtime_differences(a: dict, b: dict) -> list[str]:
     notes = []
     for name in sorted(set(a) & set(b)):
         ra, rb = a[name], b[name]
-        parts = [f"{key} {ra.get(key)} vs {rb.get(key)}" for key in ("device", "fp32", "dtypes", "detection")
-                 if ra.get(key) != rb.get(key)]
+        parts = [
+            f"{key} {ra.get(key)} vs {rb.get(key)}"
+            for key in ("device", "fp32", "dtypes", "detection")
+            if ra.get(key) != rb.get(key)
+        ]
         if ra.get("weights") != rb.get("weights"):
             parts.append("other weights files")
         if parts:

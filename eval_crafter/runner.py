@@ -36,8 +36,14 @@ from tsm_video.data.av_reader import VideoReadError
 from tsm_video.data.video_frames import VideoFrames
 from tsm_video.errors import TSMVideoError
 
-__all__ = ["VIDEO_EXTENSIONS", "DEFAULT_METRICS", "UnknownVideoError", "EvalSettings", "list_videos",
-           "evaluate"]
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "DEFAULT_METRICS",
+    "UnknownVideoError",
+    "EvalSettings",
+    "list_videos",
+    "evaluate",
+]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 DEFAULT_METRICS = ("is", "action", "amplitude", "blip_bleu", "color", "count")
@@ -72,12 +78,14 @@ class EvalSettings:
         if self.backend not in BACKENDS:
             raise EvalInputError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
         if self.detection not in DETECTION_SCHEDULES:
-            raise EvalInputError(f"unknown detection schedule {self.detection!r}; "
-                             f"choose one of {DETECTION_SCHEDULES}")
+            raise EvalInputError(
+                f"unknown detection schedule {self.detection!r}; choose one of {DETECTION_SCHEDULES}"
+            )
         if self.backend == "full" and self.models is None:
             raise EvalInputError(
                 "the full backend needs --models DIR (its weights; layout: docs/evalcrafter.md), or use "
-                "--backend light for the synthetic domain")
+                "--backend light for the synthetic domain"
+            )
         self.videos, self.out = Path(self.videos), Path(self.out)
         if self.cache_dir is None:
             self.cache_dir = self.out.parent / f"{self.out.stem}.cache"
@@ -96,10 +104,13 @@ def list_videos(folder: Path, metadata: dict, mode: str, skip_unknown: bool) -> 
     if unknown and not skip_unknown:
         raise UnknownVideoError(
             f"{len(unknown)} video(s) in {folder} are not named by a prompt id (e.g. 0042.mp4): "
-            f"{sorted(unknown)[:10]}; rename them or pass --skip-unknown to count and skip them")
+            f"{sorted(unknown)[:10]}; rename them or pass --skip-unknown to count and skip them"
+        )
     if len(unknown) == len(names):
-        raise EvalInputError(f"none of the {len(names)} video(s) in {folder} is named by a prompt id "
-                             f"(e.g. 0042.mp4); nothing to evaluate")
+        raise EvalInputError(
+            f"none of the {len(names)} video(s) in {folder} is named by a prompt id "
+            f"(e.g. 0042.mp4); nothing to evaluate"
+        )
     stems = Counter(Path(n).stem for n in names)
     duplicates = sorted(s for s, c in stems.items() if c > 1)
     if duplicates:
@@ -112,12 +123,21 @@ def _build_metrics(settings: EvalSettings) -> dict[str, Metric]:
     options = {name: {k: getattr(settings, k) for k in cls.options} for name, cls in classes.items()}
     device = resolve_device(settings.device)  # a bad --device fails before the folder check
     if settings.backend == "full":
-        needed = [f for name, cls in classes.items()
-                  for f in cls.required_files(settings.mode, **options[name])]
+        needed = [
+            f for name, cls in classes.items() for f in cls.required_files(settings.mode, **options[name])
+        ]
         check_models_folder(settings.models, needed)
-    return {name: cls(settings.models, device=device, mode=settings.mode, batch_size=settings.batch_size,
-                      fp32=settings.fp32, **options[name])
-            for name, cls in classes.items()}
+    return {
+        name: cls(
+            settings.models,
+            device=device,
+            mode=settings.mode,
+            batch_size=settings.batch_size,
+            fp32=settings.fp32,
+            **options[name],
+        )
+        for name, cls in classes.items()
+    }
 
 
 def evaluate(settings: EvalSettings) -> dict[str, Any]:
@@ -127,9 +147,12 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     entries = entries_for_mode(metadata, settings.mode, official_meta)
     videos, unknown = list_videos(settings.videos, metadata, settings.mode, settings.skip_unknown)
     metrics = _build_metrics(settings)
-    caches = {name: RecordCache(settings.cache_dir / f"{name}-{settings.mode}-{settings.backend}",
-                                runtime=metric.runtime)
-              for name, metric in metrics.items()}
+    caches = {
+        name: RecordCache(
+            settings.cache_dir / f"{name}-{settings.mode}-{settings.backend}", runtime=metric.runtime
+        )
+        for name, metric in metrics.items()
+    }
     records: dict[str, dict[str, dict]] = {name: {} for name in metrics}
     skipped: Counter = Counter({"unknown_name": len(unknown)} if unknown else {})
     failures: dict[str, dict[str, str]] = {}
@@ -200,8 +223,9 @@ def _label(settings: EvalSettings) -> str:
     if settings.backend == "light":
         return f"light backend ({settings.mode} rules) -- synthetic domain, not EvalCrafter numbers"
     if settings.detection != "track" and {"count", "color"} & set(settings.metrics):
-        return (f"EvalCrafter ({settings.mode}; count/color: detection on every frame, "
-                "not the official tracker)")
+        return (
+            f"EvalCrafter ({settings.mode}; count/color: detection on every frame, not the official tracker)"
+        )
     return f"EvalCrafter ({settings.mode})"
 
 

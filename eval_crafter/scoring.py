@@ -48,7 +48,7 @@ _SMALL = 1e-9
 
 
 def _ngram_counts(words: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(words[i:i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
+    return Counter(tuple(words[i : i + k]) for k in range(1, n + 1) for i in range(len(words) - k + 1))
 
 
 def bleu_scores(hypothesis: str, reference: str, n: int = 4) -> list[float]:
@@ -88,7 +88,11 @@ def blip_bleu(captions: list[str], prompt: str) -> float:
 
 
 COLOR_BINS: tuple[tuple[float, str], ...] = (
-    (15, "red"), (22, "orange"), (39, "yellow"), (78, "green"), (131, "blue"),
+    (15, "red"),
+    (22, "orange"),
+    (39, "yellow"),
+    (78, "green"),
+    (131, "blue"),
 )
 
 
@@ -189,7 +193,7 @@ def inception_split_scores(probs: np.ndarray, splits: int = 10) -> np.ndarray:
     n = p.shape[0]
     scores = []
     for i in range(splits):
-        part = p[i * n // splits:(i + 1) * n // splits]
+        part = p[i * n // splits : (i + 1) * n // splits]
         kl = part * (torch.log(part) - torch.log(part.mean(0, keepdim=True)))
         scores.append(torch.exp(kl.sum(1).mean()))
     return torch.stack(scores).numpy()
@@ -213,8 +217,9 @@ def top5(pred_scores: np.ndarray) -> list[tuple[int, float]]:
     return sorted(enumerate(scores.tolist()), key=itemgetter(1), reverse=True)[:5]
 
 
-def action_score(pred_scores: np.ndarray, labels: list[str], gt_action: str,
-                 encode_text: Callable[[list[str]], np.ndarray]) -> float:
+def action_score(
+    pred_scores: np.ndarray, labels: list[str], gt_action: str, encode_text: Callable[[list[str]], np.ndarray]
+) -> float:
     """Sum over the top-5 classes of ``prob * cos(text(label), text(gt_action))``, float32.
 
     Args:
@@ -273,8 +278,9 @@ def color_score_fixed(frames_rgb: np.ndarray, masks: list[np.ndarray], gt_color:
 REFERENCE_HW = (320, 512)  # the resolution the official 5 px threshold is read at
 
 
-def motion_ac_score_fixed(flows: np.ndarray, amp: str, frame_hw: tuple[int, int],
-                          reference_hw: tuple[int, int] = REFERENCE_HW) -> tuple[float, str, int]:
+def motion_ac_score_fixed(
+    flows: np.ndarray, amp: str, frame_hw: tuple[int, int], reference_hw: tuple[int, int] = REFERENCE_HW
+) -> tuple[float, str, int]:
     """Amplitude class with the flow cropped to the frame and a resolution-normalised threshold.
 
     Args:
@@ -293,7 +299,7 @@ def motion_ac_score_fixed(flows: np.ndarray, amp: str, frame_hw: tuple[int, int]
         raise ValueError("motion_ac_score_fixed needs at least two frames")
     h, w = frame_hw
     top, left = (flows.shape[2] - h) // 2, (flows.shape[3] - w) // 2
-    crop = flows[:, :, top:top + h, left:left + w]  # p 2 h w
+    crop = flows[:, :, top : top + h, left : left + w]  # p 2 h w
     flow = float(np.mean(pair_flow_means(crop), dtype=np.float64))
     threshold = AMPLITUDE_THRESHOLD * math.hypot(h, w) / math.hypot(*reference_hw)
     pred = "large" if flow > threshold else "slow"

@@ -25,8 +25,11 @@ def synthetic_metadata(ground_truth: dict[str, dict]) -> dict[str, dict]:
         scene = ground_truth[name]
         try:
             speed = SPEED_TO_AMP[scene["speed"]]
-            attributes = {"color": f"{scene['color']} {scene['shape']}",
-                          "count": f"{scene['count']} {scene['shape']}", "amp": speed}
+            attributes = {
+                "color": f"{scene['color']} {scene['shape']}",
+                "count": f"{scene['count']} {scene['shape']}",
+                "amp": speed,
+            }
             caption = scene["caption"]
         except KeyError as err:
             raise EvalInputError(f"ground truth of {name!r} lacks or has a bad {err}") from err

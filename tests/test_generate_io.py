@@ -48,8 +48,13 @@ def test_text_file_one_prompt_per_line(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("\n \n", "no prompts"), ("{}", "no prompts"), ('{"0": {"attributes": {}}}', "no non-empty"),
-     ("{not json", "does not parse"), ('{"../x": {"prompt": "a"}}', "cannot name a file")],
+    [
+        ("\n \n", "no prompts"),
+        ("{}", "no prompts"),
+        ('{"0": {"attributes": {}}}', "no non-empty"),
+        ("{not json", "does not parse"),
+        ('{"../x": {"prompt": "a"}}', "cannot name a file"),
+    ],
 )
 def test_bad_prompt_files(tmp_path, content, message):
     path = tmp_path / "p.txt"
@@ -81,8 +86,9 @@ def test_bad_shard_specs(spec):
 def test_clip_seed_is_stable_and_separates_inputs():
     assert clip_seed(123, "a cat") == clip_seed(123, "a cat")
     # Pinned value: a change in the derivation would silently change every clip ever made.
-    assert clip_seed(123, "a cat") == int.from_bytes(
-        hashlib.sha256(b"123\0a cat").digest()[:8], "little") & ((1 << 63) - 1)
+    assert clip_seed(123, "a cat") == int.from_bytes(hashlib.sha256(b"123\0a cat").digest()[:8], "little") & (
+        (1 << 63) - 1
+    )
     seeds = {clip_seed(s, p) for s in (0, 1, 123) for p in ("a cat", "a dog", "a cat ")}
     assert len(seeds) == 9 and all(0 <= s < 2**63 for s in seeds)
 
@@ -138,8 +144,9 @@ def _noise_clips(prompts, seeds):
 def test_run_prompts_resumes_and_ignores_partial_files(tmp_path):
     items = [PromptItem(f"{i:04d}", f"prompt {i}") for i in range(5)]
     options = OutputOptions(save_fps=8, gif=True)
-    first = run_prompts(_noise_clips, items[:2], tmp_path, seed=1, batch_size=2, options=options,
-                        progress=False)
+    first = run_prompts(
+        _noise_clips, items[:2], tmp_path, seed=1, batch_size=2, options=options, progress=False
+    )
     assert first.written == ["0000", "0001"]
     before = (tmp_path / "0000.mp4").stat().st_mtime_ns
     (tmp_path / ".0002.abc.mp4.tmp").write_bytes(b"half a file")  # what a killed write leaves
@@ -149,8 +156,7 @@ def test_run_prompts_resumes_and_ignores_partial_files(tmp_path):
         calls.append(list(prompts))
         return _noise_clips(prompts, seeds)
 
-    second = run_prompts(counting, items, tmp_path, seed=1, batch_size=2, options=options,
-                         progress=False)
+    second = run_prompts(counting, items, tmp_path, seed=1, batch_size=2, options=options, progress=False)
     assert second.skipped == ["0000", "0001"] and second.written == ["0002", "0003", "0004"]
     assert calls == [["prompt 2", "prompt 3"], ["prompt 4"]]
     assert (tmp_path / "0000.mp4").stat().st_mtime_ns == before
@@ -169,8 +175,15 @@ def test_run_prompts_kill_mid_write_leaves_no_clip(tmp_path, monkeypatch):
 
     monkeypatch.setattr(runner, "write_mp4", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        run_prompts(_noise_clips, items, tmp_path, seed=0, batch_size=1,
-                    options=OutputOptions(save_fps=8, grid_png=True), progress=False)
+        run_prompts(
+            _noise_clips,
+            items,
+            tmp_path,
+            seed=0,
+            batch_size=1,
+            options=OutputOptions(save_fps=8, grid_png=True),
+            progress=False,
+        )
     assert not list(tmp_path.glob("*.mp4"))
 
 
@@ -208,7 +221,8 @@ def test_progress_counts_denoising_steps(tmp_path, capsys):
         return _noise_clips(prompts, seeds)
 
     items = [PromptItem("0000", "a prompt")]
-    run_prompts(stepping, items, tmp_path, seed=0, batch_size=1, options=OutputOptions(save_fps=8),
-                steps_per_call=4)
+    run_prompts(
+        stepping, items, tmp_path, seed=0, batch_size=1, options=OutputOptions(save_fps=8), steps_per_call=4
+    )
     bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
     assert "4/4" in bar and "step" in bar and "clips 1/1" in bar, bar

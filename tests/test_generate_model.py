@@ -180,9 +180,20 @@ def tiny_checkpoint(tiny, tmp_path_factory):
 @pytest.fixture
 def cfg_path(tmp_path, tiny_checkpoint):
     """A vc2-tiny run config with tiny generation defaults."""
-    cfg = {"model": {"backbone": "vc2-tiny", "checkpoint": str(tiny_checkpoint), "mixed_precision": "no"},
-           "generate": {"height": 32, "width": 32, "num_frames": 2, "steps": 1, "eta": 1.0,
-                        "guidance_scale": 3.0, "fps": 8, "seed": 7, "batch_size": 2}}
+    cfg = {
+        "model": {"backbone": "vc2-tiny", "checkpoint": str(tiny_checkpoint), "mixed_precision": "no"},
+        "generate": {
+            "height": 32,
+            "width": 32,
+            "num_frames": 2,
+            "steps": 1,
+            "eta": 1.0,
+            "guidance_scale": 3.0,
+            "fps": 8,
+            "seed": 7,
+            "batch_size": 2,
+        },
+    }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -200,6 +211,7 @@ def metadata_3(tmp_path):
 @pytest.fixture
 def no_model(monkeypatch):
     """Fail the test if the command loads a model."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
@@ -234,8 +246,17 @@ def test_evalcrafter_shards_cover_all_ids_and_resume(cfg_path, metadata_3, tmp_p
 
 def test_compare_writes_labelled_grid(cfg_path, tmp_path, tiny, adapters):
     out = tmp_path / "compare"
-    rc = _generate("--cfg", cfg_path, "--prompt", "a red square", "--out", out, "--grid-png",
-                   "--compare", f"base,tsm={adapters['assemble']}")
+    rc = _generate(
+        "--cfg",
+        cfg_path,
+        "--prompt",
+        "a red square",
+        "--out",
+        out,
+        "--grid-png",
+        "--compare",
+        f"base,tsm={adapters['assemble']}",
+    )
     assert rc == 0
     grid, _ = read_frames(out / "a_red_square.mp4")
     strip = grid.shape[1] - 32
@@ -244,7 +265,7 @@ def test_compare_writes_labelled_grid(cfg_path, tmp_path, tiny, adapters):
     clips = [np.load(out / label / "a_red_square.npy") for label in ("base", "tsm")]
     for k, clip in enumerate(clips):
         assert (out / ("base", "tsm")[k] / "a_red_square.mp4").is_file()
-        np.testing.assert_array_equal(png[strip:, 32 * k:32 * (k + 1)], clip[0])  # first frame
+        np.testing.assert_array_equal(png[strip:, 32 * k : 32 * (k + 1)], clip[0])  # first frame
     assert not np.array_equal(*clips)  # same seed, different models
 
 
@@ -257,9 +278,12 @@ def bad_files(tiny, adapters, tmp_path_factory):
     tensors[name] = torch.zeros(*tensors[name].shape[:-1], tensors[name].shape[-1] + 1)
     with safe_open(str(adapters["lora"]), framework="pt") as f:
         save_file(tensors, str(root / "reshaped.safetensors"), metadata=f.metadata())
-    return {"EMPTY": root / "empty.txt", "MISSING": root / "missing",
-            "VC2": _make_adapter(tiny, root / "vc2.safetensors", [1], "foster", backbone="vc2"),
-            "RESHAPED": root / "reshaped.safetensors"}
+    return {
+        "EMPTY": root / "empty.txt",
+        "MISSING": root / "missing",
+        "VC2": _make_adapter(tiny, root / "vc2.safetensors", [1], "foster", backbone="vc2"),
+        "RESHAPED": root / "reshaped.safetensors",
+    }
 
 
 @pytest.mark.parametrize(

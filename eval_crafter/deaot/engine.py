@@ -26,8 +26,14 @@ import torch.nn.functional as F
 from eval_crafter.deaot.layers import seq_to_2d
 from eval_crafter.deaot.model import MAX_OBJECTS, DeAOT
 
-__all__ = ["MAX_OBJECTS_PER_GROUP", "DeAOTEngine", "one_hot_ids", "group_sizes", "split_mask",
-           "merge_group_logits"]
+__all__ = [
+    "MAX_OBJECTS_PER_GROUP",
+    "DeAOTEngine",
+    "one_hot_ids",
+    "group_sizes",
+    "split_mask",
+    "merge_group_logits",
+]
 
 MAX_OBJECTS_PER_GROUP = MAX_OBJECTS
 
@@ -69,7 +75,7 @@ def merge_group_logits(logits: list[torch.Tensor]) -> torch.Tensor:
         return logits[0]
     probs = [torch.softmax(x, dim=1) for x in logits]
     background = torch.prod(torch.cat([p[:, :1] for p in probs], dim=1), dim=1, keepdim=True)
-    merged = torch.cat([background] + [p[:, 1:1 + MAX_OBJECTS] for p in probs], dim=1)
+    merged = torch.cat([background] + [p[:, 1 : 1 + MAX_OBJECTS] for p in probs], dim=1)
     return torch.logit(merged.clamp(1e-5, 1 - 1e-5))
 
 
@@ -84,7 +90,7 @@ def _append(new: list, old: list, max_frames: int) -> list:
                 slots.append(None)
                 continue
             if b.shape[0] >= max_frames * tokens:
-                b = b[:(max_frames - 1) * tokens]
+                b = b[: (max_frames - 1) * tokens]
             slots.append(torch.cat([a, b], dim=0))
         out.append(slots)
     return out
@@ -118,8 +124,9 @@ class DeAOTEngine:
         self.features = features
         self.output, self.memories = self.model.propagate(features, None, None, id_emb)
         long_term = [layer[1] for layer in self.memories]
-        self.long_term = long_term if self.long_term is None else _append(long_term, self.long_term,
-                                                                           self.max_long_term)
+        self.long_term = (
+            long_term if self.long_term is None else _append(long_term, self.long_term, self.max_long_term)
+        )
         self.last_memory_step = self.frame_step
         self.short_term = [layer[2] for layer in self.memories]
 
@@ -133,7 +140,7 @@ class DeAOTEngine:
         """(1, 11, h, w) identity logits of the last frame, unused ids excluded; bilinearly
         resized (``align_corners=True``) to ``output_size`` if given."""
         logits = self.model.decode(self.output, self.features)
-        logits[:, self.num_objects + 1:] = -1e10 if logits.dtype == torch.float32 else -1e4
+        logits[:, self.num_objects + 1 :] = -1e10 if logits.dtype == torch.float32 else -1e4
         if output_size is not None:
             logits = F.interpolate(logits, size=output_size, mode="bilinear", align_corners=True)
         return logits
@@ -148,8 +155,9 @@ class DeAOTEngine:
             key, value, _, id_features = memories[0]
             id_value = layer.identity_values(id_features, id_emb)
             current.append([key, value, None, id_value])
-            short_term.append([seq_to_2d(key, size_2d), seq_to_2d(value, size_2d), None,
-                               seq_to_2d(id_value, size_2d)])
+            short_term.append(
+                [seq_to_2d(key, size_2d), seq_to_2d(value, size_2d), None, seq_to_2d(id_value, size_2d)]
+            )
         self.short_term = short_term
         if self.frame_step - self.last_memory_step >= self.long_term_gap:
             self.long_term = _append(current, self.long_term, self.max_long_term)

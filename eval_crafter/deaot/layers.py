@@ -48,8 +48,9 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_var", torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, training=False,
-                            eps=self.eps)
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+        )
 
 
 class SequenceGroupNorm(nn.Module):
@@ -119,15 +120,16 @@ class GlobalGatedPropagation(nn.Module):
         a, b = x.split(self.d_vu // 2, dim=-1)
         return _silu(torch.cat([first(a), second(b)], dim=-1))
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, u: torch.Tensor,
-                size_2d: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, u: torch.Tensor, size_2d: tuple[int, int]
+    ) -> torch.Tensor:
         """q (L, B, *), k (M, B, *), v (M, B, *), u (L, B, *) -> (L, B, d_vu)."""
         if self.project_inputs:
             q = k = self.linear_QK(q)
             v = self._halves(v, self.linear_V1, self.linear_V2)
             u = self._halves(u, self.linear_U1, self.linear_U2)
         length, batch = q.shape[:2]
-        q = (q / self.d_att ** 0.5).permute(1, 0, 2)  # b l d
+        q = (q / self.d_att**0.5).permute(1, 0, 2)  # b l d
         k = k.permute(1, 2, 0)  # b d m
         attn = torch.softmax(q @ k, dim=-1)  # b l m
         out = (attn @ v.permute(1, 0, 2)).permute(1, 0, 2) * u  # l b hidden
@@ -175,13 +177,14 @@ class LocalGatedPropagation(nn.Module):
             self._index_cache[key] = tuple(t.to(device) for t in (slot, query, keys, ~inside))
         return self._index_cache[key]
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, u: torch.Tensor,
-                size_2d: tuple[int, int]) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, u: torch.Tensor, size_2d: tuple[int, int]
+    ) -> torch.Tensor:
         """q, k (B, d_att, h, w), v (B, hidden, h, w), u (h*w, B, hidden) -> (h*w, B, d_vu)."""
         b, _, h, w = v.shape
         slot, query, keys, outside = self._indices(h, w, v.device)
         relative = self.relative_emb_k(q).view(b, self.window * self.window, h * w)
-        q = q / self.d_att ** 0.5
+        q = q / self.d_att**0.5
         qk = (q.reshape(b, self.d_att, 1, h * w) * self._unfold(k)).sum(dim=1) + relative  # b slot hw
         qk = qk - outside.to(qk.dtype) * (1e8 if qk.dtype == torch.float32 else 1e4)
         local_attn = torch.softmax(qk, dim=1)
@@ -223,9 +226,15 @@ class GatedPropagationLayer(nn.Module):
         x = id_emb if id_features is None else torch.cat([id_features, id_emb], dim=2)
         return _silu(self.linear_ID_V(x))
 
-    def forward(self, x: torch.Tensor, x_id: torch.Tensor | None, long_term: list | None,
-                short_term: list | None, id_emb: torch.Tensor | None,
-                size_2d: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, list]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_id: torch.Tensor | None,
+        long_term: list | None,
+        short_term: list | None,
+        id_emb: torch.Tensor | None,
+        size_2d: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor, list]:
         """x (L, B, C) visual branch, x_id identity branch (None before the first layer).
 
         With ``id_emb`` (a reference frame) the memories are this frame's own; otherwise
@@ -259,8 +268,11 @@ class GatedPropagationLayer(nn.Module):
         both = torch.cat([self.norm2(x), self.id_norm2(x_id)], dim=-1)
         out = self.self_attn(both, both, both, both, size_2d)
         x, x_id = x + out[..., :d], x_id + out[..., d:]
-        memories = [[q, v, None, id_features], [global_k, global_v, None, global_id_v],
-                    [local_k, local_v, None, local_id_v]]
+        memories = [
+            [q, v, None, id_features],
+            [global_k, global_v, None, global_id_v],
+            [local_k, local_v, None, local_id_v],
+        ]
         return x, x_id, memories
 
 
@@ -273,8 +285,14 @@ class DualBranchPropagation(nn.Module):
         self.layers = nn.ModuleList(GatedPropagationLayer(d_model, i) for i in range(num_layers))
         self.decoder_norms = nn.ModuleList([SequenceGroupNorm(2 * d_model, 2)])
 
-    def forward(self, x: torch.Tensor, long_term: list | None, short_term: list | None,
-                id_emb: torch.Tensor | None, size_2d: tuple[int, int]) -> tuple[torch.Tensor, list]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        long_term: list | None,
+        short_term: list | None,
+        id_emb: torch.Tensor | None,
+        size_2d: tuple[int, int],
+    ) -> tuple[torch.Tensor, list]:
         """x (L, B, C) -> ((L, B, 2C) normalised output, per-layer memories)."""
         x_id, memories = None, []
         for idx, layer in enumerate(self.layers):

@@ -45,8 +45,13 @@ class ResNet50Encoder(ResNet):
 class FPNDecoder(nn.Module):
     """Stride-16 propagation output + encoder features -> stride-4 identity logits."""
 
-    def __init__(self, in_dim: int = 2 * EMBED_DIM, out_dim: int = MAX_OBJECTS + 1, hidden: int = EMBED_DIM,
-                 shortcut_dims: tuple[int, int, int] = (256, 512, 1024)) -> None:
+    def __init__(
+        self,
+        in_dim: int = 2 * EMBED_DIM,
+        out_dim: int = MAX_OBJECTS + 1,
+        hidden: int = EMBED_DIM,
+        shortcut_dims: tuple[int, int, int] = (256, 512, 1024),
+    ) -> None:
         super().__init__()
         self.conv_in = ConvGN(in_dim, hidden, 1)
         self.conv_16x = ConvGN(hidden, hidden, 3)
@@ -92,8 +97,13 @@ class DeAOT(nn.Module):
         emb = self.id_norm(emb.permute(2, 3, 0, 1)).permute(2, 3, 0, 1)
         return emb.flatten(2).permute(2, 0, 1)
 
-    def propagate(self, features: list[torch.Tensor], long_term: list | None, short_term: list | None,
-                  id_emb: torch.Tensor | None) -> tuple[torch.Tensor, list]:
+    def propagate(
+        self,
+        features: list[torch.Tensor],
+        long_term: list | None,
+        short_term: list | None,
+        id_emb: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, list]:
         """Propagation transformer on the projected stride-16 features (see ``DualBranchPropagation``)."""
         x = features[-1]
         size_2d = tuple(x.shape[-2:])
@@ -126,6 +136,7 @@ def load_deaot(path: Path | str) -> DeAOT:
     if missing or extra or shapes:
         raise IncompatibleModelError(
             f"{path} is not an R50-DeAOT-L checkpoint: {len(missing)} missing key(s) {missing[:3]}, "
-            f"{len(extra)} unexpected {extra[:3]}, {len(shapes)} of another shape {shapes[:3]}")
+            f"{len(extra)} unexpected {extra[:3]}, {len(shapes)} of another shape {shapes[:3]}"
+        )
     model.load_state_dict(state, strict=True)
     return model.eval()

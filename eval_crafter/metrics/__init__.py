@@ -46,7 +46,6 @@ _METRIC_MODULES = (
 )
 
 
-
 def load_metric_modules() -> None:
     """Import every metric module (each registers its classes); later calls cost nothing."""
     for module in _METRIC_MODULES:

@@ -54,11 +54,14 @@ __all__ = [
     "ActionScore",
 ]
 
-VIDEOMAE_FILE = ("VideoMAE/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_"
-                 "20230510-3e7f93b2.pth")
-VIDEOMAE_URL = ("https://download.openmmlab.com/mmaction/v1.0/recognition/videomaev2/"
-                "vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400/"
-                "vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_20230510-3e7f93b2.pth")
+VIDEOMAE_FILE = (
+    "VideoMAE/vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_20230510-3e7f93b2.pth"
+)
+VIDEOMAE_URL = (
+    "https://download.openmmlab.com/mmaction/v1.0/recognition/videomaev2/"
+    "vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400/"
+    "vit-base-p16_videomaev2-vit-g-dist-k710-pre_16x4x1_kinetics-400_20230510-3e7f93b2.pth"
+)
 CLIP_DIR = "clip-vit-base-patch32"
 CLIP_URL = "https://huggingface.co/openai/clip-vit-base-patch32 (the whole folder)"
 
@@ -125,14 +128,20 @@ def convert_mmaction_videomae(
     return out, pos_embed, unexpected
 
 
-def videomae_config_from_state_dict(state_dict: dict[str, torch.Tensor],
-                                    pos_embed: torch.Tensor | None) -> VideoMAEConfig:
+def videomae_config_from_state_dict(
+    state_dict: dict[str, torch.Tensor], pos_embed: torch.Tensor | None
+) -> VideoMAEConfig:
     """The ViT config the converted weights imply (64-dim heads, 16 frames, 224 crops)."""
-    for key in ("videomae.embeddings.patch_embeddings.projection.weight",
-                "videomae.encoder.layer.0.intermediate.dense.weight", "classifier.weight"):
+    for key in (
+        "videomae.embeddings.patch_embeddings.projection.weight",
+        "videomae.encoder.layer.0.intermediate.dense.weight",
+        "classifier.weight",
+    ):
         if key not in state_dict:
-            raise IncompatibleModelError(f"the VideoMAE checkpoint lacks {key!r} (mmaction2 name); "
-                                         "it is not a VideoMAE V2 ViT recogniser")
+            raise IncompatibleModelError(
+                f"the VideoMAE checkpoint lacks {key!r} (mmaction2 name); "
+                "it is not a VideoMAE V2 ViT recogniser"
+            )
     proj = state_dict["videomae.embeddings.patch_embeddings.projection.weight"]  # d 3 t p p
     dim, _, tubelet, patch, _ = proj.shape
     depth = len({k.split(".")[3] for k in state_dict if k.startswith("videomae.encoder.layer.")})
@@ -140,12 +149,21 @@ def videomae_config_from_state_dict(state_dict: dict[str, torch.Tensor],
     if pos_embed is not None and pos_embed.shape[1] != tokens:
         raise IncompatibleModelError(
             f"pos_embed has {pos_embed.shape[1]} tokens; a {CLIP_LEN}-frame {CROP}px input with patch "
-            f"{patch} and tubelet {tubelet} gives {tokens}")
+            f"{patch} and tubelet {tubelet} gives {tokens}"
+        )
     return VideoMAEConfig(
-        image_size=CROP, patch_size=patch, num_channels=3, num_frames=CLIP_LEN, tubelet_size=tubelet,
-        hidden_size=dim, num_hidden_layers=depth, num_attention_heads=max(1, dim // 64),
+        image_size=CROP,
+        patch_size=patch,
+        num_channels=3,
+        num_frames=CLIP_LEN,
+        tubelet_size=tubelet,
+        hidden_size=dim,
+        num_hidden_layers=depth,
+        num_attention_heads=max(1, dim // 64),
         intermediate_size=state_dict["videomae.encoder.layer.0.intermediate.dense.weight"].shape[0],
-        qkv_bias=True, use_mean_pooling=True, layer_norm_eps=1e-6,
+        qkv_bias=True,
+        use_mean_pooling=True,
+        layer_norm_eps=1e-6,
         num_labels=state_dict["classifier.weight"].shape[0],
     )
 
@@ -166,9 +184,11 @@ def load_videomae(path: Path) -> tuple[VideoMAEForVideoClassification, dict]:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(converted))
     if missing:
-        raise IncompatibleModelError(f"{path}: the VideoMAE checkpoint lacks {len(missing)} weight(s), e.g. "
-                                     f"{missing[:4]} (transformers names); the official non-strict load "
-                                     "would leave them random")
+        raise IncompatibleModelError(
+            f"{path}: the VideoMAE checkpoint lacks {len(missing)} weight(s), e.g. "
+            f"{missing[:4]} (transformers names); the official non-strict load "
+            "would leave them random"
+        )
     bad = [k for k in converted if k in expected and converted[k].shape != expected[k].shape]
     if bad:
         raise IncompatibleModelError(f"{path}: VideoMAE weights with unexpected shapes: {bad[:4]}")
@@ -198,10 +218,10 @@ def three_crop_views(frames: np.ndarray) -> np.ndarray:
     resized = np.stack([cv2.resize(f, (new_w, new_h), interpolation=cv2.INTER_LINEAR) for f in frames])
     if new_h == CROP:
         step = (new_w - CROP) // 2
-        views = [resized[:, :, x:x + CROP] for x in (0, 2 * step, step)]
+        views = [resized[:, :, x : x + CROP] for x in (0, 2 * step, step)]
     else:
         step = (new_h - CROP) // 2
-        views = [resized[:, y:y + CROP] for y in (0, 2 * step, step)]
+        views = [resized[:, y : y + CROP] for y in (0, 2 * step, step)]
     return np.stack(views).astype(np.float32)
 
 
@@ -212,13 +232,21 @@ class ActionScore(Metric):
     name = "action"
     histogram_key = "action_score"
 
-    def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8, fp32: bool = False) -> None:
+    def __init__(
+        self,
+        models_dir: Path | str,
+        device: Any = "cpu",
+        mode: str = "compat",
+        batch_size: int = 8,
+        fp32: bool = False,
+    ) -> None:
         super().__init__(models_dir, device, mode, batch_size, fp32)
-        path = require_model(self.models_dir, VIDEOMAE_FILE, "VideoMAE V2 ViT-B/16 K400 (mmaction2)",
-                             VIDEOMAE_URL)
-        clip_dir = require_model(self.models_dir, f"{CLIP_DIR}/config.json",
-                                 "CLIP ViT-B/32 (transformers folder)", CLIP_URL).parent
+        path = require_model(
+            self.models_dir, VIDEOMAE_FILE, "VideoMAE V2 ViT-B/16 K400 (mmaction2)", VIDEOMAE_URL
+        )
+        clip_dir = require_model(
+            self.models_dir, f"{CLIP_DIR}/config.json", "CLIP ViT-B/32 (transformers folder)", CLIP_URL
+        ).parent
         self.recognizer, self.load_notes = load_videomae(path)
         self.recognizer.to(self.device)  # float32, as the official mmaction2 inference
         self.clip = CLIPModel.from_pretrained(clip_dir, local_files_only=True).to(self.device).eval()
@@ -232,8 +260,10 @@ class ActionScore(Metric):
 
     @classmethod
     def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
-        return [ModelFile(VIDEOMAE_FILE, "VideoMAE V2 ViT-B/16 K400 (mmaction2)", VIDEOMAE_URL, (cls.name,)),
-                ModelFile(f"{CLIP_DIR}/", "CLIP ViT-B/32 (transformers folder)", CLIP_URL, (cls.name,))]
+        return [
+            ModelFile(VIDEOMAE_FILE, "VideoMAE V2 ViT-B/16 K400 (mmaction2)", VIDEOMAE_URL, (cls.name,)),
+            ModelFile(f"{CLIP_DIR}/", "CLIP ViT-B/32 (transformers folder)", CLIP_URL, (cls.name,)),
+        ]
 
     def applies_to(self, meta: dict) -> bool:
         return bool(meta["attributes"].get("action"))
@@ -248,14 +278,19 @@ class ActionScore(Metric):
         """
         indices = sample_test_clips(len(frames))  # clips t
         unique, inverse = np.unique(indices, return_inverse=True)
-        crops = np.concatenate([three_crop_views(frames[unique[start:start + self.batch_size]])
-                                for start in range(0, len(unique), self.batch_size)], axis=1)  # 3 u h w c
+        crops = np.concatenate(
+            [
+                three_crop_views(frames[unique[start : start + self.batch_size]])
+                for start in range(0, len(unique), self.batch_size)
+            ],
+            axis=1,
+        )  # 3 u h w c
         views = crops[:, inverse.reshape(indices.shape)]  # crops clips t h w c
         views = views.transpose(1, 0, *range(2, views.ndim)).reshape(-1, *views.shape[2:])  # (clips crops) t
         views = (views - MEAN) / STD
         probs = []
         for start in range(0, len(views), self.batch_size):
-            batch = torch.from_numpy(views[start:start + self.batch_size]).to(self.device)
+            batch = torch.from_numpy(views[start : start + self.batch_size]).to(self.device)
             batch = batch.permute(0, 1, 4, 2, 3)  # v t 3 h w
             probs.append(self.recognizer(pixel_values=batch).logits.float().softmax(-1).cpu())
         return torch.cat(probs).mean(0).numpy()
@@ -272,8 +307,12 @@ class ActionScore(Metric):
         gt = meta["attributes"]["action"]
         value = scoring.action_score(probs, self.labels, gt, self.encode_text)
         top = [[i, p] for i, p in scoring.top5(probs)]
-        return {"action_score": value, "top5": top, "top5_labels": [self.labels[i] for i, _ in top],
-                "action": gt}
+        return {
+            "action_score": value,
+            "top5": top,
+            "top5_labels": [self.labels[i] for i, _ in top],
+            "action": gt,
+        }
 
     def aggregate(self, records: dict[str, dict], metadata: dict) -> dict:
         value, n = mean_of(records, "action_score")

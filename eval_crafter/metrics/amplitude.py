@@ -35,8 +35,10 @@ __all__ = [
 ]
 
 RAFT_FILE = "RAFT/models/raft-things.pth"
-RAFT_URL = ("the RAFT release models.zip (https://github.com/princeton-vl/RAFT, "
-            "download_models.sh; EvalCrafter checkpoints/RAFT/models/)")
+RAFT_URL = (
+    "the RAFT release models.zip (https://github.com/princeton-vl/RAFT, "
+    "download_models.sh; EvalCrafter checkpoints/RAFT/models/)"
+)
 
 # (pattern, replacement) applied in order to original RAFT keys ("module." stripped)
 _RAFT_RULES = (
@@ -95,8 +97,13 @@ def amplitude_aggregate(records: dict[str, dict]) -> dict:
     """motion_ac_score over the ``amp`` prompts (value x100) and flow_score over all videos."""
     motion, n_amp = mean_of(records, "motion_ac_score")
     flow, n_all = mean_of(records, "flow_score")
-    return {"value": motion * 100, "n": n_amp, "flow_score": flow, "n_flow": n_all,
-            "official": {"motion_ac_score": motion, "flow_score": flow}}
+    return {
+        "value": motion * 100,
+        "n": n_amp,
+        "flow_score": flow,
+        "n_flow": n_all,
+        "official": {"motion_ac_score": motion, "flow_score": flow},
+    }
 
 
 @register_metric
@@ -107,8 +114,14 @@ class MotionAmplitude(Metric):
     histogram_key = "flow_score"
     iters = 20
 
-    def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8, fp32: bool = False) -> None:
+    def __init__(
+        self,
+        models_dir: Path | str,
+        device: Any = "cpu",
+        mode: str = "compat",
+        batch_size: int = 8,
+        fp32: bool = False,
+    ) -> None:
         super().__init__(models_dir, device, mode, batch_size, fp32)
         path = require_model(self.models_dir, RAFT_FILE, "RAFT (things) weights", RAFT_URL)
         self.model = raft_large(weights=None)
@@ -134,9 +147,9 @@ class MotionAmplitude(Metric):
         out = []
         for start in range(0, len(frames) - 1, self.batch_size):
             stop = min(start + self.batch_size, len(frames) - 1)
-            chunk = torch.from_numpy(np.ascontiguousarray(frames[start:stop + 1]))
+            chunk = torch.from_numpy(np.ascontiguousarray(frames[start : stop + 1]))
             chunk = chunk.permute(0, 3, 1, 2).float()  # f 3 h w
-            pair = [chunk[k:stop - start + k].to(self.device) for k in (0, 1)]
+            pair = [chunk[k : stop - start + k].to(self.device) for k in (0, 1)]
             first, second = (2 * (F.pad(x, pad, mode="replicate") / 255.0) - 1 for x in pair)
             out.append(self.model(first, second, num_flow_updates=self.iters)[-1].float().cpu().numpy())
         if not out:

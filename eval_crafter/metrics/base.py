@@ -161,8 +161,14 @@ class Metric:
     options: ClassVar[tuple[str, ...]] = ()  # extra constructor keywords, taken from EvalSettings
     histogram_key: ClassVar[str | None] = None  # per-video record key the report plots
 
-    def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8, fp32: bool = False) -> None:
+    def __init__(
+        self,
+        models_dir: Path | str,
+        device: Any = "cpu",
+        mode: str = "compat",
+        batch_size: int = 8,
+        fp32: bool = False,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
         if batch_size < 1:

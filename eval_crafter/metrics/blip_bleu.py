@@ -72,8 +72,9 @@ __all__ = [
 ]
 
 BLIP2_DIR = "blip2-opt-2.7b"
-BLIP2_SOURCE = ("https://huggingface.co/Salesforce/blip2-opt-2.7b "
-                "(git clone, as EvalCrafter's checkpoints/download.sh)")
+BLIP2_SOURCE = (
+    "https://huggingface.co/Salesforce/blip2-opt-2.7b (git clone, as EvalCrafter's checkpoints/download.sh)"
+)
 NUM_CAPTIONS = 5
 CAPTION_FRAME_SIZE = 224  # the official cv2.resize target, before the processor
 
@@ -111,8 +112,9 @@ def caption_images(frames: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarra
 
 
 @torch.inference_mode()
-def caption_frames(model: Blip2ForConditionalGeneration, processor: Blip2Processor,
-                   images: np.ndarray) -> list[str]:
+def caption_frames(
+    model: Blip2ForConditionalGeneration, processor: Blip2Processor, images: np.ndarray
+) -> list[str]:
     """One stripped caption per image: ``generate(**processor(image))`` with default arguments.
 
     Args:
@@ -129,8 +131,9 @@ def caption_frames(model: Blip2ForConditionalGeneration, processor: Blip2Process
     return captions
 
 
-def fix_old_blip2_config(model: Blip2ForConditionalGeneration, processor: Blip2Processor,
-                         folder: Path) -> bool:
+def fix_old_blip2_config(
+    model: Blip2ForConditionalGeneration, processor: Blip2Processor, folder: Path
+) -> bool:
     """Give an old folder's model the ``<image>`` token id and query count transformers 5 needs.
 
     Returns whether anything was set. Raises :class:`IncompatibleModelError` when the id the
@@ -144,7 +147,8 @@ def fix_old_blip2_config(model: Blip2ForConditionalGeneration, processor: Blip2P
             raise IncompatibleModelError(
                 f"{folder}/config.json has no image_token_index and the tokenizer's "
                 f"{processor.image_token.content!r} id {token_id} is outside the language model's "
-                f"{vocab} embeddings; use a current Salesforce/blip2-opt-2.7b snapshot")
+                f"{vocab} embeddings; use a current Salesforce/blip2-opt-2.7b snapshot"
+            )
         config.image_token_index = token_id
         changed = True
     if processor.num_query_tokens is None:
@@ -153,8 +157,9 @@ def fix_old_blip2_config(model: Blip2ForConditionalGeneration, processor: Blip2P
     return changed
 
 
-def load_blip2(models_dir: Path | str, device: Any,
-               fp32: bool = False) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
+def load_blip2(
+    models_dir: Path | str, device: Any, fp32: bool = False
+) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
     """Load ``models_dir/blip2-opt-2.7b``: float16 on CUDA as the official code (Q-Former
     included), float32 on CPU or with ``fp32``; old configs are completed
     (:func:`fix_old_blip2_config`).
@@ -163,8 +168,9 @@ def load_blip2(models_dir: Path | str, device: Any,
         ModelNotFoundError: the folder (its ``config.json``) is missing.
         IncompatibleModelError: an old folder that cannot be completed.
     """
-    folder = require_model(models_dir, f"{BLIP2_DIR}/config.json", "BLIP-2 OPT-2.7b (transformers folder)",
-                           BLIP2_SOURCE).parent
+    folder = require_model(
+        models_dir, f"{BLIP2_DIR}/config.json", "BLIP-2 OPT-2.7b (transformers folder)", BLIP2_SOURCE
+    ).parent
     device = torch.device(device)
     dtype = official_dtype(device, torch.float16, fp32)
     processor = Blip2Processor.from_pretrained(folder, local_files_only=True, backend="pil")
@@ -188,8 +194,14 @@ class BlipBleu(Metric):
     name = "blip_bleu"
     histogram_key = "blip_bleu"
 
-    def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8, fp32: bool = False) -> None:
+    def __init__(
+        self,
+        models_dir: Path | str,
+        device: Any = "cpu",
+        mode: str = "compat",
+        batch_size: int = 8,
+        fp32: bool = False,
+    ) -> None:
         super().__init__(models_dir, device, mode, batch_size, fp32)
         self.model, self.processor = load_blip2(self.models_dir, self.device, self.fp32)
         self.record_weights(f"{BLIP2_DIR}/")
@@ -198,16 +210,21 @@ class BlipBleu(Metric):
 
     @classmethod
     def required_files(cls, mode: str = "compat", **options: Any) -> list[ModelFile]:
-        return [ModelFile(f"{BLIP2_DIR}/", "BLIP-2 OPT-2.7b (transformers folder)", BLIP2_SOURCE,
-                          (cls.name,))]
+        return [
+            ModelFile(f"{BLIP2_DIR}/", "BLIP-2 OPT-2.7b (transformers folder)", BLIP2_SOURCE, (cls.name,))
+        ]
 
     def score(self, video: VideoInput, meta: dict) -> dict:
         indices, images = caption_images(video.frames, self.mode)
         captions = caption_frames(self.model, self.processor, images)
         prompt = meta["prompt"]
         bleu = scoring.blip_bleu if self.mode == "compat" else scoring.blip_bleu_fixed
-        return {"frame_indices": indices.tolist(), "captions": captions, "prompt": prompt,
-                "blip_bleu": bleu(captions, prompt)}
+        return {
+            "frame_indices": indices.tolist(),
+            "captions": captions,
+            "prompt": prompt,
+            "blip_bleu": bleu(captions, prompt),
+        }
 
     def aggregate(self, records: dict[str, dict], metadata: dict) -> dict:
         mean, n = mean_of(records, "blip_bleu")

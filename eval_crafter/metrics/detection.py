@@ -89,8 +89,10 @@ SAM_SOURCE = (
     "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth)"
 )
 DEAOT_FILE = "ckpt/R50_DeAOTL_PRE_YTB_DAV.pth"
-DEAOT_SOURCE = ("EvalCrafter checkpoints/download.sh (gdown 1QoChMkTVxdYZ_eBlZhK2acq9KMQZccPJ; "
-                "aot-benchmark MODEL_ZOO.md, R50-DeAOT-L PRE_YTB_DAV)")
+DEAOT_SOURCE = (
+    "EvalCrafter checkpoints/download.sh (gdown 1QoChMkTVxdYZ_eBlZhK2acq9KMQZccPJ; "
+    "aot-benchmark MODEL_ZOO.md, R50-DeAOT-L PRE_YTB_DAV)"
+)
 DEAOT_WHAT = "DeAOT R50-DeAOT-L tracker (official .pth)"
 FRAME_STEP = 5  # official Num: raw frames 0, 5, 10, ...
 BOX_THRESHOLD = 0.6  # official box_threshold
@@ -159,9 +161,14 @@ def merge_masks(instance_masks: np.ndarray, shape: tuple[int, int]) -> np.ndarra
 
 
 @torch.inference_mode()
-def detect_boxes(model: GroundingDinoForObjectDetection, processor: GroundingDinoProcessor,
-                 frames: np.ndarray, caption: str, box_threshold: float = BOX_THRESHOLD,
-                 batch_size: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+def detect_boxes(
+    model: GroundingDinoForObjectDetection,
+    processor: GroundingDinoProcessor,
+    frames: np.ndarray,
+    caption: str,
+    box_threshold: float = BOX_THRESHOLD,
+    batch_size: int = 8,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """GroundingDINO boxes of ``caption`` in every frame (official ``predict``).
 
     Args:
@@ -179,9 +186,13 @@ def detect_boxes(model: GroundingDinoForObjectDetection, processor: GroundingDin
     text = grounding_caption(caption)
     results = []
     for start in range(0, len(frames), batch_size):
-        chunk = list(frames[start:start + batch_size])
-        inputs = processor(images=chunk, text=[text] * len(chunk), return_tensors="pt",
-                           size={"height": resized[0], "width": resized[1]})
+        chunk = list(frames[start : start + batch_size])
+        inputs = processor(
+            images=chunk,
+            text=[text] * len(chunk),
+            return_tensors="pt",
+            size={"height": resized[0], "width": resized[1]},
+        )
         outputs = model(**inputs.to(model.device))
         scores = outputs.logits.float().sigmoid().amax(-1)  # b q
         for frame_scores, frame_boxes in zip(scores, outputs.pred_boxes):
@@ -191,8 +202,9 @@ def detect_boxes(model: GroundingDinoForObjectDetection, processor: GroundingDin
     return results
 
 
-def _best_mask_logits(model: SamModel, embeddings: torch.Tensor, boxes: torch.Tensor,
-                      mask_input: torch.Tensor | None) -> torch.Tensor:
+def _best_mask_logits(
+    model: SamModel, embeddings: torch.Tensor, boxes: torch.Tensor, mask_input: torch.Tensor | None
+) -> torch.Tensor:
     """One ``SamPredictor.predict`` call per box: the best-IoU of three low-res mask logits.
 
     ``embeddings`` (K, C, h, w) (the frame's embedding per box), ``boxes`` (K, 1, 4) in
@@ -204,8 +216,9 @@ def _best_mask_logits(model: SamModel, embeddings: torch.Tensor, boxes: torch.Te
 
 
 @torch.inference_mode()
-def segment_boxes(model: SamModel, processor: SamProcessor, frames: np.ndarray, boxes: list[np.ndarray],
-                  batch_size: int = 8) -> list[np.ndarray]:
+def segment_boxes(
+    model: SamModel, processor: SamProcessor, frames: np.ndarray, boxes: list[np.ndarray], batch_size: int = 8
+) -> list[np.ndarray]:
     """SAM masks of each frame's boxes (official ``Segmentor.segment_with_box``).
 
     Args:
@@ -219,9 +232,9 @@ def segment_boxes(model: SamModel, processor: SamProcessor, frames: np.ndarray, 
     height, width = frames.shape[1:3]
     masks = []
     for start in range(0, len(frames), batch_size):
-        inputs = processor(images=list(frames[start:start + batch_size]), return_tensors="pt")
+        inputs = processor(images=list(frames[start : start + batch_size]), return_tensors="pt")
         embeddings = model.get_image_embeddings(inputs["pixel_values"].to(model.device))  # b c h w
-        for j, frame_boxes in enumerate(boxes[start:start + batch_size]):
+        for j, frame_boxes in enumerate(boxes[start : start + batch_size]):
             if len(frame_boxes) == 0:
                 masks.append(np.zeros((0, height, width), dtype=bool))
                 continue
@@ -230,13 +243,15 @@ def segment_boxes(model: SamModel, processor: SamProcessor, frames: np.ndarray, 
             resized_boxes = torch.as_tensor(frame_boxes * scale, dtype=torch.float32, device=model.device)
             frame_masks = []
             for b in range(0, len(frame_boxes), batch_size):
-                box_chunk = resized_boxes[b:b + batch_size, None]  # k 1 4
-                frame_embedding = embeddings[j:j + 1].expand(len(box_chunk), -1, -1, -1)  # k c h w
+                box_chunk = resized_boxes[b : b + batch_size, None]  # k 1 4
+                frame_embedding = embeddings[j : j + 1].expand(len(box_chunk), -1, -1, -1)  # k c h w
                 first = _best_mask_logits(model, frame_embedding, box_chunk, None)
                 second = _best_mask_logits(model, frame_embedding, box_chunk, first[:, None])
                 full = processor.post_process_masks(
-                    [second[:, None].float()], inputs["original_sizes"][j:j + 1],
-                    inputs["reshaped_input_sizes"][j:j + 1])[0]  # k 1 H W
+                    [second[:, None].float()],
+                    inputs["original_sizes"][j : j + 1],
+                    inputs["reshaped_input_sizes"][j : j + 1],
+                )[0]  # k 1 H W
                 frame_masks.append(full[:, 0].cpu().numpy())
             masks.append(np.concatenate(frame_masks))
     return masks
@@ -288,21 +303,32 @@ class DetectionModels:
             ModelNotFoundError: a folder (its ``config.json``) is missing.
         """
         device = torch.device(device)
-        gd = require_model(models_dir, f"{GROUNDING_DINO_DIR}/config.json",
-                           "GroundingDINO SwinT-OGC (transformers folder)", GROUNDING_DINO_SOURCE).parent
-        sam = require_model(models_dir, f"{SAM_DIR}/config.json", "SAM ViT-B (transformers folder)",
-                            SAM_SOURCE).parent
+        gd = require_model(
+            models_dir,
+            f"{GROUNDING_DINO_DIR}/config.json",
+            "GroundingDINO SwinT-OGC (transformers folder)",
+            GROUNDING_DINO_SOURCE,
+        ).parent
+        sam = require_model(
+            models_dir, f"{SAM_DIR}/config.json", "SAM ViT-B (transformers folder)", SAM_SOURCE
+        ).parent
         detector = GroundingDinoForObjectDetection.from_pretrained(gd, local_files_only=True)
         segmenter = SamModel.from_pretrained(sam, local_files_only=True)
-        return cls(detector.to(device).eval(),
-                   GroundingDinoProcessor.from_pretrained(gd, local_files_only=True, backend="pil"),
-                   segmenter.to(device).eval(),
-                   SamProcessor.from_pretrained(sam, local_files_only=True, backend="pil"))
+        return cls(
+            detector.to(device).eval(),
+            GroundingDinoProcessor.from_pretrained(gd, local_files_only=True, backend="pil"),
+            segmenter.to(device).eval(),
+            SamProcessor.from_pretrained(sam, local_files_only=True, backend="pil"),
+        )
 
 
-def detect_and_segment(models: DetectionModels, frames: np.ndarray, caption: str,
-                       box_threshold: float = BOX_THRESHOLD,
-                       batch_size: int = 8) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+def detect_and_segment(
+    models: DetectionModels,
+    frames: np.ndarray,
+    caption: str,
+    box_threshold: float = BOX_THRESHOLD,
+    batch_size: int = 8,
+) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """Id maps of ``caption``'s objects in each frame and the boxes behind them.
 
     Args:
@@ -314,8 +340,9 @@ def detect_and_segment(models: DetectionModels, frames: np.ndarray, caption: str
     """
     device = models.detector.device
     with torch.autocast(device.type, dtype=torch.float16, enabled=models.autocast):
-        detections = detect_boxes(models.detector, models.detector_processor, frames, caption, box_threshold,
-                                  batch_size)
+        detections = detect_boxes(
+            models.detector, models.detector_processor, frames, caption, box_threshold, batch_size
+        )
         boxes = [b for b, _ in detections]
         instances = segment_boxes(models.segmenter, models.segmenter_processor, frames, boxes, batch_size)
     masks = [merge_masks(m, frames.shape[1:3]) for m in instances]
@@ -332,12 +359,20 @@ class _DetectionMetric(Metric):
     attribute: ClassVar[str]
     options = ("detection",)
 
-    def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8, fp32: bool = False, detection: str = "track") -> None:
+    def __init__(
+        self,
+        models_dir: Path | str,
+        device: Any = "cpu",
+        mode: str = "compat",
+        batch_size: int = 8,
+        fp32: bool = False,
+        detection: str = "track",
+    ) -> None:
         super().__init__(models_dir, device, mode, batch_size, fp32)
         if detection not in DETECTION_SCHEDULES:
-            raise EvalInputError(f"unknown detection schedule {detection!r}; "
-                                 f"choose one of {DETECTION_SCHEDULES}")
+            raise EvalInputError(
+                f"unknown detection schedule {detection!r}; choose one of {DETECTION_SCHEDULES}"
+            )
         self.detection = detection
         self.models = DetectionModels.shared(self.models_dir, self.device, fp32)
         self.box_threshold = BOX_THRESHOLD
@@ -353,11 +388,16 @@ class _DetectionMetric(Metric):
             self.runtime["dtypes"]["deaot"] = precision
 
     @classmethod
-    def required_files(cls, mode: str = "compat", detection: str = "track",
-                       **options: Any) -> list[ModelFile]:
+    def required_files(
+        cls, mode: str = "compat", detection: str = "track", **options: Any
+    ) -> list[ModelFile]:
         files = [
-            ModelFile(f"{GROUNDING_DINO_DIR}/", "GroundingDINO SwinT-OGC (transformers folder)",
-                      GROUNDING_DINO_SOURCE, (cls.name,)),
+            ModelFile(
+                f"{GROUNDING_DINO_DIR}/",
+                "GroundingDINO SwinT-OGC (transformers folder)",
+                GROUNDING_DINO_SOURCE,
+                (cls.name,),
+            ),
             ModelFile(f"{SAM_DIR}/", "SAM ViT-B (transformers folder)", SAM_SOURCE, (cls.name,)),
         ]
         if detection == "track":
@@ -374,8 +414,9 @@ class _DetectionMetric(Metric):
         frames = video.frames[indices]
         roles = frame_roles(len(frames)) if self.tracker is not None else ["detect"] * len(frames)
         detected = [i for i, role in enumerate(roles) if role != "track"]
-        det_masks, found = detect_and_segment(self.models, frames[detected], caption, self.box_threshold,
-                                              self.batch_size)
+        det_masks, found = detect_and_segment(
+            self.models, frames[detected], caption, self.box_threshold, self.batch_size
+        )
         if self.tracker is None:
             masks = det_masks
         else:
@@ -440,5 +481,10 @@ class ColorMetric(_DetectionMetric):
             hues = [scoring.circular_mean_hue(f, m) for f, m in zip(frames, masks)]
             colors = [None if math.isnan(h) else scoring.hue_to_color(h) for h in hues]
             value = scoring.color_score_fixed(frames, masks, truth)
-        return {**record, "gt_color": truth, "per_frame_avg_hue": [_json_float(h) for h in hues],
-                "per_frame_color": colors, "color_score": value}
+        return {
+            **record,
+            "gt_color": truth,
+            "per_frame_avg_hue": [_json_float(h) for h in hues],
+            "per_frame_color": colors,
+            "color_score": value,
+        }

@@ -27,8 +27,10 @@ from eval_crafter.metrics.registry import register_metric
 __all__ = ["INCEPTION_FILE", "INCEPTION_URL", "FIDInceptionV3", "InceptionScore"]
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
-INCEPTION_URL = ("https://github.com/w86763777/pytorch-gan-metrics/releases/download/v0.1.0/"
-                 "pt_inception-2015-12-05-6726825d.pth (EvalCrafter checkpoints/)")
+INCEPTION_URL = (
+    "https://github.com/w86763777/pytorch-gan-metrics/releases/download/v0.1.0/"
+    "pt_inception-2015-12-05-6726825d.pth (EvalCrafter checkpoints/)"
+)
 
 
 def _tf_avg_pool(x: torch.Tensor) -> torch.Tensor:
@@ -91,9 +93,19 @@ class FIDInceptionV3(tv_inception.Inception3):
         x = 2 * x - 1
         x = self.maxpool1(self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))))
         x = self.maxpool2(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)))
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b,
-                      self.Mixed_6c, self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b,
-                      self.Mixed_7c):
+        for block in (
+            self.Mixed_5b,
+            self.Mixed_5c,
+            self.Mixed_5d,
+            self.Mixed_6a,
+            self.Mixed_6b,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)
         x = torch.flatten(self.avgpool(x), 1)  # n 2048
         return F.softmax(F.linear(x, self.fc.weight), dim=1)
@@ -105,8 +117,14 @@ class InceptionScore(Metric):
 
     name = "is"
 
-    def __init__(self, models_dir: Path | str, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8, fp32: bool = False) -> None:
+    def __init__(
+        self,
+        models_dir: Path | str,
+        device: Any = "cpu",
+        mode: str = "compat",
+        batch_size: int = 8,
+        fp32: bool = False,
+    ) -> None:
         super().__init__(models_dir, device, mode, batch_size, fp32)
         path = require_model(self.models_dir, INCEPTION_FILE, "FID Inception-v3 weights", INCEPTION_URL)
         self.model = FIDInceptionV3()
@@ -124,7 +142,7 @@ class InceptionScore(Metric):
         """(F, H, W, 3) uint8 RGB -> (F, 1008) float32 probabilities, in batches."""
         out = []
         for start in range(0, len(frames), self.batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(frames[start:start + self.batch_size]))
+            chunk = torch.from_numpy(np.ascontiguousarray(frames[start : start + self.batch_size]))
             chunk = chunk.to(self.device).permute(0, 3, 1, 2).float() / 255.0  # f 3 h w
             out.append(self.model(chunk).float().cpu().numpy())
         return np.concatenate(out, 0)
@@ -141,6 +159,11 @@ class InceptionScore(Metric):
         else:
             mean, std = scoring.inception_score(list(probs.values()))
             order = list(probs)
-        return {"value": mean, "std": std, "n": len(probs),
-                "frames": int(sum(len(p) for p in probs.values())),
-                "official": {"IS": mean}, "order": order}
+        return {
+            "value": mean,
+            "std": std,
+            "n": len(probs),
+            "frames": int(sum(len(p) for p in probs.values())),
+            "official": {"IS": mean},
+            "order": order,
+        }

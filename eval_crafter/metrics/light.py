@@ -65,8 +65,9 @@ def _sampled(video: VideoInput) -> tuple[np.ndarray, list[np.ndarray]]:
 def farneback_flows(frames: np.ndarray) -> np.ndarray:
     """(F, H, W, 3) uint8 RGB -> (F-1, 2, H, W) float32 Farneback flow between consecutive frames."""
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    flows = [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0)
-             for a, b in zip(gray, gray[1:])]
+    flows = [
+        cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0) for a, b in zip(gray, gray[1:])
+    ]
     if not flows:
         return np.zeros((0, 2) + frames.shape[1:3], dtype=np.float32)
     return np.stack(flows).transpose(0, 3, 1, 2).astype(np.float32)  # p 2 h w
@@ -90,8 +91,14 @@ class _LightMetric(Metric):
     backend = "light"
     attribute: str
 
-    def __init__(self, models_dir: Path | str | None = None, device: Any = "cpu", mode: str = "compat",
-                 batch_size: int = 8, fp32: bool = False) -> None:
+    def __init__(
+        self,
+        models_dir: Path | str | None = None,
+        device: Any = "cpu",
+        mode: str = "compat",
+        batch_size: int = 8,
+        fp32: bool = False,
+    ) -> None:
         super().__init__(models_dir or ".", device, mode, batch_size, fp32)
 
     def applies_to(self, meta: dict) -> bool:
@@ -128,8 +135,11 @@ class LightCount(_LightMetric):
     def score(self, video: VideoInput, meta: dict) -> dict:
         _, masks = _sampled(video)
         gt = meta["attributes"]["count"].split()[0]
-        return {"count_score": scoring.count_score(masks, gt),
-                "det_count_frames": scoring.count_per_frame(masks), "gt_count": float(gt)}
+        return {
+            "count_score": scoring.count_score(masks, gt),
+            "det_count_frames": scoring.count_per_frame(masks),
+            "gt_count": float(gt),
+        }
 
     def aggregate(self, records: dict[str, dict], metadata: dict) -> dict:
         value, n = mean_of(records, "count_score")

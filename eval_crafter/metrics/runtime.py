@@ -43,8 +43,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
         except RuntimeError as err:
             raise EvalInputError(f"unknown device {name!r} ({err}); use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvalInputError(f"device {name!r} asked for, but CUDA is not available here; "
-                             "use --device auto or cpu")
+        raise EvalInputError(
+            f"device {name!r} asked for, but CUDA is not available here; use --device auto or cpu"
+        )
     return device
 
 
@@ -70,8 +71,11 @@ def weights_identity(path: Path | str) -> dict:
     :data:`HEAD_BYTES` bytes. Any rewrite, touch or swap of a file changes it.
     """
     path = Path(path)
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and ".git" not in p.relative_to(path).parts)
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.is_file() and ".git" not in p.relative_to(path).parts)
+    )
     digest, total = hashlib.sha1(), 0
     for file in files:
         ident = _file_identity(file)

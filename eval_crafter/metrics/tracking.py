@@ -23,8 +23,17 @@ import numpy as np
 
 from eval_crafter.deaot import DeAOTTracker
 
-__all__ = ["SAM_GAP", "REDETECT_EVERY", "MIN_AREA", "MIN_NEW_OBJECT_IOU", "MAX_OBJECTS", "MAX_NEW_AREA",
-           "frame_roles", "find_new_objects", "track_video"]
+__all__ = [
+    "SAM_GAP",
+    "REDETECT_EVERY",
+    "MIN_AREA",
+    "MIN_NEW_OBJECT_IOU",
+    "MAX_OBJECTS",
+    "MAX_NEW_AREA",
+    "frame_roles",
+    "find_new_objects",
+    "track_video",
+]
 
 SAM_GAP = 49
 REDETECT_EVERY = SAM_GAP // 5  # processed frames between detections (Num = 5)
@@ -51,8 +60,9 @@ def _official_ids(detected: np.ndarray, first_id: int) -> np.ndarray:
     return (shifted % 256).astype(np.uint8)
 
 
-def find_new_objects(tracked: np.ndarray, detected: np.ndarray, num_objects: int,
-                     mode: str = "compat") -> np.ndarray:
+def find_new_objects(
+    tracked: np.ndarray, detected: np.ndarray, num_objects: int, mode: str = "compat"
+) -> np.ndarray:
     """``SegTracker.find_new_objs`` plus the 40 % rule: the new-object id map to add to ``tracked``.
 
     Args:
@@ -87,8 +97,9 @@ def find_new_objects(tracked: np.ndarray, detected: np.ndarray, num_objects: int
     return new
 
 
-def track_video(tracker: DeAOTTracker, frames: np.ndarray, detections: dict[int, np.ndarray],
-                mode: str = "compat") -> list[np.ndarray]:
+def track_video(
+    tracker: DeAOTTracker, frames: np.ndarray, detections: dict[int, np.ndarray], mode: str = "compat"
+) -> list[np.ndarray]:
     """Id maps of the processed ``frames`` (P, H, W, 3) under the official schedule.
 
     ``detections`` maps the index of every "detect"/"redetect" frame to its

@@ -90,18 +90,22 @@ def videomae_to_mmaction_layout(model) -> dict[str, torch.Tensor]:
                 "attention.attention.value.bias": "attn.v_bias",
                 "attention.output.dense.weight": "attn.proj.weight",
                 "attention.output.dense.bias": "attn.proj.bias",
-                "layernorm_before.weight": "norm1.weight", "layernorm_before.bias": "norm1.bias",
-                "layernorm_after.weight": "norm2.weight", "layernorm_after.bias": "norm2.bias",
+                "layernorm_before.weight": "norm1.weight",
+                "layernorm_before.bias": "norm1.bias",
+                "layernorm_after.weight": "norm2.weight",
+                "layernorm_after.bias": "norm2.bias",
                 "intermediate.dense.weight": "mlp.layers.0.0.weight",
                 "intermediate.dense.bias": "mlp.layers.0.0.bias",
-                "output.dense.weight": "mlp.layers.1.weight", "output.dense.bias": "mlp.layers.1.bias",
+                "output.dense.weight": "mlp.layers.1.weight",
+                "output.dense.bias": "mlp.layers.1.bias",
             }
             if rest in names:
                 out[block + names[rest]] = value
             elif rest == "attention.attention.query.weight":
                 prefix = f"videomae.encoder.layer.{i}.attention.attention."
-                out[block + "attn.qkv.weight"] = torch.cat([sd[prefix + n + ".weight"]
-                                                           for n in ("query", "key", "value")])
+                out[block + "attn.qkv.weight"] = torch.cat(
+                    [sd[prefix + n + ".weight"] for n in ("query", "key", "value")]
+                )
             elif rest not in ("attention.attention.key.weight", "attention.attention.value.weight"):
                 raise KeyError(key)
         else:
@@ -113,9 +117,20 @@ def tiny_videomae():
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification
 
     torch.manual_seed(0)
-    config = VideoMAEConfig(image_size=224, patch_size=32, num_frames=16, tubelet_size=2, hidden_size=64,
-                            num_hidden_layers=2, num_attention_heads=1, intermediate_size=128, qkv_bias=True,
-                            use_mean_pooling=True, layer_norm_eps=1e-6, num_labels=400)
+    config = VideoMAEConfig(
+        image_size=224,
+        patch_size=32,
+        num_frames=16,
+        tubelet_size=2,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=1,
+        intermediate_size=128,
+        qkv_bias=True,
+        use_mean_pooling=True,
+        layer_norm_eps=1e-6,
+        num_labels=400,
+    )
     model = VideoMAEForVideoClassification(config).eval()
     for p in model.parameters():  # push biases and norms off their init so every key matters
         p.data.add_(0.02 * torch.randn_like(p))
@@ -131,11 +146,25 @@ def save_tiny_clip(folder: Path) -> None:
     tokenizer = CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[])
     torch.manual_seed(1)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=16),
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=16,
+        ),
         projection_dim=16,
     )
     CLIPModel(config).save_pretrained(folder)
@@ -149,7 +178,7 @@ def write_video(path: Path, num_frames: int = 6, size=(60, 76), step: int = 3, s
     frames = rng.integers(0, 40, (num_frames, h, w, 3), dtype=np.uint8)
     for t in range(num_frames):
         x = 4 + step * t
-        frames[t, 20:36, x:x + 16] = (40, 80, 230)
+        frames[t, 20:36, x : x + 16] = (40, 80, 230)
     write_mp4(path, frames, 8.0)
     return frames
 

@@ -19,8 +19,9 @@ _CATEGORIES = ("visual_quality", "text_video_alignment", "motion_quality", "temp
 
 def _parsed(values: dict) -> dict:
     """Each value through the official log round trip: write the line, parse it back."""
-    return {k: None if v is None else parse_final_average(final_average_line(k, v, 50))
-            for k, v in values.items()}
+    return {
+        k: None if v is None else parse_final_average(final_average_line(k, v, 50)) for k, v in values.items()
+    }
 
 
 def _same(actual: float, expected) -> bool:
@@ -28,8 +29,9 @@ def _same(actual: float, expected) -> bool:
     return math.isnan(actual) if math.isnan(expected) else actual == expected
 
 
-@pytest.mark.parametrize("case", [c for c in cases("aggregation") if "error" not in c["expected"]],
-                         ids=lambda c: c["id"])
+@pytest.mark.parametrize(
+    "case", [c for c in cases("aggregation") if "error" not in c["expected"]], ids=lambda c: c["id"]
+)
 def test_aggregation_cases(case):
     out = evalcrafter_scores(_parsed(case["input"]["final_average_log_values"]))
     expected = case["expected"]

@@ -44,19 +44,47 @@ def _write_opt_tokenizer(folder: Path) -> GPT2Tokenizer:
         vocab.setdefault(letter, len(vocab))
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    return GPT2Tokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), bos_token="</s>",
-                         eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    return GPT2Tokenizer(
+        str(folder / "vocab.json"),
+        str(folder / "merges.txt"),
+        bos_token="</s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+    )
 
 
 def _tiny_config(vocab_size: int, image_token_index: int | None) -> Blip2Config:
     return Blip2Config(
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=IMAGE_SIZE, patch_size=8),
-        qformer_config=dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                            encoder_hidden_size=16, vocab_size=vocab_size),
-        text_config=dict(model_type="opt", vocab_size=vocab_size, hidden_size=16, num_hidden_layers=1,
-                         ffn_dim=32, num_attention_heads=2, max_position_embeddings=64,
-                         word_embed_proj_dim=16, bos_token_id=2, eos_token_id=2, pad_token_id=1),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=IMAGE_SIZE,
+            patch_size=8,
+        ),
+        qformer_config=dict(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            encoder_hidden_size=16,
+            vocab_size=vocab_size,
+        ),
+        text_config=dict(
+            model_type="opt",
+            vocab_size=vocab_size,
+            hidden_size=16,
+            num_hidden_layers=1,
+            ffn_dim=32,
+            num_attention_heads=2,
+            max_position_embeddings=64,
+            word_embed_proj_dim=16,
+            bos_token_id=2,
+            eos_token_id=2,
+            pad_token_id=1,
+        ),
         num_query_tokens=4,
         image_token_index=image_token_index,
     )

@@ -116,7 +116,13 @@ def test_tracking_matches_the_official_code(model, official, scenario):
 
 def test_object_groups_as_the_official_separate_mask():
     assert [group_sizes(n) for n in (0, 3, 10, 12, 20, 255)] == [
-        [0], [3], [10], [10, 2], [10, 10], [10] * 25 + [5]]
+        [0],
+        [3],
+        [10],
+        [10, 2],
+        [10, 10],
+        [10] * 25 + [5],
+    ]
     mask = torch.tensor([[0.0, 3, 10, 11, 12, 25]])[None]
     assert split_mask(mask, 1)[0] is mask
     parts = split_mask(mask, 3)
@@ -136,7 +142,7 @@ def test_frame_roles_follow_sam_gap():
 
 
 def _square(mask: np.ndarray, value: int, y: int, x: int, size: int) -> None:
-    mask[y:y + size, x:x + size] = value
+    mask[y : y + size, x : x + size] = value
 
 
 def test_find_new_objects_rules():
@@ -253,8 +259,11 @@ def test_float16_autocast_follows_the_official_dtype_rules(model, official):
                 assert (ours[excluded] == -1e4).all()
                 tol = 16 * 2.0**-10 * theirs[~excluded].abs().max().item()
                 torch.testing.assert_close(ours.float()[~excluded], theirs[~excluded], rtol=0, atol=tol)
-                theirs_full.append(torch.nn.functional.interpolate(theirs, size=labels.shape, mode="bilinear",
-                                                                   align_corners=True))
+                theirs_full.append(
+                    torch.nn.functional.interpolate(
+                        theirs, size=labels.shape, mode="bilinear", align_corners=True
+                    )
+                )
         top2 = torch.topk(merge_group_logits(theirs_full)[0], 2, dim=0).values
         decided = (top2[0] - top2[1] > 2 * tol).numpy()
         assert decided.mean() > 0.9

@@ -60,13 +60,31 @@ def _save_grounding_dino(folder: Path, vocab_dir: Path) -> None:
         tokenizer=BertTokenizer(str(vocab_dir / "vocab.txt")),
     )
     config = GroundingDinoConfig(
-        backbone_config=SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4,
-                                   image_size=32, out_features=["stage2", "stage3", "stage4"]).to_dict(),
-        text_config=BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=1,
-                               num_attention_heads=2, intermediate_size=32,
-                               max_position_embeddings=64).to_dict(),
-        d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-        encoder_ffn_dim=32, decoder_ffn_dim=32, num_queries=NUM_QUERIES, encoder_n_points=2,
+        backbone_config=SwinConfig(
+            embed_dim=8,
+            depths=[1, 1, 1, 1],
+            num_heads=[1, 1, 2, 2],
+            window_size=4,
+            image_size=32,
+            out_features=["stage2", "stage3", "stage4"],
+        ).to_dict(),
+        text_config=BertConfig(
+            vocab_size=len(VOCAB),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        ).to_dict(),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_queries=NUM_QUERIES,
+        encoder_n_points=2,
         decoder_n_points=2,
     )
     torch.manual_seed(0)
@@ -76,18 +94,30 @@ def _save_grounding_dino(folder: Path, vocab_dir: Path) -> None:
 
 def _save_sam(folder: Path) -> None:
     config = SamConfig(
-        vision_config=SamVisionConfig(hidden_size=16, output_channels=16, num_hidden_layers=1,
-                                      num_attention_heads=2, image_size=64, patch_size=8, mlp_dim=32,
-                                      global_attn_indexes=[0], window_size=4, num_pos_feats=8).to_dict(),
-        prompt_encoder_config=SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=8,
-                                                     mask_input_channels=4).to_dict(),
-        mask_decoder_config=SamMaskDecoderConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                                 mlp_dim=32, iou_head_hidden_dim=16).to_dict(),
+        vision_config=SamVisionConfig(
+            hidden_size=16,
+            output_channels=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=64,
+            patch_size=8,
+            mlp_dim=32,
+            global_attn_indexes=[0],
+            window_size=4,
+            num_pos_feats=8,
+        ).to_dict(),
+        prompt_encoder_config=SamPromptEncoderConfig(
+            hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4
+        ).to_dict(),
+        mask_decoder_config=SamMaskDecoderConfig(
+            hidden_size=16, num_hidden_layers=2, num_attention_heads=2, mlp_dim=32, iou_head_hidden_dim=16
+        ).to_dict(),
     )
     torch.manual_seed(1)
     SamModel(config).save_pretrained(folder)
-    image_processor = SamImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64},
-                                        mask_size={"longest_edge": 16})
+    image_processor = SamImageProcessor(
+        size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}, mask_size={"longest_edge": 16}
+    )
     SamProcessor(image_processor=image_processor).save_pretrained(folder)
 
 
@@ -105,7 +135,7 @@ def video(tmp_path_factory) -> VideoInput:
     frames = np.zeros((11, 24, 40, 3), np.uint8)
     frames[...] = (30, 60, 200)
     for t in range(11):
-        frames[t, 6:16, 2 * t:2 * t + 12] = (220, 20, 20)
+        frames[t, 6:16, 2 * t : 2 * t + 12] = (220, 20, 20)
     path = tmp_path_factory.mktemp("videos") / "0000.mp4"
     write_mp4(path, frames, fps=8.0)
     decoded, fps = read_frames(path)
@@ -120,8 +150,9 @@ def count_metric(models_dir) -> CountMetric:
 @pytest.fixture(scope="module")
 def reference(count_metric, video) -> dict[str, tuple[list[np.ndarray], list]]:
     """``detect_and_segment`` at the official threshold on the processed frames, per object."""
-    return {obj: detect_and_segment(count_metric.models, video.frames[::5], obj, 0.6, 4)
-            for obj in ("dog", "car")}
+    return {
+        obj: detect_and_segment(count_metric.models, video.frames[::5], obj, 0.6, 4) for obj in ("dog", "car")
+    }
 
 
 def test_parse_attribute_and_caption():
@@ -182,9 +213,11 @@ def _frames(video):
 def test_detect_and_segment_masks(count_metric, video):
     seen = []
     handle = count_metric.models.detector.register_forward_pre_hook(
-        lambda m, args, kwargs: seen.append(kwargs["pixel_values"].shape), with_kwargs=True)
-    masks, detections = detect_and_segment(count_metric.models, _frames(video), "dog", box_threshold=0.0,
-                                           batch_size=2)
+        lambda m, args, kwargs: seen.append(kwargs["pixel_values"].shape), with_kwargs=True
+    )
+    masks, detections = detect_and_segment(
+        count_metric.models, _frames(video), "dog", box_threshold=0.0, batch_size=2
+    )
     handle.remove()
     assert [s[0] for s in seen] == [2, 1]
     assert all(tuple(s[2:]) == grounding_size(24, 40, 64, 128) == (64, 106) for s in seen)
@@ -200,7 +233,8 @@ def test_sam_gets_official_box_coordinates_and_batching_is_exact(count_metric, v
     boxes = [np.array([[2, 3, 20, 15], [10, 0, 39, 23], [0, 5, 12, 9]]), np.array([[5, 5, 30, 20]])]
     seen = []
     handle = count_metric.models.segmenter.prompt_encoder.register_forward_hook(
-        lambda m, args, kwargs, out: seen.append(kwargs["input_boxes"].clone()), with_kwargs=True)
+        lambda m, args, kwargs, out: seen.append(kwargs["input_boxes"].clone()), with_kwargs=True
+    )
     sam, processor = count_metric.models.segmenter, count_metric.models.segmenter_processor
     masks = segment_boxes(sam, processor, frames, boxes, batch_size=8)
     handle.remove()
@@ -356,10 +390,25 @@ def test_cli_runs_either_schedule_and_labels_the_alternative(tracked_models_dir,
     reports = {}
     for schedule in ("track", "every-frame"):
         out = tmp_path / f"{schedule}.json"
-        args = ["eval", "evalcrafter", "--videos", str(video.path.parent),
-                "--models", str(tracked_models_dir), "--metrics", "count",
-                "--prompts", str(tmp_path / "meta.json"), "--device", "cpu",
-                "--detection", schedule, "--out", str(out), "--no-progress"]
+        args = [
+            "eval",
+            "evalcrafter",
+            "--videos",
+            str(video.path.parent),
+            "--models",
+            str(tracked_models_dir),
+            "--metrics",
+            "count",
+            "--prompts",
+            str(tmp_path / "meta.json"),
+            "--device",
+            "cpu",
+            "--detection",
+            schedule,
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
         assert main(args) == 0
         reports[schedule] = load_report(out)
     assert reports["track"]["label"] == "EvalCrafter (compat)"

@@ -38,9 +38,16 @@ def test_every_missing_file_is_listed_in_one_error(tmp_path):
     needed = [f for name in DEFAULT_METRICS for f in METRICS[name].required_files()]
     with pytest.raises(MissingModelsError) as err:
         check_models_folder(tmp_path, needed)
-    relpaths = ["pt_inception-2015-12-05-6726825d.pth", VIDEOMAE_FILE, "clip-vit-base-patch32/",
-                "RAFT/models/raft-things.pth", "blip2-opt-2.7b/", "grounding-dino-tiny/", "sam-vit-base/",
-                "ckpt/R50_DeAOTL_PRE_YTB_DAV.pth"]
+    relpaths = [
+        "pt_inception-2015-12-05-6726825d.pth",
+        VIDEOMAE_FILE,
+        "clip-vit-base-patch32/",
+        "RAFT/models/raft-things.pth",
+        "blip2-opt-2.7b/",
+        "grounding-dino-tiny/",
+        "sam-vit-base/",
+        "ckpt/R50_DeAOTL_PRE_YTB_DAV.pth",
+    ]
     assert [m.relpath for m in err.value.missing] == relpaths
     message = str(err.value)
     assert message.startswith("8 model file(s) missing") and all(r in message for r in relpaths)
@@ -63,8 +70,19 @@ def test_cli_checks_the_models_folder_before_any_video(tmp_path, capsys):
     videos = tmp_path / "videos"
     videos.mkdir()
     write_video(videos / "0000.mp4", num_frames=2)
-    args = ["eval", "evalcrafter", "--videos", str(videos), "--models", str(tmp_path / "models"),
-            "--metrics", "count,blip_bleu", "--out", str(tmp_path / "r.json"), "--no-progress"]
+    args = [
+        "eval",
+        "evalcrafter",
+        "--videos",
+        str(videos),
+        "--models",
+        str(tmp_path / "models"),
+        "--metrics",
+        "count,blip_bleu",
+        "--out",
+        str(tmp_path / "r.json"),
+        "--no-progress",
+    ]
     assert main([*args, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "4 model file(s) missing" in err and err.count("\n") == 1  # one line, every file named
@@ -147,8 +165,14 @@ def test_cache_key_holds_device_dtype_and_weights(tmp_path, monkeypatch):
 
     def run(**kw):
         before = _TinyWeightsMetric.calls
-        settings = dict(videos=videos, models=models, out=tmp_path / "r.json", metrics=("tiny",),
-                        progress=False, device="cpu")
+        settings = dict(
+            videos=videos,
+            models=models,
+            out=tmp_path / "r.json",
+            metrics=("tiny",),
+            progress=False,
+            device="cpu",
+        )
         report = evaluate(EvalSettings(**{**settings, **kw}))
         return _TinyWeightsMetric.calls - before, report
 
@@ -206,8 +230,9 @@ def test_videomae_without_pos_embed_uses_the_sinusoid_table(tmp_path):
     _save_mmaction(tmp_path / "w.pth", state)
     model, notes = load_videomae(tmp_path / "w.pth")
     assert notes["pos_embed"] == "checkpoint"
-    torch.testing.assert_close(model.videomae.embeddings.position_embeddings, state["backbone.pos_embed"],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        model.videomae.embeddings.position_embeddings, state["backbone.pos_embed"], rtol=0, atol=0
+    )
 
 
 def test_videomae_missing_learned_weights_are_refused(tmp_path):
@@ -239,8 +264,11 @@ def test_mmengine_metadata_is_allow_listed_not_unpickled(tmp_path, monkeypatch):
     for name in ("mmengine", "mmengine.logging", module.__name__):
         monkeypatch.setitem(sys.modules, name, module if name == module.__name__ else types.ModuleType(name))
     state = videomae_to_mmaction_layout(tiny_videomae())
-    meta = {"message_hub": {"log_scalars": {"train/loss": module.HistoryBuffer()}}, "seed": 0,
-            "epoch_scalar": np.float64(3.0)}
+    meta = {
+        "message_hub": {"log_scalars": {"train/loss": module.HistoryBuffer()}},
+        "seed": 0,
+        "epoch_scalar": np.float64(3.0),
+    }
     path = tmp_path / "m.pth"
     _save_mmaction(path, state, meta)
     for name in ("mmengine", "mmengine.logging", module.__name__):
@@ -278,8 +306,15 @@ def test_compare_notes_runtime_differences():
 
     def report(device, digest):
         runtime = {"device": device, "fp32": False, "dtypes": {"x": "float32"}, "weights": {"w": digest}}
-        return {"mode": "compat", "backend": "full", "label": "L", "videos": "v", "evalcrafter": None,
-                "metrics": {"tiny": {"value": 1.0}}, "runtime": {"tiny": runtime}}
+        return {
+            "mode": "compat",
+            "backend": "full",
+            "label": "L",
+            "videos": "v",
+            "evalcrafter": None,
+            "metrics": {"tiny": {"value": 1.0}},
+            "runtime": {"tiny": runtime},
+        }
 
     assert "note:" not in compare_reports(report("cpu", "a"), report("cpu", "a"))
     text = compare_reports(report("cpu", "a"), report("cuda:0", "b"))
@@ -295,7 +330,7 @@ def test_docs_models_table_is_what_the_code_loads():
     section = text.split("## Models folder (`--models DIR`)")[1].split("\n## ")[0]
     lines = section.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("|---"))  # rows after the header
-    rows = [line.split("|") for line in lines[start + 1:] if line.startswith("| ")]
+    rows = [line.split("|") for line in lines[start + 1 :] if line.startswith("| ")]
     documented = {re.search(r"`([^`]+)`", cells[2]).group(1) for cells in rows}
     required = {f.relpath for name in DEFAULT_METRICS for f in METRICS[name].required_files()}
     assert documented == required

@@ -81,8 +81,10 @@ def action_source(models):
 # --- missing weights ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls, name", [(InceptionScore, INCEPTION_FILE), (MotionAmplitude, "raft-things.pth"),
-                                       (ActionScore, "VideoMAE")])
+@pytest.mark.parametrize(
+    "cls, name",
+    [(InceptionScore, INCEPTION_FILE), (MotionAmplitude, "raft-things.pth"), (ActionScore, "VideoMAE")],
+)
 def test_missing_weights_name_the_file_and_its_source(tmp_path, cls, name):
     with pytest.raises(ModelNotFoundError) as info:
         cls(tmp_path)
@@ -95,10 +97,15 @@ def test_missing_weights_name_the_file_and_its_source(tmp_path, cls, name):
 
 def test_raft_conversion_round_trip(raft_source):
     original = raft_to_original_layout(raft_source.state_dict())
-    for key in ("module.fnet.conv1.weight", "module.cnet.norm1.running_var",
-                "module.cnet.layer2.0.norm3.weight", "module.cnet.layer3.0.downsample.1.bias",
-                "module.update_block.encoder.convc1.weight", "module.update_block.gru.convq2.bias",
-                "module.update_block.mask.2.weight"):
+    for key in (
+        "module.fnet.conv1.weight",
+        "module.cnet.norm1.running_var",
+        "module.cnet.layer2.0.norm3.weight",
+        "module.cnet.layer3.0.downsample.1.bias",
+        "module.update_block.encoder.convc1.weight",
+        "module.update_block.gru.convq2.bias",
+        "module.update_block.mask.2.weight",
+    ):
         assert key in original
     converted = convert_raft_state_dict(original)
     assert converted.keys() == raft_source.state_dict().keys()
@@ -151,20 +158,21 @@ def test_fid_inception_blocks_pool_as_the_tf_graph(inception_saved):
     with torch.no_grad():
         out = block(x)
         pool = block.branch_pool(F.avg_pool2d(x, 3, 1, 1, count_include_pad=False))
-    assert torch.allclose(out[:, -pool.shape[1]:], pool)
+    assert torch.allclose(out[:, -pool.shape[1] :], pool)
     x = torch.randn(1, 2048, 4, 4)
     block = inception_saved.Mixed_7c
     with torch.no_grad():
         out = block(x)
         pool = block.branch_pool(F.max_pool2d(x, 3, 1, 1))
-    assert torch.allclose(out[:, -pool.shape[1]:], pool)
+    assert torch.allclose(out[:, -pool.shape[1] :], pool)
 
 
 @pytest.mark.slow
 def test_inception_score_end_to_end(tmp_path, models, inception_saved):
     metric = InceptionScore(models, batch_size=3)
-    videos = [_video(tmp_path / f"000{i}.mp4", num_frames=n, size=(24, 32), seed=i)
-              for i, n in enumerate((4, 3, 3))]  # 10 frames: the fewest 10 splits allow
+    videos = [
+        _video(tmp_path / f"000{i}.mp4", num_frames=n, size=(24, 32), seed=i) for i, n in enumerate((4, 3, 3))
+    ]  # 10 frames: the fewest 10 splits allow
     records = {v.id: metric.score(v, {}) for v in videos}
     probs = records["0000"]["probs"]
     with VideoFrames(videos[0].path) as lazy:  # the runner's lazy frames, read in chunks of 3
@@ -210,8 +218,12 @@ def test_action_end_to_end(tmp_path, models, action_source):
     source = action_source
     source.fc_norm.eps = 1e-6
     with torch.no_grad():
-        np.testing.assert_allclose(metric.recognizer(pixel_values=x).logits.numpy(),
-                                   source(pixel_values=x).logits.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            metric.recognizer(pixel_values=x).logits.numpy(),
+            source(pixel_values=x).logits.numpy(),
+            rtol=1e-4,
+            atol=1e-5,
+        )
     meta = {"prompt": "a man playing guitar", "attributes": {"action": "playing guitar"}}
     assert metric.applies_to(meta) and not metric.applies_to({"prompt": "x", "attributes": {}})
     video = _video(tmp_path / "0010.mp4", num_frames=20, size=(48, 64))
@@ -221,15 +233,26 @@ def test_action_end_to_end(tmp_path, models, action_source):
     clips = video.frames[sample_test_clips(len(video.frames))]
     views = (np.concatenate([three_crop_views(c) for c in clips]) - MEAN) / STD
     with torch.no_grad():
-        per_clip = torch.cat([metric.recognizer(pixel_values=torch.from_numpy(views[i:i + 4]).permute(
-            0, 1, 4, 2, 3)).logits.softmax(-1) for i in range(0, len(views), 4)]).mean(0).numpy()
+        per_clip = (
+            torch.cat(
+                [
+                    metric.recognizer(
+                        pixel_values=torch.from_numpy(views[i : i + 4]).permute(0, 1, 4, 2, 3)
+                    ).logits.softmax(-1)
+                    for i in range(0, len(views), 4)
+                ]
+            )
+            .mean(0)
+            .numpy()
+        )
     assert np.array_equal(probs, per_clip)  # the same views in the same batches: bit for bit
     with VideoFrames(video.path) as lazy:
         assert np.array_equal(metric.class_probabilities(lazy), probs)
     record = metric.score(video, meta)
     labels = list(load_kinetics_labels())
     assert record["action_score"] == pytest.approx(
-        scoring.action_score(probs, labels, "playing guitar", metric.encode_text), abs=1e-6)
+        scoring.action_score(probs, labels, "playing guitar", metric.encode_text), abs=1e-6
+    )
     assert [i for i, _ in record["top5"]] == [i for i, _ in scoring.top5(probs)]
     assert record["top5_labels"] == [labels[i] for i, _ in record["top5"]]
     agg = metric.aggregate({"0010": record}, {})

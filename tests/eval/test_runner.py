@@ -40,15 +40,38 @@ def synth(tmp_path_factory):
 
 
 def _light_args(videos, prompts, out, *extra):
-    return ["eval", "evalcrafter", "--videos", str(videos), "--backend", "light", "--prompts", str(prompts),
-            "--out", str(out), "--no-progress", *extra]
+    return [
+        "eval",
+        "evalcrafter",
+        "--videos",
+        str(videos),
+        "--backend",
+        "light",
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_synthetic_metadata_format(synth, tmp_path, capsys):
     root, meta = synth
     out = tmp_path / "meta.json"
-    assert main(["eval", "synth-metadata", "--ground-truth", str(root / "raw" / "ground_truth.json"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "synth-metadata",
+                "--ground-truth",
+                str(root / "raw" / "ground_truth.json"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text()) == meta and load_metadata(out).keys() == meta.keys()
     assert "wrote 4 prompts" in capsys.readouterr().out
     entry = meta["0000"]
@@ -111,8 +134,15 @@ def test_unknown_names_and_unreadable_videos(synth, tmp_path):
     (videos / "clip.mp4").write_bytes((videos / "0000.mp4").read_bytes())
     (videos / "0001.mp4").write_bytes(b"not a video at all")
     (videos / "notes.txt").write_text("ignored: not a video extension")
-    settings = dict(videos=videos, models=None, out=tmp_path / "r.json", metrics=("count",), backend="light",
-                    prompts=root / "metadata.json", progress=False)
+    settings = dict(
+        videos=videos,
+        models=None,
+        out=tmp_path / "r.json",
+        metrics=("count",),
+        backend="light",
+        prompts=root / "metadata.json",
+        progress=False,
+    )
     with pytest.raises(UnknownVideoError, match=r"clip\.mp4.*--skip-unknown"):
         evaluate(EvalSettings(**settings))
     report = evaluate(EvalSettings(**settings, skip_unknown=True))
@@ -136,9 +166,17 @@ def test_damage_in_the_frames_a_metric_reads_counts_the_video_unreadable(synth, 
             return super().__getitem__(key)
 
     monkeypatch.setattr(runner, "VideoFrames", DamagedAfterOpening)
-    report = evaluate(EvalSettings(videos=root / "videos", models=None, out=tmp_path / "r.json",
-                                   metrics=("count", "color"), backend="light",
-                                   prompts=root / "metadata.json", progress=False))
+    report = evaluate(
+        EvalSettings(
+            videos=root / "videos",
+            models=None,
+            out=tmp_path / "r.json",
+            metrics=("count", "color"),
+            backend="light",
+            prompts=root / "metadata.json",
+            progress=False,
+        )
+    )
     assert report["skipped"] == {"unreadable": 1}
     assert report["failures"]["read"] == {"0002": "VideoReadError: corrupt: decoder error at pts 5"}
     assert "0002" not in report["per_video"] and len(report["per_video"]) == 3
@@ -159,14 +197,29 @@ def test_fixed_mode_visits_sorted_and_duplicates_are_rejected(tmp_path):
 
 def test_missing_models_fail_before_any_video(synth, tmp_path):
     root, _ = synth
-    settings = EvalSettings(videos=root / "videos", models=tmp_path / "models", out=tmp_path / "r.json",
-                            metrics=("amplitude",), prompts=root / "metadata.json", progress=False)
+    settings = EvalSettings(
+        videos=root / "videos",
+        models=tmp_path / "models",
+        out=tmp_path / "r.json",
+        metrics=("amplitude",),
+        prompts=root / "metadata.json",
+        progress=False,
+    )
     with pytest.raises(ModelNotFoundError, match="raft-things.pth"):
         evaluate(settings)
     assert not (tmp_path / "r.cache").exists()
     with pytest.raises(KeyError, match="unknown light metric 'is'"):
-        evaluate(EvalSettings(videos=root / "videos", models=None, out=tmp_path / "r.json", metrics=("is",),
-                              backend="light", prompts=root / "metadata.json", progress=False))
+        evaluate(
+            EvalSettings(
+                videos=root / "videos",
+                models=None,
+                out=tmp_path / "r.json",
+                metrics=("is",),
+                backend="light",
+                prompts=root / "metadata.json",
+                progress=False,
+            )
+        )
     with pytest.raises(ValueError, match="needs --models"):
         EvalSettings(videos=root / "videos", models=None, out=tmp_path / "r.json")
 
@@ -186,8 +239,11 @@ def test_full_backend_amplitude_with_official_metadata(tmp_path):
     videos.mkdir()
     for i, key in enumerate([*amp_ids, plain_id]):
         write_video(videos / f"{key}.mp4", num_frames=2, size=(128, 128), seed=i)
-    report = evaluate(EvalSettings(videos=videos, models=models, out=tmp_path / "r.json",
-                                   metrics=("amplitude",), progress=False))
+    report = evaluate(
+        EvalSettings(
+            videos=videos, models=models, out=tmp_path / "r.json", metrics=("amplitude",), progress=False
+        )
+    )
     agg = report["metrics"]["amplitude"]
     assert (agg["n"], agg["n_flow"]) == (1, 2)
     hits = [report["per_video"][k]["amplitude"]["motion_ac_score"] for k in amp_ids]
@@ -216,4 +272,5 @@ def test_record_cache_round_trip_and_invalidation(tmp_path):
     assert cache.load("0000", video, meta) is None  # other file
     assert cache.load("0001", video, meta) is None
     assert from_jsonable(to_jsonable({"a": [float("nan"), float("inf"), 1.5, "x"]})) == {
-        "a": [pytest.approx(float("nan"), nan_ok=True), float("inf"), 1.5, "x"]}
+        "a": [pytest.approx(float("nan"), nan_ok=True), float("inf"), 1.5, "x"]
+    }

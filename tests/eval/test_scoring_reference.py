@@ -108,10 +108,19 @@ def test_action(case):
 
 
 def test_every_section_has_cases():
-    counts = {s: len(cases(s)) for s in ("blip_bleu", "color", "count", "amplitude", "inception_score",
-                                          "action", "aggregation")}
-    assert counts == {"blip_bleu": 32, "color": 22, "count": 16, "amplitude": 17, "inception_score": 7,
-                      "action": 12, "aggregation": 4}
+    counts = {
+        s: len(cases(s))
+        for s in ("blip_bleu", "color", "count", "amplitude", "inception_score", "action", "aggregation")
+    }
+    assert counts == {
+        "blip_bleu": 32,
+        "color": 22,
+        "count": 16,
+        "amplitude": 17,
+        "inception_score": 7,
+        "action": 12,
+        "aggregation": 4,
+    }
 
 
 def test_bad_inputs_raise():

@@ -57,7 +57,11 @@ def synthetic_frames(num: int, seed: int) -> np.ndarray:
     for t in range(num):
         for k in range(12):
             x = 4 + 22 * k + 2 * t
-            frames[t, 6 + (k % 3) * 10:14 + (k % 3) * 10, x:x + 14] = ((37 * k) % 256, (91 * k) % 256, 200)
+            frames[t, 6 + (k % 3) * 10 : 14 + (k % 3) * 10, x : x + 14] = (
+                (37 * k) % 256,
+                (91 * k) % 256,
+                200,
+            )
     return frames
 
 
@@ -66,7 +70,7 @@ def rectangle_mask(ids: list[int], t: int) -> np.ndarray:
     mask = np.zeros(FRAME_SIZE, dtype=np.uint8)
     for k, obj in enumerate(ids):
         x = 4 + 22 * k + 2 * t
-        mask[6 + (k % 3) * 10:14 + (k % 3) * 10, x:x + 14] = obj
+        mask[6 + (k % 3) * 10 : 14 + (k % 3) * 10, x : x + 14] = obj
     return mask
 
 
@@ -83,11 +87,18 @@ def main(aot_root: str) -> None:
     model = build_vos_model(cfg.MODEL_VOS, cfg).eval()
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     model.load_state_dict(deaot_state_dict(shapes), strict=True)
-    transform = transforms.Compose([
-        tr.MultiRestrictSize(cfg.TEST_MAX_SHORT_EDGE, cfg.TEST_MAX_LONG_EDGE, cfg.TEST_FLIP,
-                             cfg.TEST_MULTISCALE, cfg.MODEL_ALIGN_CORNERS),
-        tr.MultiToTensor(),
-    ])
+    transform = transforms.Compose(
+        [
+            tr.MultiRestrictSize(
+                cfg.TEST_MAX_SHORT_EDGE,
+                cfg.TEST_MAX_LONG_EDGE,
+                cfg.TEST_FLIP,
+                cfg.TEST_MULTISCALE,
+                cfg.MODEL_ALIGN_CORNERS,
+            ),
+            tr.MultiToTensor(),
+        ]
+    )
     tensors: dict[str, torch.Tensor] = {}
     sizes = {}
     for h, w in SIZES:
@@ -99,8 +110,15 @@ def main(aot_root: str) -> None:
 
     with torch.no_grad():
         for name, spec in SCENARIOS.items():
-            engine = build_engine(cfg.MODEL_ENGINE, phase="eval", aot_model=model, gpu_id=0,
-                                  short_term_mem_skip=1, long_term_mem_gap=9999, max_len_long_term=9999)
+            engine = build_engine(
+                cfg.MODEL_ENGINE,
+                phase="eval",
+                aot_model=model,
+                gpu_id=0,
+                short_term_mem_skip=1,
+                long_term_mem_gap=9999,
+                max_len_long_term=9999,
+            )
             frames = synthetic_frames(spec["frames"], spec["seed"])
             for t, frame in enumerate(frames):
                 if t == 0 or t == REDETECT_AT:
@@ -124,7 +142,7 @@ def main(aot_root: str) -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, HERE / "deaot_parity.safetensors")
     record = {
         "what": "official R50-DeAOT-L (aot code vendored by EvalCrafter) on synthetic frames "
-                "(make_deaot_fixtures.py)",
+        "(make_deaot_fixtures.py)",
         "official": OFFICIAL,
         "weights": "not stored: deaot_state_dict(official state_dict shapes, seed=7)",
         "state_dict": {k: list(v) for k, v in shapes.items()},
@@ -132,11 +150,14 @@ def main(aot_root: str) -> None:
         "scenarios": SCENARIOS,
         "redetect_at": REDETECT_AT,
         "schedule": "frame 0 reference; other frames tracked with update_memory; at redetect_at the frame is "
-                    "tracked without update, then added as a reference with the 'second' ids",
+        "tracked without update, then added as a reference with the 'second' ids",
         "saved_per_tracked_frame": "<scenario>.<t>.logits.<g> (group g stride-4 logits, unused ids -1e10), "
-                                   "<scenario>.<t>.labels (uint8 tracked ids at the frame size)",
-        "env": {"torch": torch.__version__, "threads": 2,
-                "mode": "eval, no_grad, float32, CPU, unfold local attention"},
+        "<scenario>.<t>.labels (uint8 tracked ids at the frame size)",
+        "env": {
+            "torch": torch.__version__,
+            "threads": 2,
+            "mode": "eval, no_grad, float32, CPU, unfold local attention",
+        },
     }
     (HERE / "deaot_parity.json").write_text(json.dumps(record, indent=1) + "\n")
 

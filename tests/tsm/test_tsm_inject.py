@@ -60,15 +60,17 @@ def test_vc2_preset_wraps_spatial_temporal_and_init_attn_k_v():
     net = TinyNet()
     names = inject(net, "vc2", TimestepContext(T), scales=[4])
     prefixes = ("init_attn", "input_blocks.1.1")
-    assert sorted(names) == sorted(f"{p}.transformer_blocks.0.attn{a}.to_{kv}"
-                                   for p in prefixes for a in (1, 2) for kv in "kv")
+    assert sorted(names) == sorted(
+        f"{p}.transformer_blocks.0.attn{a}.to_{kv}" for p in prefixes for a in (1, 2) for kv in "kv"
+    )
     assert all(isinstance(m, TSMLinear) for _, m in tsm_layers(net)) and len(tsm_layers(net)) == 8
     assert "8 × TSMLinear(scales=[4]" in summary(net)
 
 
 def test_list_suffix_regex_and_conv_dispatch():
-    assert inject(TinyNet(), "sd", None, [1])[:4] == [f"init_attn.transformer_blocks.0.attn1.{n}"
-                                                      for n in ("to_q", "to_k", "to_v", "to_out.0")]
+    assert inject(TinyNet(), "sd", None, [1])[:4] == [
+        f"init_attn.transformer_blocks.0.attn1.{n}" for n in ("to_q", "to_k", "to_v", "to_out.0")
+    ]
     net = TinyNet()
     names = inject(net, ["proj_in"], TimestepContext(T), [2])
     assert names == ["init_attn.proj_in", "input_blocks.1.1.proj_in"]
@@ -126,8 +128,12 @@ def test_stage_two_trains_only_routers(perturb):
     inject(net, ["attn1.to_q"], None, [1])  # e.g. a text LoRA: has no router, stays frozen in stage 2
     perturb(net)
     configure_stage(net, "assemble")
-    expect = {f"{n}.router.{p}" for n, m in tsm_layers(net) if m.router is not None
-              for p in ("fc.weight", "emb.weight")}
+    expect = {
+        f"{n}.router.{p}"
+        for n, m in tsm_layers(net)
+        if m.router is not None
+        for p in ("fc.weight", "emb.weight")
+    }
     assert {n for n, _ in trainable_parameters(net)} == expect
     assert run_step(net, ctx) == expect
     with pytest.raises(ValueError, match="unknown stage"):

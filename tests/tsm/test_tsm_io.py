@@ -203,13 +203,18 @@ def test_adapter_files_are_deterministic_bytes(tmp_path, perturb):
     perturb(net)
     tensors = adapter_state_dict(net)
     meta = read_adapter_metadata(_saved(net, tmp_path / "a.safetensors"))
-    write_adapter_file(tmp_path / "b.safetensors", dict(reversed(list(tensors.items()))),
-                       dict(reversed(list(meta.items()))))
+    write_adapter_file(
+        tmp_path / "b.safetensors", dict(reversed(list(tensors.items()))), dict(reversed(list(meta.items())))
+    )
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     back = load_file(str(tmp_path / "b.safetensors"))
     assert back.keys() == tensors.keys() and all(torch.equal(back[k], tensors[k]) for k in back)
-    mixed = {"h": torch.randn(2, 3).half(), "b": torch.randn(4).bfloat16(), "i": torch.arange(3),
-             "e": torch.zeros(0)}
+    mixed = {
+        "h": torch.randn(2, 3).half(),
+        "b": torch.randn(4).bfloat16(),
+        "i": torch.arange(3),
+        "e": torch.zeros(0),
+    }
     write_adapter_file(tmp_path / "m.safetensors", mixed, {"format_version": FORMAT_VERSION})
     back = load_file(str(tmp_path / "m.safetensors"))
     assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in mixed.items())

@@ -12,7 +12,11 @@ def test_vc2_preset_wraps_132_projections_of_the_full_unet():
     names = inject(unet, "vc2", TimestepContext(), [8, 4, 2, 1], mode="assemble")
     assert len(names) == 132 and summary(unet).startswith("132 × TSMLinear")
     assert {n.rsplit(".", 2)[-2] + "." + n.rsplit(".", 1)[-1] for n in names} == {
-        "attn1.to_k", "attn1.to_v", "attn2.to_k", "attn2.to_v"}
+        "attn1.to_k",
+        "attn1.to_v",
+        "attn2.to_k",
+        "attn2.to_v",
+    }
     assert "input_blocks.1.1.transformer_blocks.0.attn1.to_k" in names  # spatial
     assert "input_blocks.1.2.transformer_blocks.0.attn2.to_v" in names  # temporal
     assert any(n.startswith("init_attn.") for n in names)

@@ -14,8 +14,11 @@ IMAGE_BACKBONES = ("sd15-tiny", "sd2-tiny", "pixart-alpha-tiny", "sd3-tiny")
 def _demo(args: argparse.Namespace) -> int:
     if args.backbone in IMAGE_BACKBONES:
         if args.cfg is not None:
-            print("tsm-video demo: --cfg is for the video demo; the image demo uses configs/demo_image.yaml "
-                  "(override keys with KEY=VALUE)", file=sys.stderr)
+            print(
+                "tsm-video demo: --cfg is for the video demo; the image demo uses configs/demo_image.yaml "
+                "(override keys with KEY=VALUE)",
+                file=sys.stderr,
+            )
             return 2
         from tsm_video.image_demo import run_image_demo
 
@@ -38,8 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     d.add_argument("--cfg", default=None, help="demo config (default: configs/demo.yaml)")
-    d.add_argument("--backbone", default="vc2-tiny", choices=("vc2-tiny", *IMAGE_BACKBONES),
-                   help="vc2-tiny (the video demo, default) or an image backbone: synthetic coloured-shape "
-                   "images, base / LoRA / TSM, a sample grid PNG and report.md (tsm_video/image_demo.py)")
+    d.add_argument(
+        "--backbone",
+        default="vc2-tiny",
+        choices=("vc2-tiny", *IMAGE_BACKBONES),
+        help="vc2-tiny (the video demo, default) or an image backbone: synthetic coloured-shape "
+        "images, base / LoRA / TSM, a sample grid PNG and report.md (tsm_video/image_demo.py)",
+    )
     d.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     d.set_defaults(func=_demo)

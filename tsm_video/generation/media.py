@@ -32,8 +32,14 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: float) -> None:
     centiseconds, so the frame delay is ``100 / fps`` rounded to one)."""
     images = [Image.fromarray(frame) for frame in frames]
     with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=10 * max(1, round(100 / fps)), loop=0)
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=10 * max(1, round(100 / fps)),
+            loop=0,
+        )
 
 
 def write_frame_grid(path: str | Path, frames: np.ndarray, columns: int = 8) -> None:
@@ -44,7 +50,7 @@ def write_frame_grid(path: str | Path, frames: np.ndarray, columns: int = 8) -> 
     canvas = np.zeros((rows * height, cols * width, 3), dtype=np.uint8)
     for k, frame in enumerate(frames):
         r, c = divmod(k, cols)
-        canvas[r * height:(r + 1) * height, c * width:(c + 1) * width] = frame
+        canvas[r * height : (r + 1) * height, c * width : (c + 1) * width] = frame
     with atomic_path(path) as tmp:
         Image.fromarray(canvas).save(tmp, format="PNG")
 
@@ -55,8 +61,12 @@ def _label_strip(label: str, width: int, height: int) -> np.ndarray:
     draw = ImageDraw.Draw(strip)
     font = ImageFont.load_default(size=max(8, int(height * 0.7)))
     left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
-    draw.text(((width - (right - left)) / 2 - left, (height - (bottom - top)) / 2 - top), label,
-              fill=(255, 255, 255), font=font)
+    draw.text(
+        ((width - (right - left)) / 2 - left, (height - (bottom - top)) / 2 - top),
+        label,
+        fill=(255, 255, 255),
+        font=font,
+    )
     return np.asarray(strip)
 
 

@@ -82,6 +82,7 @@ def load_backbone(cfg: RunConfig, device: torch.device | str) -> Backbone:
     """The base model of ``cfg`` for inference: the run's own trained base when ``train.stages``
     has ``base``, else ``model.checkpoint``, else a ``run.seed``-seeded random init (tiny models)."""
     from tsm_video.models import build_backbone
+
     torch.manual_seed(cfg.run.seed)  # the random init the trainer builds for this config
     model = build_backbone(cfg.model.backbone, checkpoint=cfg.base_weights(), device=device)
     model.requires_grad_(False)
@@ -96,16 +97,24 @@ def _base_identity(cfg: RunConfig) -> dict:
     return {"backbone": cfg.model.backbone, "weights": weights.name, "bytes": size}
 
 
-def _generate_into(cfg: RunConfig, spec: AdapterSpec | None, items: Sequence[PromptItem], out_dir: Path,
-                   settings: GenerateSettings, device: torch.device, **run_options) -> RunSummary:
+def _generate_into(
+    cfg: RunConfig,
+    spec: AdapterSpec | None,
+    items: Sequence[PromptItem],
+    out_dir: Path,
+    settings: GenerateSettings,
+    device: torch.device,
+    **run_options,
+) -> RunSummary:
     """Load the base, attach ``spec`` (if any), generate the missing clips, restore ``W0``."""
     model = load_backbone(cfg, device)
     switcher = attach_adapter(model, spec) if spec else None
 
     def clips(prompts, seeds, on_step=None):
         with precision_context(settings.precision, device):
-            return generate_clips(model, prompts, seeds, settings, switcher, keep_merged=True,
-                                  on_step=on_step)
+            return generate_clips(
+                model, prompts, seeds, settings, switcher, keep_merged=True, on_step=on_step
+            )
 
     try:
         return run_prompts(clips, items, out_dir, steps_per_call=settings.steps, **run_options)
@@ -131,14 +140,29 @@ def run_generate(
     out_dir, device = Path(out_dir), torch.device(device)
     options = _for_modality(cfg, options)
     spec = prepare(cfg, settings, [Variant("model", adapter)]).get("model")
-    manifest = {"mode": "generate", "base": _base_identity(cfg), "seed": seed,
-                "adapter": spec.describe() if spec else None, "settings": settings.to_dict()}
+    manifest = {
+        "mode": "generate",
+        "base": _base_identity(cfg),
+        "seed": seed,
+        "adapter": spec.describe() if spec else None,
+        "settings": settings.to_dict(),
+    }
     with recorded_run(out_dir, manifest):
         todo, done = pending(items, out_dir, options.suffix)
         if not todo:
             return RunSummary(skipped=done)
-        return _generate_into(cfg, spec, items, out_dir, settings, device, seed=seed, batch_size=batch_size,
-                              options=options, progress=progress)
+        return _generate_into(
+            cfg,
+            spec,
+            items,
+            out_dir,
+            settings,
+            device,
+            seed=seed,
+            batch_size=batch_size,
+            options=options,
+            progress=progress,
+        )
 
 
 def run_compare(
@@ -163,15 +187,30 @@ def run_compare(
     out_dir, device = Path(out_dir), torch.device(device)
     options = _for_modality(cfg, options)
     specs = prepare(cfg, settings, variants)
-    with recorded_run(out_dir, {"mode": "compare", "base": _base_identity(cfg), "seed": seed,
-                                "variants": {v.label: specs[v.label].describe() if v.adapter else None
-                                             for v in variants},
-                                "settings": settings.to_dict()}):
+    with recorded_run(
+        out_dir,
+        {
+            "mode": "compare",
+            "base": _base_identity(cfg),
+            "seed": seed,
+            "variants": {v.label: specs[v.label].describe() if v.adapter else None for v in variants},
+            "settings": settings.to_dict(),
+        },
+    ):
         for variant in variants:
             if pending(items, out_dir / variant.label, options.suffix)[0]:
-                _generate_into(cfg, specs.get(variant.label), items, out_dir / variant.label, settings,
-                               device, seed=seed, batch_size=batch_size, options=replace(options, npy=True),
-                               progress=progress)
+                _generate_into(
+                    cfg,
+                    specs.get(variant.label),
+                    items,
+                    out_dir / variant.label,
+                    settings,
+                    device,
+                    seed=seed,
+                    batch_size=batch_size,
+                    options=replace(options, npy=True),
+                    progress=progress,
+                )
     todo, done = pending(items, out_dir, options.suffix)
     labels = [v.label for v in variants]
     for item in todo:

@@ -52,14 +52,16 @@ def _check_id(clip_id: str, path: Path) -> str:
 
 def _read_metadata(data: object, path: Path) -> list[PromptItem]:
     if not isinstance(data, dict):
-        raise PromptError(f"{path}: a JSON prompt file must be an EvalCrafter metadata object "
-                          f"{{id: {{\"prompt\": ...}}}}, got {type(data).__name__}")
+        raise PromptError(
+            f"{path}: a JSON prompt file must be an EvalCrafter metadata object "
+            f'{{id: {{"prompt": ...}}}}, got {type(data).__name__}'
+        )
     items = []
     for clip_id in sorted(data):
         entry = data[clip_id]
         prompt = entry.get("prompt") if isinstance(entry, dict) else None
         if not isinstance(prompt, str) or not prompt.strip():
-            raise PromptError(f"{path}: entry {clip_id!r} has no non-empty \"prompt\" string")
+            raise PromptError(f'{path}: entry {clip_id!r} has no non-empty "prompt" string')
         items.append(PromptItem(_check_id(str(clip_id), path), prompt.strip()))
     return items
 
@@ -133,7 +135,9 @@ def prompt_items(prompts: list[str]):
             raise PromptError("--prompt is empty")
         slug = "_".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:80].strip("_") or "prompt"
         if slug in items and items[slug].prompt != prompt:
-            raise PromptError(f"prompts {items[slug].prompt!r} and {prompt!r} would share the file name "
-                              f"{slug}.mp4; write them to a --prompts file instead")
+            raise PromptError(
+                f"prompts {items[slug].prompt!r} and {prompt!r} would share the file name "
+                f"{slug}.mp4; write them to a --prompts file instead"
+            )
         items[slug] = PromptItem(slug, prompt)
     return list(items.values())

@@ -121,8 +121,10 @@ def check_manifest(out_dir: Path, manifest: dict) -> bool:
         if old != manifest:
             keys = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
             diffs = "; ".join(f"{k}: {old.get(k)!r} → {manifest.get(k)!r}" for k in keys)
-            raise ManifestError(f"{out_dir} holds clips generated with other settings ({diffs}); "
-                                f"use a new --out folder, or delete {path} and its clips")
+            raise ManifestError(
+                f"{out_dir} holds clips generated with other settings ({diffs}); "
+                f"use a new --out folder, or delete {path} and its clips"
+            )
         return False
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -143,7 +145,7 @@ def recorded_run(out_dir: Path, manifest: dict) -> Iterator[None]:
 
 
 def _batches(items: Sequence[PromptItem], size: int) -> list[Sequence[PromptItem]]:
-    return [items[k:k + size] for k in range(0, len(items), size)]
+    return [items[k : k + size] for k in range(0, len(items), size)]
 
 
 def run_prompts(

@@ -56,6 +56,7 @@ def generate_clips(
     x_T = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)  # (B, *shape)
     cond = model.encode_text(list(prompts))  # VC2: (B, L, D)
     uncond = model.encode_text([""])  # batch 1, broadcast by the sampler
+
     def callback(index: int, t: float) -> None:
         if expert_plan is not None:
             expert_plan(index, t)

@@ -49,8 +49,10 @@ class GenerateSettings:
     @classmethod
     def from_config(cls, generate, **overrides) -> GenerateSettings:
         """Settings from a config's ``generate`` section, with non-``None`` overrides applied."""
-        values = {key: getattr(generate, key) for key in
-                  ("height", "width", "num_frames", "steps", "eta", "guidance_scale", "fps", "precision")}
+        values = {
+            key: getattr(generate, key)
+            for key in ("height", "width", "num_frames", "steps", "eta", "guidance_scale", "fps", "precision")
+        }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -64,8 +66,10 @@ class GenerateSettings:
             value = getattr(self, key)
             if value <= 0 or value % spatial_multiple:
                 fixed = max(spatial_multiple, round(value / spatial_multiple) * spatial_multiple)
-                raise SettingsError(f"{flag} {value}: must be a positive multiple of {spatial_multiple} "
-                                    f"for this backbone (VAE × UNet downsampling); try {fixed}")
+                raise SettingsError(
+                    f"{flag} {value}: must be a positive multiple of {spatial_multiple} "
+                    f"for this backbone (VAE × UNet downsampling); try {fixed}"
+                )
         if self.num_frames < 1:
             raise SettingsError(f"--frames {self.num_frames}: need at least 1 frame")
         if not 1 <= self.steps <= num_timesteps:

@@ -39,8 +39,15 @@ def sample_clips(
     noise (side-by-side comparisons) and the training RNG is untouched.
     """
     frames, height, width = size
-    settings = GenerateSettings(height=height, width=width, num_frames=frames, steps=steps, eta=eta,
-                                guidance_scale=guidance_scale, fps=fps)
+    settings = GenerateSettings(
+        height=height,
+        width=width,
+        num_frames=frames,
+        steps=steps,
+        eta=eta,
+        guidance_scale=guidance_scale,
+        fps=fps,
+    )
     was_training = model.training
     model.eval()
     try:

@@ -26,7 +26,10 @@ PRESETS: dict[str, list[str]] = {
 
 # One table: supported base type → TSM wrapper (first isinstance match wins).
 _WRAPPERS: list[tuple[type, type[TSMLayer]]] = [
-    (nn.Linear, TSMLinear), (nn.Conv1d, TSMConv), (nn.Conv2d, TSMConv), (nn.Conv3d, TSMConv),
+    (nn.Linear, TSMLinear),
+    (nn.Conv1d, TSMConv),
+    (nn.Conv2d, TSMConv),
+    (nn.Conv3d, TSMConv),
 ]
 
 
@@ -72,19 +75,29 @@ def inject(
     if not names:
         kinds = tuple(b for b, _ in _WRAPPERS)
         leaves = [n for n, m in modules.items() if isinstance(m, kinds)]
-        close = sorted({n for t in ([targets] if isinstance(targets, str) else targets)
-                        for n in difflib.get_close_matches(str(t), leaves, n=5, cutoff=0.3)})
-        raise ValueError(f"inject: targets {targets!r} matched no module; close names: "
-                         f"{close or leaves[:10]}")
+        close = sorted(
+            {
+                n
+                for t in ([targets] if isinstance(targets, str) else targets)
+                for n in difflib.get_close_matches(str(t), leaves, n=5, cutoff=0.3)
+            }
+        )
+        raise ValueError(
+            f"inject: targets {targets!r} matched no module; close names: {close or leaves[:10]}"
+        )
     for name in names:
         parent_name, _, attr = name.rpartition(".")
         parent, module = modules[parent_name], modules[name]
         if isinstance(parent, nn.MultiheadAttention):
-            raise ValueError(f"inject: {name!r} lives inside nn.MultiheadAttention, whose forward never "
-                             "calls it; use a text encoder whose attention forward calls out_proj")
+            raise ValueError(
+                f"inject: {name!r} lives inside nn.MultiheadAttention, whose forward never "
+                "calls it; use a text encoder whose attention forward calls out_proj"
+            )
         if type(module).__module__.startswith("peft."):
-            raise ValueError(f"inject: {name!r} is a peft {type(module).__name__} layer; TSM layers cannot "
-                             "wrap peft adapters (unload them first, or fuse them into the base weights)")
+            raise ValueError(
+                f"inject: {name!r} is a peft {type(module).__name__} layer; TSM layers cannot "
+                "wrap peft adapters (unload them first, or fuse them into the base weights)"
+            )
         wrapper = next((w for base, w in _WRAPPERS if isinstance(module, base)), None)
         if wrapper is None or isinstance(module, TSMLayer):
             kinds = ", ".join(b.__name__ for b, _ in _WRAPPERS)
@@ -104,5 +117,7 @@ def summary(model: nn.Module) -> str:
         g[0] += 1
         g[1] += sum(p.numel() for p in (*layer.lora_A.values(), *layer.lora_B.values()))
         g[2] += sum(p.numel() for p in layer.router.parameters()) if layer.router is not None else 0
-    return "\n".join(f"{c} × {k}: {e:,} expert params, {r:,} router params"
-                     for k, (c, e, r) in groups.items()) or "no TSM layers"
+    return (
+        "\n".join(f"{c} × {k}: {e:,} expert params, {r:,} router params" for k, (c, e, r) in groups.items())
+        or "no TSM layers"
+    )

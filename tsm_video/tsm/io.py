@@ -17,8 +17,17 @@ from tsm_video.fileio import atomic_write_bytes
 from .inject import tsm_layers
 from .layers import TSMLayer
 
-__all__ = ["AdapterError", "FORMAT_VERSION", "adapter_state_dict", "save_adapter", "load_adapter",
-           "read_adapter_metadata", "read_adapter", "write_adapter_file", "export_interval_lora"]
+__all__ = [
+    "AdapterError",
+    "FORMAT_VERSION",
+    "adapter_state_dict",
+    "save_adapter",
+    "load_adapter",
+    "read_adapter_metadata",
+    "read_adapter",
+    "write_adapter_file",
+    "export_interval_lora",
+]
 
 FORMAT_VERSION = 1
 
@@ -28,10 +37,16 @@ class AdapterError(TSMVideoError, ValueError):
 
 
 def _layer_config(layer: TSMLayer) -> dict:
-    return {"kind": type(layer).__name__, "scales": list(layer.scales), "rank": layer.rank,
-            "alpha": layer.alpha, "mode": layer.mode, "gate_activation": layer.gate_activation,
-            "router": layer.router is not None,
-            "num_timesteps": layer.ctx.num_timesteps if layer.ctx is not None else None}
+    return {
+        "kind": type(layer).__name__,
+        "scales": list(layer.scales),
+        "rank": layer.rank,
+        "alpha": layer.alpha,
+        "mode": layer.mode,
+        "gate_activation": layer.gate_activation,
+        "router": layer.router is not None,
+        "num_timesteps": layer.ctx.num_timesteps if layer.ctx is not None else None,
+    }
 
 
 def _own_params(layer: TSMLayer) -> dict[str, nn.Parameter]:
@@ -42,8 +57,9 @@ def _own_params(layer: TSMLayer) -> dict[str, nn.Parameter]:
 
 def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """Every TSM layer's experts and router, keyed ``<module>.lora_A.s8``, ``<module>.router.emb.weight``."""
-    return {f"{name}.{k}": p.detach() for name, layer in tsm_layers(model)
-            for k, p in _own_params(layer).items()}
+    return {
+        f"{name}.{k}": p.detach() for name, layer in tsm_layers(model) for k, p in _own_params(layer).items()
+    }
 
 
 def save_adapter(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
@@ -65,10 +81,14 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, metadata: dict | Non
     common = json.loads(Counter(json.dumps(c, sort_keys=True) for c in timed).most_common(1)[0][0])
     stage1 = "lora" if common["scales"] == [1] else "foster"
     stage = {"assemble": "assemble", "moe": "moe"}.get(common["mode"], stage1)
-    meta = {"format_version": FORMAT_VERSION, "layers": configs, "stage": stage,
-            "router": {"assemble": "asymmetric", "moe": "symmetric"}.get(common["mode"], "none"),
-            **{k: common[k] for k in ("scales", "rank", "alpha", "num_timesteps", "gate_activation")},
-            **(metadata or {})}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "layers": configs,
+        "stage": stage,
+        "router": {"assemble": "asymmetric", "moe": "symmetric"}.get(common["mode"], "none"),
+        **{k: common[k] for k in ("scales", "rank", "alpha", "num_timesteps", "gate_activation")},
+        **(metadata or {}),
+    }
     write_adapter_file(path, adapter_state_dict(model), meta)
 
 
@@ -82,9 +102,18 @@ def write_adapter_file(path: str | os.PathLike, tensors: dict[str, Tensor], meta
     atomic_write_bytes(path, serialize_safetensors(tensors, {k: json.dumps(v) for k, v in meta.items()}))
 
 
-_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-           torch.bool: "BOOL"}
+_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def serialize_safetensors(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
@@ -102,8 +131,11 @@ def serialize_safetensors(tensors: dict[str, Tensor], metadata: dict[str, str]) 
         if t.dtype not in _DTYPES:
             raise AdapterError(f"tensor {name!r}: dtype {t.dtype} cannot be stored in safetensors")
         data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": _DTYPES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         chunks.append(data)
         offset += len(data)
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
@@ -121,14 +153,17 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict, dict[str, Tensor]]:
             tensors = {k: f.get_tensor(k) for k in names}
         meta = {k: json.loads(v) for k, v in raw.items()}
     except Exception as e:  # safetensors raises several types for corrupt headers
-        raise AdapterError(f"{path} is not a readable safetensors adapter file "
-                           f"({type(e).__name__}: {e})") from e
+        raise AdapterError(
+            f"{path} is not a readable safetensors adapter file ({type(e).__name__}: {e})"
+        ) from e
     if "format_version" not in meta or "layers" not in meta:
-        raise AdapterError(f"{path} is a safetensors file but not a tsm-video adapter "
-                           "(no format_version/layers metadata)")
+        raise AdapterError(
+            f"{path} is a safetensors file but not a tsm-video adapter (no format_version/layers metadata)"
+        )
     if meta["format_version"] != FORMAT_VERSION:
-        raise AdapterError(f"{path}: adapter format {meta['format_version']}, "
-                           f"this code reads {FORMAT_VERSION}")
+        raise AdapterError(
+            f"{path}: adapter format {meta['format_version']}, this code reads {FORMAT_VERSION}"
+        )
     return meta, tensors
 
 
@@ -152,37 +187,53 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, expect: dict | None 
     """
     path = Path(path)
     meta, tensors = _read(path, with_tensors=True)
-    problems = [f"metadata {k!r}: file has {meta.get(k)!r}, expected {v!r}"
-                for k, v in (expect or {}).items() if meta.get(k) != v]
+    problems = [
+        f"metadata {k!r}: file has {meta.get(k)!r}, expected {v!r}"
+        for k, v in (expect or {}).items()
+        if meta.get(k) != v
+    ]
     layers = dict(tsm_layers(model))
     targets: dict[str, nn.Parameter] = {}
     for name, cfg in meta["layers"].items():
-        cfg = {k: cfg.get(k) for k in ("kind", "rank", "alpha", "num_timesteps", "mode", "gate_activation",
-                                       "router")} | {"scales": cfg.get("scales") or []}
+        cfg = {
+            k: cfg.get(k)
+            for k in ("kind", "rank", "alpha", "num_timesteps", "mode", "gate_activation", "router")
+        } | {"scales": cfg.get("scales") or []}
         layer = layers.get(name)
         if layer is None:
             problems.append(f"unexpected module {name!r}: not a TSM layer of this model")
             continue
         mine = _layer_config(layer)
-        problems += [f"{name}: {k} is {cfg[k]!r} in the file, {mine[k]!r} in the model"
-                     for k in ("kind", "rank", "alpha", "num_timesteps") if cfg[k] != mine[k]]
+        problems += [
+            f"{name}: {k} is {cfg[k]!r} in the file, {mine[k]!r} in the model"
+            for k in ("kind", "rank", "alpha", "num_timesteps")
+            if cfg[k] != mine[k]
+        ]
         if not set(cfg["scales"]) <= set(mine["scales"]):
             problems.append(f"{name}: file scales {cfg['scales']} not in the model's {mine['scales']}")
         if cfg["router"] and any(cfg[k] != mine[k] for k in ("scales", "mode", "gate_activation")):
-            problems.append(f"{name}: router of {cfg['scales']} {cfg['mode']}/{cfg['gate_activation']} does "
-                            f"not fit the model's {mine['scales']} {mine['mode']}/{mine['gate_activation']}")
+            problems.append(
+                f"{name}: router of {cfg['scales']} {cfg['mode']}/{cfg['gate_activation']} does "
+                f"not fit the model's {mine['scales']} {mine['mode']}/{mine['gate_activation']}"
+            )
         if layer.merged_interval is not None:
             problems.append(f"{name}: has a merged expert; unmerge_all(model) before loading")
         own = _own_params(layer)
         wanted = {f"lora_{ab}.s{n}" for ab in "AB" for n in cfg["scales"]}
         wanted |= {k for k in own if k.startswith("router.")} if cfg["router"] else set()
         targets.update({f"{name}.{k}": own[k] for k in wanted if k in own})
-    problems += [f"missing module {n!r}: TSM layer of the model absent from the file"
-                 for n in layers if n not in meta["layers"]]
+    problems += [
+        f"missing module {n!r}: TSM layer of the model absent from the file"
+        for n in layers
+        if n not in meta["layers"]
+    ]
     problems += [f"missing tensor {k!r}" for k in sorted(set(targets) - set(tensors))]
     problems += [f"unexpected tensor {k!r}" for k in sorted(set(tensors) - set(targets))]
-    problems += [f"{k}: shape {tuple(tensors[k].shape)} in the file, {tuple(p.shape)} in the model"
-                 for k, p in targets.items() if k in tensors and tensors[k].shape != p.shape]
+    problems += [
+        f"{k}: shape {tuple(tensors[k].shape)} in the file, {tuple(p.shape)} in the model"
+        for k, p in targets.items()
+        if k in tensors and tensors[k].shape != p.shape
+    ]
     if problems:
         raise AdapterError(f"cannot load adapter {path}:\n  - " + "\n  - ".join(problems))
     with torch.no_grad():
@@ -213,7 +264,11 @@ def export_interval_lora(model: nn.Module, scale: int, interval: int) -> tuple[d
     # the most common rank/alpha are the defaults; every other layer is named in the patterns
     r = Counter(m.rank for _, m in layers).most_common(1)[0][0]
     alpha = Counter(m.alpha for _, m in layers).most_common(1)[0][0]
-    config = {"r": r, "lora_alpha": alpha, "target_modules": [n for n, _ in layers],
-              "rank_pattern": {n: m.rank for n, m in layers if m.rank != r},
-              "alpha_pattern": {n: m.alpha for n, m in layers if m.alpha != alpha}}
+    config = {
+        "r": r,
+        "lora_alpha": alpha,
+        "target_modules": [n for n, _ in layers],
+        "rank_pattern": {n: m.rank for n, m in layers if m.rank != r},
+        "alpha_pattern": {n: m.alpha for n, m in layers if m.alpha != alpha},
+    }
     return sd, config
