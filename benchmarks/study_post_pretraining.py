@@ -117,7 +117,7 @@ class StudySettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-FULL = StudySettings("full", seeds=(0, 1, 2), steps=12, base_steps=300, videos_heldout=24, prompts=4)
+FULL = StudySettings("full", seeds=(0, 1, 2), steps=60, base_steps=300, videos_heldout=24, prompts=4)
 QUICK = StudySettings(
     "quick", seeds=(0, 1), steps=12, base_steps=150, videos_b=64, videos_heldout=16, prompts=4
 )
@@ -642,10 +642,14 @@ def verdict(doc: dict) -> list[str]:
     }
     if base and gains:
         best = max(gains, key=gains.get)
+        helper = {
+            "lora_nS": "more optimizer steps on one shared adapter (n·S) help",
+            "lora_rn": "more rank helps",
+        }
         why = (
-            "the runs are far from converged, and more optimizer steps on one shared adapter (n·S) or more "
-            "rank help more than splitting the same steps over n interval experts that each see 1/n of t"
-            if best in ("lora_nS", "lora_rn")
+            f"the runs are far from converged, and {helper[best]} more than splitting the same "
+            "steps over n interval experts that each see 1/n of t"
+            if best in helper
             else "splitting the steps over interval experts pays off here"
         )
         listed = ", ".join(f"{LABELS[m]} {g:.1f} %" for m, g in gains.items())
