@@ -344,12 +344,12 @@ def main(argv: list[str] | None = None, write: bool = True) -> dict:
     def versus_base(key: str) -> dict:
         return {f"{v}_vs_base": results[v][key] / results["base"][key] for v in VERSUS}
 
-    def paired(key: str) -> dict:
+    def paired(column: int) -> dict:
         """Per round, variant / base of the same round (run back to back, so load drift cancels):
-        the median and quartiles over rounds."""
+        the median and quartiles over rounds of ``times`` column 0 (wall) or 1 (CPU)."""
         out = {}
         for v in VERSUS:
-            r = sorted(a / b for a, b in zip(results[v][key], results["base"][key]))
+            r = sorted(a[column] / b[column] for a, b in zip(times[v], times["base"]))
             q = statistics.quantiles(r, n=4) if len(r) > 1 else [r[0]] * 3
             out[f"{v}_vs_base"] = {"median": statistics.median(r), "q1": q[0], "q3": q[2]}
         return out
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None, write: bool = True) -> dict:
         "ratio_basis": "best process CPU seconds (1 thread)" if args.device == "cpu" else "best wall seconds",
         "wall_ratios": wall_ratios,
         "median_ratios": versus_base(median_key),
-        "paired_ratios": paired("reps_cpu" if args.device == "cpu" else "reps_wall"),
+        "paired_ratios": paired(1 if args.device == "cpu" else 0),
         "flop_ratios": versus_base("flops"),
         "op_ratios": versus_base("aten_ops"),
         "stage2_flop_floor_vs_base": floor,
