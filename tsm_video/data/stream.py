@@ -267,7 +267,8 @@ class StreamLoader:
         # context) that only the collector would free must not be freed in a child, where its
         # FFmpeg threads do not exist and their locks may be held (seen: every forked worker
         # deadlocked when frame side data had made such cycles in the parent).
-        gc.collect()
+        if self.loader.num_workers:
+            gc.collect()
         for batch in self.loader:
             self.dataset.observe(batch)
             rows = len(next(iter(batch.values()))) if batch else 0  # markers carry no data rows
