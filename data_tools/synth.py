@@ -37,6 +37,7 @@ __all__ = [
     "SPEEDS",
     "DIRECTIONS",
     "SceneSpec",
+    "foreground_mask",
     "sample_spec",
     "render_scene",
     "scene_masks",
@@ -235,6 +236,12 @@ def scene_masks(spec: SceneSpec, centres: np.ndarray, size: tuple[int, int]) -> 
     return masks.astype(bool)
 
 
+def foreground_mask(frames: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB in [0, 255] (uint8 or float) → (...) bool: pixels whose summed channel
+    distance from domain A's background exceeds 90 grey levels (the shapes)."""
+    return np.abs(np.asarray(frames, np.float64) - np.asarray(_BACKGROUND, np.float64)).sum(-1) > 90
+
+
 def estimate_attributes(frames: np.ndarray, min_area: int = 4) -> dict:
     """Read colour, count, direction and speed back from (T, H, W, 3) uint8 frames.
 
@@ -245,8 +252,7 @@ def estimate_attributes(frames: np.ndarray, min_area: int = 4) -> dict:
     """
     frames = np.asarray(frames)
     t, h, w = frames.shape[:3]
-    diff = np.abs(frames.astype(np.int16) - np.array(_BACKGROUND, np.int16)).sum(-1)
-    fg = diff > 90  # (T, H, W)
+    fg = foreground_mask(frames)  # (T, H, W)
     if fg.sum() == 0:
         return {"color": None, "count": 0, "direction": None, "speed": None}
     pixels = frames[fg].astype(np.float64)
