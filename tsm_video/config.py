@@ -353,6 +353,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """Gradient clipping (0 = off)."""
     warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """After the linear warmup: ``constant``, or ``cosine`` decay to 0 at the stage's last step."""
     global_batch_size: int = 32
     """= per_device_batch_size x gradient accumulation x processes (accumulation is derived)."""
     per_device_batch_size: int = 1

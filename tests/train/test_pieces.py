@@ -2,6 +2,7 @@
 checkpoint IO."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -168,3 +169,16 @@ def test_noise_and_x_t_are_float32_under_autocast(monkeypatch):
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(5))  # the rng's first draw
     assert x_t.dtype == torch.float32 and loss.dtype == torch.float32 and torch.isfinite(loss).all()
     assert torch.equal(x_t, model.add_noise(latents.float(), noise, t)[0])  # float32 noise and arithmetic
+
+
+def test_lr_factor_warmup_then_constant_or_cosine():
+    from tsm_video.train.loop import lr_factor
+
+    # warmup 3 of 11 steps: ramps (s+1)/4, then 1 (constant) or cos from 1 at step 3 to 0 at 11
+    assert [lr_factor(3, 11, "constant", s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    cosine = [lr_factor(3, 11, "cosine", s) for s in range(12)]
+    assert cosine[:3] == [0.25, 0.5, 0.75]
+    closed = [0.5 * (1 + math.cos(math.pi * (s - 3) / 8)) for s in range(3, 12)]
+    assert cosine[3:] == pytest.approx(closed, abs=1e-15)  # same formula: rounding only
+    assert cosine[3] == 1.0 and cosine[7] == pytest.approx(0.5, abs=1e-15) and cosine[11] == 0.0
+    assert lr_factor(0, 4, "cosine", 9) == 0.0  # past the end: stays at 0

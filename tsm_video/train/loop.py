@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ from tsm_video.train.stages import StageRun, adapter_metadata, build_stage_model
 from tsm_video.train.validation import write_validation_clips
 from tsm_video.tsm import save_adapter, tsm_layers
 
-__all__ = ["StageResult", "has_text_lora", "train_stage", "trainable_digest"]
+__all__ = ["StageResult", "has_text_lora", "lr_factor", "train_stage", "trainable_digest"]
 
 
 @dataclass
@@ -70,6 +71,17 @@ def trainable_digest(model: torch.nn.Module) -> str:
             h.update(name.encode())
             h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def lr_factor(warmup: int, steps: int, schedule: str, step: int) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based) of a ``steps``-step run:
+    linear warmup ``(step + 1) / (warmup + 1)`` over the first ``warmup`` steps, then 1
+    (``constant``) or ``cos`` decay from 1 at the end of the warmup to 0 at ``steps`` (``cosine``)."""
+    ramp = min(1.0, (step + 1) / (warmup + 1))
+    if schedule == "constant" or step < warmup:
+        return ramp
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _mixed_precision(cfg: RunConfig) -> str:
@@ -119,7 +131,7 @@ def train_stage(
         f"processes"
     )
 
-    # 2. optimizer over exactly those parameters, constant lr after a linear warmup
+    # 2. optimizer over exactly those parameters; lr: linear warmup, then constant or cosine
     text_ids = {id(p) for enc in model.text_encoders.values() for p in enc.parameters()}
     text_cfg = cfg.tsm.text_lora  # its own lr / weight decay where set (SD3, App. A.1)
     groups = [
@@ -138,8 +150,9 @@ def train_stage(
         betas=tuple(cfg.train.adam_betas),
         weight_decay=cfg.train.weight_decay,
     )
-    warmup = cfg.train.warmup_steps
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, partial(lr_factor, cfg.train.warmup_steps, run.steps, cfg.train.lr_schedule)
+    )
     objective, optimizer = accelerator.prepare(objective, optimizer)
 
     # 3. data shard, the step's randomness, registered state, resume
