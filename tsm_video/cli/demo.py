@@ -34,10 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
     d = subparsers.add_parser(
         "demo",
-        help="the embedded end-to-end demo on CPU: synthetic data → base → LoRA/TSM → clips → report",
-        description="Make a synthetic OpenVid-format dataset, train a tiny VC2-architecture model's base, "
-        "vanilla LoRA and TSM (stage 1 + 2) with the real training code, generate clips and "
-        "write DIR/report.md. About 6 minutes on 2 CPU cores.",
+        help="the embedded end-to-end demo on CPU: synthetic data → shipped base → LoRA/TSM → clips → report",
+        description="Make a synthetic OpenVid-format dataset, post-pretrain the shipped tiny "
+        "VC2-architecture base (python -m tsm_video.demo.base) with vanilla LoRA and TSM (stage 1 + 2) "
+        "with the real training code, generate clips and write DIR/report.md. A few minutes on 2 CPU cores.",
     )
     d.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     d.add_argument("--cfg", default=None, help="demo config (default: configs/demo.yaml)")

@@ -6,10 +6,11 @@
    marked; nothing else is ever deleted);
 2. a synthetic OpenVid-format dataset (``data_tools.synth``: coloured shapes moving, captions
    naming colour/shape/count/direction/speed) and a held-out set;
-3. the starting checkpoint: ``vc2-tiny`` with a seeded random UNet and text encoder and the
-   shipped, trained tiny VAE (:mod:`tsm_video.demo.vae`), so decoded clips are pictures;
-4. ``tsm-video train`` on ``configs/demo.yaml``: the base (full-parameter ε-MSE), TSM stage 1 for
-   the core scale n (per-expert fostering) and the scale-1 context (= vanilla LoRA), stage 2;
+3. the starting checkpoint: ``vc2-tiny`` with the shipped pretrained base (UNet and text
+   encoder, :mod:`tsm_video.demo.base`) and the shipped tiny VAE (:mod:`tsm_video.demo.vae`);
+4. ``tsm-video train`` on ``configs/demo.yaml``: post-pretraining only, as the paper does with
+   VC2 — TSM stage 1 for the core scale n (per-expert fostering) and the scale-1 context
+   (= vanilla LoRA), stage 2 (a config with stage ``base`` trains its own base first);
 5. held-out ε-MSE per timestep interval for base / vanilla LoRA / TSM stage 1 / TSM stage 2,
    identical clips, timesteps and noise for all;
 6. clips for held-out captions from every model (same seeds), as mp4 and a frame grid, and
@@ -32,6 +33,7 @@ import torch
 from data_tools.synth import DIRECTIONS, make_synthetic_dataset
 from tsm_video.config import CONFIG_DIR, RunConfig, load_config
 from tsm_video.data import StreamLoader, VideoClipDataset, read_index, write_mp4
+from tsm_video.demo.base import BASE_WEIGHTS
 from tsm_video.demo.outdir import claim_output_dir, record_entries
 from tsm_video.demo.scores import SCORE_NAMES, light_scores
 from tsm_video.demo.vae import compose_checkpoint
@@ -123,7 +125,7 @@ def run_demo(
         out / "heldout", num_videos=NUM_HELDOUT_VIDEOS, seed=1, size=size, num_frames=d.num_frames
     )
     init = user_cfg.model.checkpoint or compose_checkpoint(
-        out / "init" / "model.safetensors", user_cfg.run.seed
+        out / "init" / "model.safetensors", user_cfg.run.seed, base_weights=BASE_WEIGHTS
     )
     cfg = load_config(
         config or DEMO_CONFIG,
@@ -148,7 +150,8 @@ def run_demo(
     t0 = time.perf_counter()
     runs = {r.name: r for r in plan_stages(cfg)}
     core = cfg.tsm.core_scale
-    models = {label: load_trained(cfg, run) for label, run in compared_runs(cfg).items()}
+    models = {} if "base" in runs else {"base": _pretrained_base(cfg)}
+    models.update({label: load_trained(cfg, run) for label, run in compared_runs(cfg).items()})
     batches = heldout_batches(heldout_csv, cfg.data.num_frames, (cfg.data.height, cfg.data.width))
     losses = {label: interval_eps_mse(model, batches, core, seed=0) for label, model in models.items()}
     timings["held-out evaluation"] = time.perf_counter() - t0
@@ -196,6 +199,14 @@ def run_demo(
     print(_score_table(scores))
     print(f"[demo] wall time {timings['total']:.0f} s; report: {path}")
     return path
+
+
+def _pretrained_base(cfg: RunConfig) -> torch.nn.Module:
+    """The base the stages started from (``model.checkpoint``), frozen, eval mode."""
+    from tsm_video.models import build_backbone
+
+    model = build_backbone(cfg.model.backbone, checkpoint=cfg.base_weights())
+    return model.requires_grad_(False).eval()
 
 
 def _truth_clips(csv: Path, scenes: list[dict], num_frames: int) -> list[np.ndarray]:
@@ -336,6 +347,14 @@ def _report(
     n: int,
 ) -> str:
     d, t = cfg.data, cfg.train
+    own_base = "base" in t.stages
+    base_words = (
+        f"the base trained here for {t.steps.base} steps from `model.checkpoint`"
+        if own_base
+        else "the base is the shipped pretrained demo base, UNet and text encoder from "
+        "`python -m tsm_video.demo.base`"
+    ) + ", the tiny VAE trained by `python -m tsm_video.demo.vae`"
+    base_stage = f"base {t.steps.base} steps (full denoiser), " if own_base else "post-pretraining only: "
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     lines = [
         "# tsm-video demo report",
@@ -344,13 +363,12 @@ def _report(
         f"torch {torch.__version__}; load average at the end {load}. Wall time **{timings['total']:.0f} s**.",
         "",
         "Everything below ran the real code path of the VC2 recipe (`configs/vc2_openvid70k.yaml`), only "
-        f"smaller (`configs/demo.yaml`): backbone `{cfg.model.backbone}` (VC2 architecture; UNet and text "
-        "encoder randomly initialised, the tiny VAE trained by `python -m tsm_video.demo.vae`), "
+        f"smaller (`configs/demo.yaml`): backbone `{cfg.model.backbone}` (VC2 architecture; {base_words}), "
         f"{d.num_frames}×{d.height}×{d.width} clips of synthetic OpenVid-format videos, TSM scales "
         f"{cfg.tsm.scales} (core {n} + the scale-1 context, as the paper's [8, 1]), rank {cfg.tsm.rank}, "
         f"text LoRA {'on' if cfg.tsm.text_lora.enabled else 'off'}.",
         "",
-        f"Stages: base {t.steps.base} steps (full denoiser), stage 1 {t.foster_schedule} with "
+        f"Stages: {base_stage}stage 1 {t.foster_schedule} with "
         f"{t.steps.foster} steps per run (`per_expert`: one run per expert of scale {n}; scale 1 = vanilla "
         f"LoRA), stage 2 {t.steps.assemble} steps (router only); global batch "
         f"{t.global_batch_size}.",

@@ -152,19 +152,31 @@ def _rescale_latents(vae, frames: Tensor) -> float:
     return float((mean * vae.scale_factor).std())
 
 
-def compose_checkpoint(path: str | Path, seed: int = 0, vae_weights: str | Path = VAE_WEIGHTS) -> Path:
-    """Write a full ``vc2-tiny`` checkpoint (official keys): UNet and text encoder seeded-random
-    (``torch.manual_seed(seed)``, as the trainer's random init), VAE from ``vae_weights``."""
+def compose_checkpoint(
+    path: str | Path,
+    seed: int = 0,
+    vae_weights: str | Path = VAE_WEIGHTS,
+    base_weights: str | Path | None = None,
+) -> Path:
+    """Write a full ``vc2-tiny`` checkpoint (official keys): UNet and text encoder from
+    ``base_weights`` (the pretrained demo base, :mod:`tsm_video.demo.base`; stored fp16 tensors
+    are widened to fp32) or, when None, seeded-random (``torch.manual_seed(seed)``, as the
+    trainer's random init); VAE from ``vae_weights``."""
+    from tsm_video.demo.base import BASE_PREFIXES  # (base.py uses this module: import here)
     from tsm_video.models import build_backbone
 
     torch.manual_seed(seed)
     model = build_backbone("vc2-tiny")
     state = model.checkpoint_state_dict()
-    vae = read_state_dict(vae_weights)
-    missing = sorted(set(k for k in state if k.startswith(_PREFIX)) - set(vae))
-    if missing:
-        raise ValueError(f"{vae_weights}: not vc2-tiny VAE weights (missing {missing[:3]} ...)")
-    state.update({k: v for k, v in vae.items() if k.startswith(_PREFIX)})
+    parts = [(vae_weights, (_PREFIX,), "VAE")]
+    if base_weights is not None:
+        parts.append((base_weights, BASE_PREFIXES, "base"))
+    for file, prefixes, what in parts:
+        tensors = read_state_dict(file)
+        missing = sorted(k for k in state if k.startswith(prefixes) and k not in tensors)
+        if missing:
+            raise ValueError(f"{file}: not vc2-tiny {what} weights (missing {missing[:3]} ...)")
+        state.update({k: v.float() for k, v in tensors.items() if k.startswith(prefixes)})
     save_safetensors(state, path)
     return Path(path)
 

@@ -329,13 +329,13 @@ def load_trained(cfg: RunConfig, run: StageRun, device: torch.device | str | Non
 
 
 def compared_runs(cfg: RunConfig) -> dict[str, StageRun]:
-    """The runs a method comparison loads (the demos' reports), by label: base, vanilla LoRA,
-    TSM stage 1 (the core scale's experts as one model, whichever foster schedule trained them)
-    and TSM stage 2."""
+    """The runs a method comparison loads (the demos' reports), by label: base (when this config
+    trains it; else the base is ``model.checkpoint``), vanilla LoRA, TSM stage 1 (the core scale's
+    experts as one model, whichever foster schedule trained them) and TSM stage 2."""
     runs = {r.name: r for r in plan_stages(cfg)}
     core = cfg.tsm.core_scale
     return {
-        "base": runs["base"],
+        **({"base": runs["base"]} if "base" in runs else {}),
         "vanilla LoRA (s1)": runs["foster_s1"],
         f"TSM stage 1 (s{core})": stage1_run(cfg, core),
         "TSM stage 2": runs["assemble"],
