@@ -33,10 +33,8 @@ import torch
 from data_tools.synth import DIRECTIONS, make_synthetic_dataset
 from tsm_video.config import CONFIG_DIR, RunConfig, load_config
 from tsm_video.data import StreamLoader, VideoClipDataset, read_index, write_mp4
-from tsm_video.demo.base import BASE_WEIGHTS
 from tsm_video.demo.outdir import claim_output_dir, record_entries
 from tsm_video.demo.scores import SCORE_NAMES, light_scores
-from tsm_video.demo.vae import compose_checkpoint
 from tsm_video.generation.media import compare_grid, write_frame_grid
 from tsm_video.train.evaluate import interval_eps_mse
 from tsm_video.train.interval_loss import plot_interval_losses
@@ -107,6 +105,11 @@ def run_demo(
     ``out`` must be new, empty, or an earlier demo's folder (:func:`claim_output_dir` raises
     :class:`~tsm_video.demo.outdir.OutputDirError` otherwise, before anything is written).
     """
+    # the recipes' modules are imported here, not at the top: `python -m tsm_video.demo.base`
+    # (or `.vae`) imports this package first and must not find itself already imported
+    from tsm_video.demo.base import BASE_WEIGHTS
+    from tsm_video.demo.vae import compose_checkpoint
+
     start = time.perf_counter()
     timings: dict[str, float] = {}
     user_cfg = load_config(config or DEMO_CONFIG, overrides)  # bad config/overrides: fail first
