@@ -172,7 +172,6 @@ class TSMLayer(nn.Module):
         d = self._lowrank(xa, self._bank("lora_A")[ids], self._bank("lora_B")[ids])
         return y.add_(d.to(y.dtype))  # in place: a Linear/Conv backward never reads its output
 
-    @torch.no_grad()
     def merge(self, interval: int) -> None:
         """Merge the core expert of ``interval``: ``merged_weight = W0 + ΔW`` (replacing a merged one).
 
@@ -192,8 +191,9 @@ class TSMLayer(nn.Module):
             self._merge_views = self._first_merge()
         elif self.ctx is not None:
             self.ctx.unpin(core, self.merged_interval)
-        # A switch reads only the views gathered at the first merge (module attribute lookups
-        # cost more than the copies at small sizes): one addmm, plus two copies for stage 2.
+        # A switch reads only the views gathered (detached) at the first merge: one addmm, plus
+        # two copies for stage 2. At small sizes host work dominates (module attribute lookups,
+        # grad-mode switches cost more than the copies), so there is none of it here.
         w0_flat, w, experts, context = self._merge_views
         b, a = experts[interval]
         if w.dtype == a.dtype == torch.float32:
@@ -204,12 +204,13 @@ class TSMLayer(nn.Module):
             target.copy_(tables[interval])
         if context:
             self.input_group.invalidate()
-        self.merged_interval = interval
+        vars(self)["merged_interval"] = interval  # a plain int: nn.Module.__setattr__'s checks skipped
         if self.ctx is not None:
             self.ctx.pin(core, interval)
         if first:
             self._select_forward()
 
+    @torch.no_grad()
     def _first_merge(self) -> tuple:
         """Check the core experts, allocate the merged weight and gather what a switch reads:
         ``(W0, merged weight, [(B_i, A_i)] per interval, [(target, per-interval tables)])``,
@@ -224,8 +225,8 @@ class TSMLayer(nn.Module):
         w0 = self.base.weight
         self.merged_weight = self._merged_buffer()
         w = self.merged_weight.view(w0.shape[0], -1)  # (out, in·prod(kernel))
-        experts = [(bank_b[i], bank_a[i].view(self.rank, -1)) for i in range(core)]  # (out, r), (r, in…)
-        return w0.view_as(w), w, experts, self._context_experts()
+        experts = [(bank_b[i].detach(), bank_a[i].detach().view(self.rank, -1)) for i in range(core)]
+        return w0.detach().view_as(w), w, experts, self._context_experts()  # B_i (out, r), A_i (r, in…)
 
     @torch.no_grad()
     def unmerge(self) -> None:
