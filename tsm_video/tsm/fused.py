@@ -148,7 +148,7 @@ class SharedInputGroup:
         member that is not merged gets a value nobody reads). ``host_t``: use the batch's one
         timestep as a host integer when it has one (eager only: a traced graph would bake it in).
 
-        Few host-side calls (one ``linear``, one ``split``, four ops per member): at the small
+        Few host-side calls (one ``linear``, one ``split``, five ops per member): at the small
         sizes of a tiny model, or a GPU, the path is bound by them, not by arithmetic."""
         first, e = self._buffers[0], self.block
         self.members[0]._check_fold(x.shape[0], self.ctx.t.shape[0])
