@@ -4,8 +4,8 @@ by one forward of the vc2-tiny UNet.
 Merged vanilla LoRA and merged stage 1 must run exactly the base's ops (a merged layer is one
 base-sized linear with ``W0 + ΔW``). Merged stage 2 adds, per ``to_k``/``to_v`` pair (one
 :class:`~tsm_video.tsm.fused.SharedInputGroup`), a fixed handful of ops: its two base linears
-become one wider ``addmm`` (gate logits and ``A_ctx x`` ride along), plus the ``Emb(t)`` row,
-the gating product and one ``addmm_`` per layer.
+become one wider ``mm`` (gate logits and ``A_ctx x`` ride along) split into views, plus per
+layer the ``Emb(t)`` row, the gate, the gating product, one ``addmm_`` and the output view.
 """
 
 import copy
@@ -35,7 +35,8 @@ def unets():
     for name, scales, mode in (
         ("lora", [1], "foster"),
         ("foster", [8], "foster"),
-        ("assemble", [8, 4, 2, 1], "assemble"),
+        ("assemble", [8, 1], "assemble"),  # the recipes' scales
+        ("assemble_multi", [8, 4, 2, 1], "assemble"),
     ):
         unet, ctx = copy.deepcopy(base), TimestepContext(T)
         inject(unet, "vc2", ctx=ctx, scales=scales, rank=4, mode=mode)
@@ -65,20 +66,28 @@ def test_merged_lora_and_stage1_run_exactly_the_base_ops(unets, name):
     assert not torch.equal(outputs[name], outputs["base"])  # the experts are there
 
 
-def test_merged_stage2_adds_a_fixed_handful_of_ops_per_shared_input_pair(unets):
+@pytest.mark.parametrize("name", ["assemble", "assemble_multi"])
+def test_merged_stage2_adds_a_fixed_handful_of_ops_per_shared_input_pair(unets, name):
     models, counts, _ = unets
-    unet, _ = models["assemble"]
+    unet, _ = models[name]
     groups = {id(layer.input_group) for _, layer in tsm_layers(unet)}
     layers = len(tsm_layers(unet))
     assert len(groups) * 2 == layers == 60  # every to_k shares its group with its to_v
-    base, stage2 = counts["base"], counts["assemble"]
-    extra = Counter(stage2)
-    extra.subtract(base)
+    extra = Counter(counts[name])
+    extra.subtract(counts["base"])
     pairs = len(groups)
-    # two base linears (t + mm + _unsafe_view each) become one addmm; each layer adds B_ctx with addmm_
-    assert (
-        extra["aten.mm"] == -2 * pairs and extra["aten.addmm"] == pairs and extra["aten.addmm_"] == 2 * pairs
-    )
-    assert extra["aten.embedding"] == pairs and extra["aten.mul"] == pairs  # Emb(t) row; gating product
-    # views and column slices, plus the context's timestep index (one clamp per call): about 6 per pair
-    assert 0 < sum(extra.values()) <= 8 * pairs, extra
+    # two base linears on (N, L, in) (t, view, mm, _unsafe_view each) become one on the flattened
+    # input (view, t, mm) split into per-layer views; per layer: Emb(t) row (select), gate (add),
+    # gating product (mul), B_ctx (addmm_) and the output view
+    expected = {
+        "aten.t": -pairs,
+        "aten.mm": -pairs,
+        "aten._unsafe_view": -2 * pairs,
+        "aten.view": 1 * pairs,  # -2 folds + 1 flatten + 2 output views
+        "aten.split_with_sizes": pairs,
+        **{op: 2 * pairs for op in ("aten.select", "aten.add", "aten.mul", "aten.addmm_")},
+    }
+    if name == "assemble_multi":  # k = 3 gates repeated over their experts' r columns, per layer
+        expected["aten.view"] += 2 * pairs
+        expected.update({op: 2 * pairs for op in ("aten.unsqueeze", "aten.expand", "aten.clone")})
+    assert {op: n for op, n in extra.items() if n} == expected

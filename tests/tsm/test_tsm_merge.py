@@ -180,13 +180,13 @@ def test_stage2_precomputed_path_equals_per_sample_path(act):
     assert layer.fused_tables_a is None and group.weight is None and "forward" not in vars(layer)
 
 
-def _pair(act, bias=False, seed=0):
-    """to_k / to_v of one attention (rank 2, scales 8, 4, 2, 1), experts and router off zero."""
+def _pair(act, bias=False, seed=0, scales=(8, 4, 2, 1)):
+    """to_k / to_v of one attention (rank 2), experts and router off zero."""
     torch.manual_seed(seed)
     ctx = TimestepContext(T)
     attn = nn.Module()
     attn.to_k, attn.to_v = nn.Linear(8, 6, bias=bias), nn.Linear(8, 6, bias=bias)
-    inject(attn, ["to_k", "to_v"], ctx, [8, 4, 2, 1], rank=2, mode="assemble", gate_activation=act)
+    inject(attn, ["to_k", "to_v"], ctx, list(scales), rank=2, mode="assemble", gate_activation=act)
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in attn.named_parameters():
@@ -195,12 +195,17 @@ def _pair(act, bias=False, seed=0):
     return attn, ctx
 
 
-@pytest.mark.parametrize("act", ["none", "softmax", "sigmoid"])
-@pytest.mark.parametrize("t", [[700], [626, 740]])  # one sample (the addmm bias path), two at different t
-def test_stage2_shared_input_pair_equals_per_sample_path(act, t):
+@pytest.mark.parametrize(
+    "scales, act",
+    [((8, 1), "none"), ((8, 1), "sigmoid"), ((8, 4, 2, 1), "none"), ((8, 4, 2, 1), "softmax")]
+    + [((8, 4, 2, 1), "sigmoid")],
+)
+@pytest.mark.parametrize("t", [[700], [626, 740], [700, 700]])  # one t (its Emb row read on the host), two
+def test_stage2_shared_input_pair_equals_per_sample_path(scales, act, t):
     """to_k and to_v share one group: one fused product for both, each output equal to the
-    per-sample path's; to_v returns what to_k's call computed for the same input."""
-    attn, ctx = _pair(act, bias=True)
+    per-sample path's; to_v returns what to_k's call computed for the same input. One context
+    expert (the recipes' [8, 1]) and three; a batch at one timestep and at two."""
+    attn, ctx = _pair(act, bias=True, scales=scales)
     group = attn.to_k.input_group
     assert group is attn.to_v.input_group and group.members == [attn.to_k, attn.to_v]
     t = torch.tensor(t)
@@ -210,9 +215,9 @@ def test_stage2_shared_input_pair_equals_per_sample_path(act, t):
     merge_interval(attn, 5)
     ctx.set(t)
     k = attn.to_k(x)
-    kept = group._kept[1][3]
+    kept = group._kept[3][1]
     v = attn.to_v(x)
-    assert v is kept and group._kept == [None, None]  # computed once, handed over once
+    assert v is kept and group._kept[3] == [None, None]  # computed once, handed over once
     close(k, refs[0])
     close(v, refs[1])
     assert v.shape == (len(t) * 3, 5, 6) and v.view(-1, 6).shape == (len(t) * 15, 6)  # column views
@@ -230,12 +235,25 @@ def test_stage2_pair_recomputes_for_another_input_version_or_timestep():
     attn.to_k(x)
     x.add_(1.0)  # the same tensor, changed in place: its kept output is stale
     ctx.set(torch.tensor([300]))
-    unfused = attn.to_v.input_group._compute(x, ctx.timestep_index(), 0, 2)[1]
+    unfused = attn.to_v.input_group._compute(x, 0, 2)[1]
     attn.to_k(x)
     ctx.set(torch.tensor([310]))  # a new set: other Emb(t) rows
     out = attn.to_v(x)
-    assert torch.equal(out, attn.to_v.input_group._compute(x, ctx.timestep_index(), 0, 2)[1])
+    assert torch.equal(out, attn.to_v.input_group._compute(x, 0, 2)[1])
     assert not torch.equal(out, unfused)
+
+
+def test_stage2_pair_recomputes_after_a_switch():
+    """Outputs kept for to_v are dropped when the experts change, even with the same input and t."""
+    attn, ctx = _pair("none", scales=(8, 1))
+    group, x = attn.to_k.input_group, torch.randn(2, 5, 8)
+    merge_interval(attn, 2)
+    ctx.set(torch.tensor([300]))
+    attn.to_k(x)
+    stale = group._kept[3][1]  # to_v's output with interval 2's experts
+    merge_interval(attn, 3)  # same x, no new ctx.set: only the merged experts changed
+    out = attn.to_v(x)
+    assert torch.equal(out, group._compute(x, 0, 2)[1]) and not torch.allclose(out, stale)
 
 
 def test_stage2_pair_with_one_member_merged():

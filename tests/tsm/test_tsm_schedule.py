@@ -129,3 +129,27 @@ def test_interval_of_a_host_timestep_equals_interval_index():
         ctx.set(torch.tensor([900.0, float("nan")]))
     with pytest.raises(ValueError, match="integer timesteps must lie in"):
         ctx.set(torch.tensor([900, 1000]))
+
+
+@pytest.mark.parametrize("pinned", [False, True])  # min/max of t read at set (merged experts) or later
+def test_single_timestep_index_is_the_batch_shared_embedding_row(pinned):
+    ctx = TimestepContext(1000)
+    if pinned:
+        ctx.pin(8, 4)  # interval 4 of 8: t in [500, 625)
+    cases = {
+        (501, 501): 501,
+        (501.25, 501.75): 501,  # float t floored, as timestep_index does
+        (501, 502): None,
+        (500.0, 524.5): None,
+    }
+    generation = ctx.generation
+    for t, expected in cases.items():
+        ctx.set(torch.tensor(t))
+        assert ctx.single_timestep_index() == expected
+        if expected is not None:
+            assert ctx.timestep_index().tolist() == [expected, expected]
+    assert ctx.generation == generation + len(cases)
+    ctx.clear()
+    assert ctx.generation == generation + len(cases) + 1
+    with pytest.raises(ContextError):
+        ctx.single_timestep_index()

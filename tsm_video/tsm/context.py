@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -30,6 +32,8 @@ class TimestepContext:
         self._t: Tensor | None = None
         self._cache: dict[tuple, Tensor | int | None] = {}
         self._pins: dict[tuple[int, int], int] = {}  # (scale, interval) -> layers merged there
+        self._host_range: tuple[int | float, int | float] | None = None  # min/max of t, when read
+        self.generation = 0  # counts set/clear: whatever was computed for one t is stale after it
 
     @property
     def num_timesteps(self) -> int:
@@ -46,8 +50,9 @@ class TimestepContext:
         if not isinstance(t, Tensor) or t.ndim != 1 or t.numel() == 0:
             shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
             raise ValueError(f"TimestepContext.set expects a non-empty 1-D tensor (B,), got {shape}")
+        host_range = None
         if self._pins:  # intervals are monotone in t: those of min(t) and max(t) bound them all
-            t_lo, t_hi = torch.stack(torch.aminmax(t)).tolist()  # one host sync per forward
+            t_lo, t_hi = host_range = tuple(torch.stack(torch.aminmax(t)).tolist())  # one host sync
             self.schedule.check_range(t_lo, t_hi, t.is_floating_point())
         for n, i in self._pins:
             lo, hi = self.schedule.interval_of(t_lo, n), self.schedule.interval_of(t_hi, n)
@@ -57,7 +62,8 @@ class TimestepContext:
                     f"intervals {lo}..{hi} of that scale; merge the right interval (merge_timestep) "
                     "or unmerge first"
                 )
-        self._t, self._cache = t, {}
+        self._t, self._cache, self._host_range = t, {}, host_range
+        self.generation += 1
 
     def pin(self, n: int, i: int) -> None:
         """One more layer has expert ``i`` of scale ``n`` merged (see :meth:`set`)."""
@@ -72,7 +78,8 @@ class TimestepContext:
             self._pins[n, i] = count
 
     def clear(self) -> None:
-        self._t, self._cache = None, {}
+        self._t, self._cache, self._host_range = None, {}, None
+        self.generation += 1
 
     @property
     def t(self) -> Tensor:
@@ -105,6 +112,17 @@ class TimestepContext:
         if key not in self._cache:
             t = self.t.floor() if self.t.is_floating_point() else self.t
             self._cache[key] = t.long().clamp(0, self.num_timesteps - 1)
+        return self._cache[key]
+
+    def single_timestep_index(self) -> int | None:
+        """The :meth:`timestep_index` shared by the whole batch as a host integer, or None when
+        the batch's timesteps differ. Free after a :meth:`set` with merged experts (which reads
+        min/max of ``t`` on the host anyway), else one host sync."""
+        key = ("single_index",)
+        if key not in self._cache:
+            lo, hi = self._host_range or torch.stack(torch.aminmax(self.t)).tolist()
+            lo, hi = (min(max(int(math.floor(v)), 0), self.num_timesteps - 1) for v in (lo, hi))
+            self._cache[key] = lo if lo == hi else None
         return self._cache[key]
 
     def single_interval(self, n: int) -> int | None:

@@ -51,8 +51,8 @@ class TSMLayer(nn.Module):
     router_param_names = ("router",)
 
     _channel_dim = -1  # channel axis of the layer's input/output (and of the router's gates)
-    _fused_buffers = ("fused_tables_a", "fused_tables_b")
-    _group_buffers = ("fused_weight", "fused_weight_t", "fused_bias", "fused_b")  # tsm.fused (first member)
+    _fused_buffers = ("fused_tables_a", "fused_tables_b", "fused_emb", "fused_b")  # tsm.fused, per layer
+    _group_buffers = ("fused_weight", "fused_bias")  # tsm.fused, on a group's first member
 
     def __init__(
         self,
@@ -172,7 +172,6 @@ class TSMLayer(nn.Module):
         d = self._lowrank(xa, self._bank("lora_A")[ids], self._bank("lora_B")[ids])
         return y.add_(d.to(y.dtype))  # in place: a Linear/Conv backward never reads its output
 
-    @torch.no_grad()
     def merge(self, interval: int) -> None:
         """Merge the core expert of ``interval``: ``merged_weight = W0 + ΔW`` (replacing a merged one).
 
@@ -187,34 +186,47 @@ class TSMLayer(nn.Module):
             raise ValueError(f"interval {interval} out of range for core scale {core}")
         if self.merged_interval == interval:
             return
-        bank_a, bank_b = self.lora_A[f"s{core}"], self.lora_B[f"s{core}"]
-        w0 = self.base.weight
         first = self.merged_interval is None
         if first:
-            bad = ~(torch.isfinite(bank_a).flatten(1).all(1) & torch.isfinite(bank_b).flatten(1).all(1))
-            if bad.any():
-                raise ValueError(
-                    f"TSM layer {self.tsm_name!r}: expert s{core}_i{int(bad.nonzero()[0])} is not finite"
-                )
-            self.merged_weight = self._merged_buffer()
-            w = self.merged_weight.view(w0.shape[0], -1)  # (out, in·prod(kernel))
-            experts = [(bank_b[i], bank_a[i].view(self.rank, -1)) for i in range(core)]  # (out, r), (r, in…)
-            self._merge_views = (w0.view_as(w), w, experts)  # a switch is one addmm, no lookups
+            self._merge_views = self._first_merge()
         elif self.ctx is not None:
             self.ctx.unpin(core, self.merged_interval)
-        w0_flat, w, experts = self._merge_views
+        # A switch reads only the views gathered (detached) at the first merge: one addmm, plus
+        # two copies for stage 2. At small sizes host work dominates (module attribute lookups,
+        # grad-mode switches cost more than the copies), so there is none of it here.
+        w0_flat, w, experts, context = self._merge_views
         b, a = experts[interval]
         if w.dtype == a.dtype == torch.float32:
             torch.addmm(w0_flat, b, a, alpha=self.scaling, out=w)
         else:  # float32 sum, one rounding to the weight's dtype
             w.copy_(torch.addmm(w0_flat.float(), b.float(), a.float(), alpha=self.scaling))
-        self.merged_interval = interval
+        for target, tables in context:  # stage 2, fused path: the interval's context experts
+            target.copy_(tables[interval])
+        if context:
+            self.input_group.invalidate()
+        vars(self)["merged_interval"] = interval  # a plain int: nn.Module.__setattr__'s checks skipped
         if self.ctx is not None:
             self.ctx.pin(core, interval)
-        if self.router is not None:
-            self._prepare_context_experts(first)
         if first:
             self._select_forward()
+
+    @torch.no_grad()
+    def _first_merge(self) -> tuple:
+        """Check the core experts, allocate the merged weight and gather what a switch reads:
+        ``(W0, merged weight, [(B_i, A_i)] per interval, [(target, per-interval tables)])``,
+        weights flattened to (out, in·prod(kernel)), ``A_i`` (r, in·prod(kernel))."""
+        core = self.scales[0]
+        bank_a, bank_b = self.lora_A[f"s{core}"], self.lora_B[f"s{core}"]
+        bad = ~(torch.isfinite(bank_a).flatten(1).all(1) & torch.isfinite(bank_b).flatten(1).all(1))
+        if bad.any():
+            raise ValueError(
+                f"TSM layer {self.tsm_name!r}: expert s{core}_i{int(bad.nonzero()[0])} is not finite"
+            )
+        w0 = self.base.weight
+        self.merged_weight = self._merged_buffer()
+        w = self.merged_weight.view(w0.shape[0], -1)  # (out, in·prod(kernel))
+        experts = [(bank_b[i].detach(), bank_a[i].detach().view(self.rank, -1)) for i in range(core)]
+        return w0.detach().view_as(w), w, experts, self._context_experts()  # B_i (out, r), A_i (r, in…)
 
     @torch.no_grad()
     def unmerge(self) -> None:
@@ -246,8 +258,10 @@ class TSMLayer(nn.Module):
         """Storage for ``W0 + ΔW`` at the first merge (shape and dtype of ``W0``)."""
         return torch.empty_like(self.base.weight)
 
-    def _prepare_context_experts(self, first: bool) -> None:
-        """Precompute what the merged interval fixes; only :class:`TSMLinear` has such a path."""
+    def _context_experts(self) -> list[tuple[Tensor, list[Tensor]]]:
+        """At the first merge: ``(target, tables)`` pairs, a switch to interval ``i`` copying
+        ``tables[i]`` into ``target``; only :class:`TSMLinear`'s fused stage-2 path has them."""
+        return []
 
     def _forward_merged(self, x: Tensor) -> Tensor:
         """The base layer's computation with ``merged_weight``."""
@@ -320,21 +334,22 @@ class TSMLinear(TSMLayer):
         """Merged stage 2: this layer's output from its :class:`~tsm_video.tsm.fused.SharedInputGroup`."""
         return self.input_group.forward(self, x)
 
-    def _prepare_context_experts(self, first: bool) -> None:
-        """Hand the merged interval's ``A_ctx`` (k·r, in) and ``(α/r)·B_ctxᵀ`` (k·r, out) to the
-        layer's :class:`~tsm_video.tsm.fused.SharedInputGroup`; the tables of every interval are
-        gathered at the first merge, so a switch copies. Only layers with the fused path."""
-        if first:
-            if self.input_group is None or self.input_group.weight is None or not self._fusable():
-                return
-            rows = [self._context_rows(i) for i in range(self.scales[0])]
-            ids = torch.tensor(rows, device=self.base.weight.device)  # (n, k)
-            a, b = self._bank("lora_A")[ids], self._bank("lora_B")[ids]  # (n, k, r, in), (n, k, out, r)
-            self.fused_tables_a = a.flatten(1, 2)  # (n, k·r, in)
-            self.fused_tables_b = b.permute(0, 1, 3, 2).flatten(1, 2) * self.scaling  # (n, k·r, out)
-        if self.fused_tables_a is not None:
-            i = self.merged_interval
-            self.input_group.set_interval(self, self.fused_tables_a[i], self.fused_tables_b[i])
+    def _context_experts(self) -> list[tuple[Tensor, list[Tensor]]]:
+        """On the fused path: ``A_ctx`` (k·r, in) and ``(α/r)·B_ctxᵀ`` (k·r, out) of every core
+        interval, gathered once (adapter-sized), and where a switch copies them: this layer's
+        rows of its :class:`~tsm_video.tsm.fused.SharedInputGroup`'s weight, its ``fused_b``."""
+        if self.input_group is None or self.input_group.weight is None or not self._fusable():
+            return []
+        rows = [self._context_rows(i) for i in range(self.scales[0])]
+        ids = torch.tensor(rows, device=self.base.weight.device)  # (n, k)
+        a, b = self._bank("lora_A")[ids], self._bank("lora_B")[ids]  # (n, k, r, in), (n, k, out, r)
+        self.fused_tables_a = a.flatten(1, 2)  # (n, k·r, in)
+        self.fused_tables_b = b.permute(0, 1, 3, 2).flatten(1, 2) * self.scaling  # (n, k·r, out)
+        a_target, b_target = self.input_group.context_targets(self)
+        return [
+            (a_target, list(self.fused_tables_a.unbind(0))),
+            (b_target, list(self.fused_tables_b.unbind(0))),
+        ]
 
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
