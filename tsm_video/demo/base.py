@@ -22,11 +22,12 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from tsm_video.demo.recipe_io import save_recipe_weights
 from tsm_video.models.checkpoint_io import read_state_dict, save_safetensors
 
 __all__ = [
@@ -169,13 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             state, stats = pretrain_base(recipe, Path(tmp))
-    meta = {
-        "recipe": json.dumps(asdict(recipe)),
-        "stats": json.dumps(stats),
-        "torch_threads": str(torch.get_num_threads()),
-        "command": "python -m tsm_video.demo.base",
-    }
-    save_safetensors(state, args.out, metadata=meta)
+    threads = str(torch.get_num_threads())
+    command = "python -m tsm_video.demo.base"
+    save_recipe_weights(state, args.out, recipe, stats, command, torch_threads=threads)
     print(f"[base] {stats} → {args.out}")
     return 0
 

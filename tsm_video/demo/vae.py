@@ -20,16 +20,16 @@ mean rows (and log-variance bias) are multiplied into ``quant_conv`` and divided
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from tsm_video.demo.recipe_io import save_recipe_weights
 from tsm_video.models.checkpoint_io import read_state_dict, save_safetensors
 
 __all__ = ["VAE_WEIGHTS", "VAERecipe", "train_tiny_vae", "synthetic_frames", "compose_checkpoint"]
@@ -194,12 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         frames = synthetic_frames(recipe, Path(tmp))
     state, stats = train_tiny_vae(frames, recipe)
-    meta = {
-        "recipe": json.dumps(asdict(recipe)),
-        "stats": json.dumps(stats),
-        "command": "python -m tsm_video.demo.vae",
-    }
-    save_safetensors(state, args.out, metadata=meta)
+    save_recipe_weights(state, args.out, recipe, stats, "python -m tsm_video.demo.vae")
     print(f"[vae] {len(frames)} frames, {time.perf_counter() - start:.0f} s, {stats} → {args.out}")
     return 0
 
