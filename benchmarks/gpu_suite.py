@@ -248,9 +248,7 @@ def part_tsm_layer(sz: dict, device: str) -> dict:
         ctx.set(torch.tensor(t, device=device))
         xin = x.clone().requires_grad_(train)
         for variant in variants:
-            layer = _layer("assemble" if variant == "assemble_merged" else variant, sz["width"], ctx).to(
-                device
-            )
+            layer = _layer("assemble" if variant == "assemble_merged" else variant, sz["width"], ctx, device)
             if variant == "assemble_merged":
                 layer.merge(0)  # the fused stage-2 path
             with torch.set_grad_enabled(train):

@@ -67,14 +67,16 @@ class PlainLoRA(nn.Module):
         return self.base(x) + self.lora_B(self.lora_A(x)) * self.scaling
 
 
-def _layer(variant: str, width: int, ctx: TimestepContext) -> nn.Module:
+def _layer(variant: str, width: int, ctx: TimestepContext, device: str = "cpu") -> nn.Module:
+    """``variant``'s layer on ``device``, initialised on the CPU (the same weights on every device)
+    and moved before merging (a merged TSM layer refuses to move)."""
     torch.manual_seed(0)
     base = nn.Linear(width, width)
     base.requires_grad_(False)
     if variant in ("base", "base_infer"):
-        return base
+        return base.to(device)
     if variant == "lora":
-        return PlainLoRA(base)
+        return PlainLoRA(base).to(device)
     scales, mode = {
         "tsm_n1": ([1], "foster"),
         "foster": ([8], "foster"),
@@ -88,6 +90,7 @@ def _layer(variant: str, width: int, ctx: TimestepContext) -> nn.Module:
                 p.normal_(0, 0.01)
     layer.tsm_name = variant
     configure_stage(layer, "assemble" if mode == "assemble" else "foster")
+    layer.to(device)
     if variant == "merged":
         layer.merge(0)
     return layer

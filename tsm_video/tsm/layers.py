@@ -18,6 +18,7 @@ first merge, copies per switch).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -242,6 +243,18 @@ class TSMLayer(nn.Module):
         self._merge_views = None
         self.merged_interval = None
         self._select_forward()
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> TSMLayer:
+        """``.to()`` / ``.half()`` / ``.cuda()``: refused while merged. A switch writes through views
+        gathered at the first merge; a moved copy of the merged weight would silently keep the old
+        interval's expert after the next switch. A no-op (already on that device and dtype) passes."""
+        if self.merged_interval is not None and fn(self.base.weight) is not self.base.weight:
+            raise RuntimeError(
+                f"TSM layer {self.tsm_name!r} has interval {self.merged_interval} merged; moving or "
+                "casting it would leave later expert switches behind. Call "
+                "tsm_video.tsm.unmerge_all(model) first, move the model, then merge again"
+            )
+        return super()._apply(fn, recurse)
 
     def _context_rows(self, interval: int) -> list[int] | None:
         """Bank rows of the context experts shared by every ``t`` of core ``interval``; None when
