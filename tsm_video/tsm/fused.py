@@ -58,11 +58,7 @@ class SharedInputGroup:
     def __init__(self, members: list[TSMLinear]) -> None:
         first = members[0]
         for layer in members:
-            if (
-                layer.mode != "assemble"
-                or layer.merged_interval is not None
-                or not _same_settings(layer, first)
-            ):
+            if not _groupable(layer, first):
                 raise ValueError(
                     f"SharedInputGroup: {layer.tsm_name!r} needs unmerged assemble layers with the same "
                     "ctx, scales, rank, alpha, gate activation, widths, dtype and device"
@@ -182,6 +178,11 @@ class SharedInputGroup:
         return a * gates  # one context expert: its (N·M, 1) gates broadcast as they are
 
 
+def _groupable(layer: TSMLinear, first: TSMLinear) -> bool:
+    """Whether ``layer`` may join a group led by ``first``: unmerged, stage 2, same settings."""
+    return layer.mode == "assemble" and layer.merged_interval is None and _same_settings(layer, first)
+
+
 def _same_settings(a: TSMLinear, b: TSMLinear) -> bool:
     w, v = a.base.weight, b.base.weight
     return (
@@ -208,14 +209,8 @@ def link_shared_inputs(modules: dict, names: list[str]) -> int:
                 continue
             partner = f"{parent}.{second}" if parent else second
             a, b = modules.get(name), modules.get(partner)
-            if (
-                isinstance(a, TSMLinear)
-                and isinstance(b, TSMLinear)
-                and a.mode == "assemble"
-                and a.merged_interval is None
-                and b.merged_interval is None
-                and _same_settings(a, b)
-            ):
+            pair = (a, b)
+            if all(isinstance(m, TSMLinear) for m in pair) and all(_groupable(m, a) for m in pair):
                 SharedInputGroup([a, b])
                 formed += 1
     return formed
