@@ -111,6 +111,7 @@ def pretrain_base(
     from tsm_video.config import load_config
     from tsm_video.demo.pipeline import DEMO_CONFIG
     from tsm_video.train.runner import run_training
+    from tsm_video.tsm import IntervalSchedule
 
     start = time.perf_counter()
     init = fp16_text_init(workdir / "init.safetensors", recipe.seed)
@@ -143,7 +144,8 @@ def pretrain_base(
     trained = read_state_dict(result.output)
     state = {k: v for k, v in trained.items() if k.startswith(BASE_PREFIXES)}
     state = {k: v.half() if k.startswith(_TEXT) else v for k, v in state.items()}
-    labels = [f"t{i * 250}-{(i + 1) * 250}" for i in range(len(result.interval_loss))]
+    n, schedule = len(result.interval_loss), IntervalSchedule(cfg.tsm.num_timesteps)
+    labels = ["t{}-{}".format(*schedule.bounds(n, i)) for i in range(n)]
     stats = {f"mean_loss_{lab}": float(v) for lab, v in zip(labels, result.interval_loss) if v is not None}
     stats["train_seconds"] = result.seconds
     stats["seconds"] = time.perf_counter() - start
