@@ -30,6 +30,7 @@ from tsm_video.errors import TSMVideoError
 from tsm_video.tsm import (
     AdapterError,
     IntervalSchedule,
+    SwitchPlan,
     TimestepContext,
     TSMLayer,
     inject,
@@ -130,8 +131,9 @@ def attach_adapter(model: nn.Module, spec: AdapterSpec) -> ExpertSwitcher:
 class ExpertSwitcher:
     """DDIM callback ``(step_index, t)`` keeping core expert ``floor(t·n/T)`` merged in ``W0``.
 
-    Covers the timestep-dependent TSM layers (those with a context); a text-encoder LoRA, used
-    once per prompt before sampling, runs un-merged. ``merges`` records ``(step_index, t, n, i)``
+    Covers the timestep-dependent TSM layers (those with a context), switched together per core
+    scale by a :class:`~tsm_video.tsm.SwitchPlan`; a text-encoder LoRA, used once per prompt
+    before sampling, runs un-merged. ``merges`` records ``(step_index, t, n, i)``
     for every switch. Call :meth:`close` to restore ``W0``.
     """
 
@@ -141,18 +143,18 @@ class ExpertSwitcher:
         for _, layer in tsm_layers(model):
             if layer.ctx is not None and layer.mode != "moe":
                 self.layers.setdefault(layer.scales[0], []).append(layer)
+        self.plans = {n: SwitchPlan(layers) for n, layers in self.layers.items()}
         self.schedule = IntervalSchedule(num_timesteps)
         self.current: dict[int, int] = {}
         self.merges: list[tuple[int, int | float, int, int]] = []
 
     def __call__(self, step_index: int, t: int | float) -> None:
         """``t``: an integer timestep, or a float one of a continuous-time backbone (SD3's σ·1000)."""
-        for n, layers in self.layers.items():
+        for n, plan in self.plans.items():
             self.schedule.check_range(t, t, isinstance(t, float))
             interval = self.schedule.interval_of(t, n)  # on the host: no tensor per step
             if self.current.get(n) != interval:
-                for layer in layers:
-                    layer.merge(interval)  # unmerges the layer's previous expert first
+                plan.switch(interval)  # all layers of core scale n in a few batched calls
                 self.current[n] = interval
                 self.merges.append((step_index, t, n, interval))
 

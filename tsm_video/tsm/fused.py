@@ -110,10 +110,6 @@ class SharedInputGroup:
         start = self.members.index(layer) * self.block + self.out + self.k
         return self.members[0].fused_weight[start : start + self.k * self.r], layer.fused_b
 
-    def invalidate(self) -> None:
-        """A member's experts changed: outputs kept for its siblings are stale."""
-        self._kept = None
-
     def release(self, layer: TSMLinear) -> None:
         """``layer`` unmerged (its own buffers dropped by the layer); the shared buffers go with
         the last merged member."""
