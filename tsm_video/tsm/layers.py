@@ -53,8 +53,13 @@ class TSMLayer(nn.Module):
     router_param_names = ("router",)
 
     _channel_dim = -1  # channel axis of the layer's input/output (and of the router's gates)
-    _fused_buffers = ("fused_tables_a", "fused_tables_b", "fused_emb", "fused_b")  # tsm.fused, per layer
-    _group_buffers = ("fused_weight", "fused_bias")  # tsm.fused, on a group's first member
+    _fused_buffers = ("fused_tables_a", "fused_tables_b")  # tsm.fused, per layer
+    _group_buffers = (
+        "fused_weight",
+        "fused_bias",
+        "fused_emb",
+        "fused_b",
+    )  # tsm.fused, on a group's first member
 
     def __init__(
         self,
