@@ -80,15 +80,15 @@ def test_merged_stage2_adds_a_fixed_handful_of_ops_per_shared_input_pair(unets, 
     # two base linears on (N, L, in) (t, view, mm, _unsafe_view each) become one on the flattened
     # input (view, t, mm) split into [y | FC x | A_ctx x] of both members; then, for both
     # members at once and whatever the number k of context experts: the Emb(t) row (select),
-    # the gate (add), the gating product on (N, 2k, r) (view, unsqueeze, mul, view back), B_ctx
-    # (one addmm_ of the block-diagonal table) and the outputs (view, split)
+    # the gate (add), each gate over its expert's r columns (index_select) and the product
+    # (mul), B_ctx (one addmm_ of the block-diagonal table) and the outputs (view, split; the
+    # views replace the base's folds)
     expected = {
         "aten.t": -pairs,
         "aten.mm": -pairs,
         "aten._unsafe_view": -2 * pairs,
-        "aten.view": 2 * pairs,  # -2 folds + 1 flatten + 2 around the product + 1 output view
         "aten.split_with_sizes": pairs,
         "aten.split": pairs,
-        **{op: pairs for op in ("aten.select", "aten.add", "aten.unsqueeze", "aten.mul", "aten.addmm_")},
+        **{op: pairs for op in ("aten.select", "aten.add", "aten.index_select", "aten.mul", "aten.addmm_")},
     }
     assert {op: n for op, n in extra.items() if n} == expected
