@@ -6,8 +6,10 @@ the file (name, scales, rank, alpha, mode, gate activation) is injected as it wa
 the file is loaded strictly. At sampling time :class:`ExpertSwitcher` is the DDIM callback:
 
 - ``lora`` (scale 1): the one expert is merged at the first step and stays merged;
-- ``foster`` (scale ``n``): expert ``floor(t·n/T)`` is merged; unmerge-then-merge happens only
-  when ``t`` crosses an interval boundary, so a step between boundaries costs nothing extra;
+- ``foster`` (scale ``n``): expert ``floor(t·n/T)`` is merged; a switch happens only when ``t``
+  crosses an interval boundary, so a step between boundaries costs nothing extra, and switches
+  every layer at once (:class:`~tsm_video.tsm.SwitchPlan`: one ``bmm`` and two ``foreach`` calls
+  per weight shape);
 - ``assemble`` (stage 2): the core (finest-scale) expert is merged per interval as in stage 1,
   and the layers add the router-gated context experts of ``t`` in their forward;
 - ``moe`` (symmetric ablation): nothing to merge; every expert runs in the forward.

@@ -12,7 +12,8 @@ so the merged hot path carries no state checks: a merged stage-1 layer is one ba
 linear/conv with the merged weight; a merged stage-2 ``TSMLinear`` runs the fused path of
 :mod:`tsm_video.tsm.fused` (its merged core, its interval's context experts and the router in
 two matmuls, shared with the sibling layer that reads the same input; tables gathered at the
-first merge, copies per switch).
+first merge, copied per switch when the context experts change). ``merge`` switches one layer;
+:class:`~tsm_video.tsm.switch.SwitchPlan` switches many at once with the same arithmetic.
 """
 
 from __future__ import annotations
