@@ -15,7 +15,16 @@ from torch import nn
 
 from benchmarks.counts import op_counts
 from tsm_video.generation import ExpertSwitcher
-from tsm_video.tsm import SwitchPlan, TimestepContext, TSMConv, TSMLinear, inject, merge_interval, tsm_layers
+from tsm_video.tsm import (
+    SwitchPlan,
+    TimestepContext,
+    TSMConv,
+    TSMLinear,
+    inject,
+    merge_interval,
+    tsm_layers,
+    unmerge_all,
+)
 
 T = 1000
 
@@ -97,6 +106,8 @@ def test_batched_stage2_switch_matches_per_layer_and_returns_the_same_outputs(sc
         ys = [m(x) for attn in batched for m in (attn.to_k, attn.to_v)]
         assert all(torch.equal(y, m(x)) for y, m in zip(ys, [m for a in single for m in (a.to_k, a.to_v)]))
         assert all(torch.equal(a, b) for a, b in zip(outputs.setdefault(interval, ys), ys)), interval
+    unmerge_all(batched)
+    assert "_tsm_switch_plans" not in vars(batched)  # no stacked tables held after unmerging
 
 
 @pytest.mark.parametrize("scales", [[8, 1], [8, 4, 2, 1]])
@@ -158,4 +169,6 @@ def test_expert_switcher_switches_through_one_plan_per_core_scale():
     ops = op_counts(lambda: switcher(1, 500))
     assert ops["aten.bmm"] == 1 and plan.current == 4
     switcher.close()
-    assert all(layer.merged_interval is None for layer in plan.layers)
+    assert all(layer.merged_interval is None for layer in plan.layers) and not plan._groups
+    switcher(2, 999)  # merges again after close
+    assert plan.current == 7 and plan._groups

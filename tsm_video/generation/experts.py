@@ -165,4 +165,6 @@ class ExpertSwitcher:
         for layers in self.layers.values():
             for layer in layers:
                 layer.unmerge()
+        for plan in self.plans.values():
+            plan.release()  # its stacked tables and scratch
         self.current.clear()

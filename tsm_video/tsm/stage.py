@@ -99,6 +99,7 @@ def merge_timestep(model: nn.Module, t: int | float) -> None:
 
 
 def unmerge_all(model: nn.Module) -> None:
-    """Restore ``W0`` bit-exactly in every TSM layer."""
+    """Restore ``W0`` bit-exactly in every TSM layer (and drop the :func:`merge_interval` plans)."""
     for _, layer in tsm_layers(model):
         layer.unmerge()
+    vars(model).pop("_tsm_switch_plans", None)

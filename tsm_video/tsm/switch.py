@@ -56,6 +56,11 @@ class SwitchPlan:
         if len(cores) > 1 or any(layer.mode == "moe" for layer in layers):
             raise ValueError(f"SwitchPlan: layers need one core scale and a core expert, got scales {cores}")
         self.layers = list(layers)
+        self.release()
+
+    def release(self) -> None:
+        """Drop what the plan gathered (stacked tables, scratch); the next :meth:`switch` merges
+        per layer and gathers again. The layers' merged state is not touched."""
         self.current: int | None = None
         self._tables: list[MergeTables | None] = []  # each layer's tables when the plan was gathered
         self._groups: list[tuple] = []  # (targets, W0s, B per interval, A per interval, scratch, its rows)
