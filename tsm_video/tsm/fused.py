@@ -171,8 +171,8 @@ class SharedInputGroup:
 
         A fixed handful of host-side calls whatever ``G`` and ``k``: one ``linear``, one split,
         the gates of all members (one add, the activation, one gather, one product) and one
-        ``addmm_``; at
-        the small sizes of a tiny model, or a GPU, the path is bound by them, not by arithmetic."""
+        ``addmm_``; at the small sizes of a tiny model, or a GPU, the path is bound by them, not
+        by arithmetic."""
         buffers = self._buffers
         self.members[0]._check_fold(x.shape[0], self.ctx.t.shape[0])
         w, bias, emb, b_ctx = (buffers[n] for n in ("fused_weight", "fused_bias", "fused_emb", "fused_b"))
@@ -188,9 +188,8 @@ class SharedInputGroup:
         p = F.linear(x.reshape(-1, x.shape[-1]), w, bias)  # (N·M, g·E), a sample's rows contiguous
         y, logits, a = p.split(sizes, dim=1)  # (N·M, g·out), (N·M, g·k), (N·M, g·k·r): views
         t = self.ctx.single_timestep_index() if member is None else None
-        y.addmm_(
-            self._gated(a, logits, emb, t, repeat), b_ctx
-        )  # in place into p's columns: y += h·(α/r)B_ctxᵀ
+        h = self._gated(a, logits, emb, t, repeat)  # (N·M, g·k·r)
+        y.addmm_(h, b_ctx)  # in place into p's columns: y += h·(α/r)B_ctxᵀ
         return y.view(*x.shape[:-1], g * self.out).split(self.out, dim=-1)
 
     def _gated(self, a: Tensor, logits: Tensor, emb: Tensor, t: int | None, repeat: Tensor) -> Tensor:
