@@ -38,13 +38,19 @@ def _randomise(net: nn.Module, seed: int = 1) -> None:
                     p.copy_(torch.randn(p.shape, generator=gen).to(p.dtype))
 
 
-def _stage1_net(dtype: torch.dtype) -> tuple[nn.Module, TimestepContext]:
-    """Layers of three weight shapes (one a conv), two of each linear shape, all scale 8."""
+def _stage1_net(dtype: torch.dtype | None) -> tuple[nn.Module, TimestepContext]:
+    """Layers of three weight shapes (one a conv), two of each linear shape, all scale 8;
+    ``dtype=None``: mixed (bfloat16 and float32 weights of one shape, float32 experts on a
+    bfloat16 weight)."""
     torch.manual_seed(0)
     ctx = TimestepContext(T)
     bases = [nn.Linear(8, 6), nn.Linear(8, 6), nn.Linear(6, 8), nn.Linear(6, 8), nn.Conv2d(3, 4, 3)]
+    dtypes = [dtype] * 5 if dtype is not None else [torch.bfloat16, torch.float32, torch.bfloat16] * 2
     net = nn.ModuleList(
-        (TSMConv if isinstance(b, nn.Conv2d) else TSMLinear)(b.to(dtype), ctx, [8], rank=2) for b in bases
+        (TSMConv if isinstance(b, nn.Conv2d) else TSMLinear)(
+            b.to(d), ctx, [8], rank=2, dtype=torch.float32 if dtype is None and i == 2 else None
+        )
+        for i, (b, d) in enumerate(zip(bases, dtypes))
     )
     _randomise(net)
     return net, ctx
@@ -71,7 +77,7 @@ def _merged_state(net: nn.Module) -> list[torch.Tensor]:
     return [t for _, layer in tsm_layers(net) for t in (getattr(layer, n) for n in names) if t is not None]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, None])  # None: mixed dtypes
 def test_batched_switch_writes_the_bits_of_per_layer_merges(dtype):
     batched, _ = _stage1_net(dtype)
     single = copy.deepcopy(batched)
