@@ -235,11 +235,11 @@ def test_stage2_pair_recomputes_for_another_input_version_or_timestep():
     attn.to_k(x)
     x.add_(1.0)  # the same tensor, changed in place: its kept output is stale
     ctx.set(torch.tensor([300]))
-    unfused = attn.to_v.input_group._compute(x, 0, 2)[1]
+    unfused = attn.to_v.input_group._compute(x)[1]
     attn.to_k(x)
     ctx.set(torch.tensor([310]))  # a new set: other Emb(t) rows
     out = attn.to_v(x)
-    assert torch.equal(out, attn.to_v.input_group._compute(x, 0, 2)[1])
+    assert torch.equal(out, attn.to_v.input_group._compute(x)[1])
     assert not torch.equal(out, unfused)
 
 
@@ -253,7 +253,7 @@ def test_stage2_pair_recomputes_after_a_switch():
     stale = group._kept[3][1]  # to_v's output with interval 2's experts
     merge_interval(attn, 3)  # same x, no new ctx.set: only the merged experts changed
     out = attn.to_v(x)
-    assert torch.equal(out, group._compute(x, 0, 2)[1]) and not torch.allclose(out, stale)
+    assert torch.equal(out, group._compute(x)[1]) and not torch.allclose(out, stale)
 
 
 def test_stage2_pair_with_one_member_merged():

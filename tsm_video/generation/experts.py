@@ -6,8 +6,10 @@ the file (name, scales, rank, alpha, mode, gate activation) is injected as it wa
 the file is loaded strictly. At sampling time :class:`ExpertSwitcher` is the DDIM callback:
 
 - ``lora`` (scale 1): the one expert is merged at the first step and stays merged;
-- ``foster`` (scale ``n``): expert ``floor(t·n/T)`` is merged; unmerge-then-merge happens only
-  when ``t`` crosses an interval boundary, so a step between boundaries costs nothing extra;
+- ``foster`` (scale ``n``): expert ``floor(t·n/T)`` is merged; a switch happens only when ``t``
+  crosses an interval boundary, so a step between boundaries costs nothing extra, and switches
+  every layer at once (:class:`~tsm_video.tsm.SwitchPlan`: one ``bmm`` and two ``foreach`` calls
+  per weight shape);
 - ``assemble`` (stage 2): the core (finest-scale) expert is merged per interval as in stage 1,
   and the layers add the router-gated context experts of ``t`` in their forward;
 - ``moe`` (symmetric ablation): nothing to merge; every expert runs in the forward.
@@ -30,6 +32,7 @@ from tsm_video.errors import TSMVideoError
 from tsm_video.tsm import (
     AdapterError,
     IntervalSchedule,
+    SwitchPlan,
     TimestepContext,
     TSMLayer,
     inject,
@@ -130,8 +133,9 @@ def attach_adapter(model: nn.Module, spec: AdapterSpec) -> ExpertSwitcher:
 class ExpertSwitcher:
     """DDIM callback ``(step_index, t)`` keeping core expert ``floor(t·n/T)`` merged in ``W0``.
 
-    Covers the timestep-dependent TSM layers (those with a context); a text-encoder LoRA, used
-    once per prompt before sampling, runs un-merged. ``merges`` records ``(step_index, t, n, i)``
+    Covers the timestep-dependent TSM layers (those with a context), switched together per core
+    scale by a :class:`~tsm_video.tsm.SwitchPlan`; a text-encoder LoRA, used once per prompt
+    before sampling, runs un-merged. ``merges`` records ``(step_index, t, n, i)``
     for every switch. Call :meth:`close` to restore ``W0``.
     """
 
@@ -141,18 +145,18 @@ class ExpertSwitcher:
         for _, layer in tsm_layers(model):
             if layer.ctx is not None and layer.mode != "moe":
                 self.layers.setdefault(layer.scales[0], []).append(layer)
+        self.plans = {n: SwitchPlan(layers) for n, layers in self.layers.items()}
         self.schedule = IntervalSchedule(num_timesteps)
         self.current: dict[int, int] = {}
         self.merges: list[tuple[int, int | float, int, int]] = []
 
     def __call__(self, step_index: int, t: int | float) -> None:
         """``t``: an integer timestep, or a float one of a continuous-time backbone (SD3's σ·1000)."""
-        for n, layers in self.layers.items():
+        for n, plan in self.plans.items():
             self.schedule.check_range(t, t, isinstance(t, float))
             interval = self.schedule.interval_of(t, n)  # on the host: no tensor per step
             if self.current.get(n) != interval:
-                for layer in layers:
-                    layer.merge(interval)  # unmerges the layer's previous expert first
+                plan.switch(interval)  # all layers of core scale n in a few batched calls
                 self.current[n] = interval
                 self.merges.append((step_index, t, n, interval))
 
@@ -161,4 +165,6 @@ class ExpertSwitcher:
         for layers in self.layers.values():
             for layer in layers:
                 layer.unmerge()
+        for plan in self.plans.values():
+            plan.release()  # its stacked tables and scratch
         self.current.clear()

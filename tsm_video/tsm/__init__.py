@@ -27,6 +27,7 @@ from .layers import MODES, TSMConv, TSMLayer, TSMLinear
 from .router import GATE_ACTIVATIONS, Router
 from .schedule import IntervalSchedule
 from .stage import STAGES, configure_stage, merge_interval, merge_timestep, trainable_parameters, unmerge_all
+from .switch import SwitchPlan
 
 __all__ = [
     "IntervalSchedule",
@@ -47,6 +48,7 @@ __all__ = [
     "trainable_parameters",
     "merge_interval",
     "merge_timestep",
+    "SwitchPlan",
     "unmerge_all",
     "AdapterError",
     "FORMAT_VERSION",

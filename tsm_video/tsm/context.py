@@ -33,7 +33,9 @@ class TimestepContext:
         self._cache: dict[tuple, Tensor | int | None] = {}
         self._pins: dict[tuple[int, int], int] = {}  # (scale, interval) -> layers merged there
         self._host_range: tuple[int | float, int | float] | None = None  # min/max of t, when read
-        self.generation = 0  # counts set/clear: whatever was computed for one t is stale after it
+        # counts set/clear and interval switches of fused stage-2 layers: whatever was computed
+        # for one t and one set of merged experts is stale after it
+        self.generation = 0
 
     @property
     def num_timesteps(self) -> int:
@@ -65,13 +67,13 @@ class TimestepContext:
         self._t, self._cache, self._host_range = t, {}, host_range
         self.generation += 1
 
-    def pin(self, n: int, i: int) -> None:
-        """One more layer has expert ``i`` of scale ``n`` merged (see :meth:`set`)."""
-        self._pins[n, i] = self._pins.get((n, i), 0) + 1
+    def pin(self, n: int, i: int, layers: int = 1) -> None:
+        """``layers`` more layers have expert ``i`` of scale ``n`` merged (see :meth:`set`)."""
+        self._pins[n, i] = self._pins.get((n, i), 0) + layers
 
-    def unpin(self, n: int, i: int) -> None:
-        """Release one :meth:`pin` of ``(n, i)``."""
-        count = self._pins.pop((n, i), 0) - 1
+    def unpin(self, n: int, i: int, layers: int = 1) -> None:
+        """Release ``layers`` :meth:`pin` s of ``(n, i)``."""
+        count = self._pins.pop((n, i), 0) - layers
         if count < 0:
             raise RuntimeError(f"TimestepContext.unpin({n}, {i}) without a matching pin")
         if count:

@@ -12,7 +12,8 @@ so the merged hot path carries no state checks: a merged stage-1 layer is one ba
 linear/conv with the merged weight; a merged stage-2 ``TSMLinear`` runs the fused path of
 :mod:`tsm_video.tsm.fused` (its merged core, its interval's context experts and the router in
 two matmuls, shared with the sibling layer that reads the same input; tables gathered at the
-first merge, copies per switch).
+first merge, copied per switch when the context experts change). ``merge`` switches one layer;
+:class:`~tsm_video.tsm.switch.SwitchPlan` switches many at once with the same arithmetic.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from .context import TimestepContext
 from .fused import SharedInputGroup
 from .router import Router
+from .switch import MergeTables
 
 __all__ = ["TSMLayer", "TSMLinear", "TSMConv", "MODES"]
 
@@ -52,8 +54,13 @@ class TSMLayer(nn.Module):
     router_param_names = ("router",)
 
     _channel_dim = -1  # channel axis of the layer's input/output (and of the router's gates)
-    _fused_buffers = ("fused_tables_a", "fused_tables_b", "fused_emb", "fused_b")  # tsm.fused, per layer
-    _group_buffers = ("fused_weight", "fused_bias")  # tsm.fused, on a group's first member
+    _fused_buffers = ("fused_tables_a", "fused_tables_b")  # tsm.fused, per layer
+    _group_buffers = (
+        "fused_weight",
+        "fused_bias",
+        "fused_emb",
+        "fused_b",
+    )  # tsm.fused, on a group's first member
 
     def __init__(
         self,
@@ -88,7 +95,7 @@ class TSMLayer(nn.Module):
         self.merged_interval: int | None = None
         self.tsm_name = ""
         self.input_group: SharedInputGroup | None = None  # TSMLinear stage 2: see tsm.fused
-        self._merge_views: tuple | None = None  # while merged: W0, merged weight, per-interval (B, A) views
+        self._merge_views: MergeTables | None = None  # while merged: what a switch reads (tsm.switch)
         # Inference state (non-persistent, allocated while merged): W0 + ΔW of the merged core
         # (for a stage-2 TSMLinear on the fused path, a view of its SharedInputGroup's weight);
         # for such a layer also A_ctx (n, k·r, in) and (α/r)·B_ctxᵀ (n, k·r, out) of every core
@@ -187,24 +194,25 @@ class TSMLayer(nn.Module):
             raise ValueError(f"interval {interval} out of range for core scale {core}")
         if self.merged_interval == interval:
             return
-        first = self.merged_interval is None
+        first, previous = self.merged_interval is None, self.merged_interval
         if first:
             self._merge_views = self._first_merge()
         elif self.ctx is not None:
-            self.ctx.unpin(core, self.merged_interval)
-        # A switch reads only the views gathered (detached) at the first merge: one addmm, plus
-        # two copies for stage 2. At small sizes host work dominates (module attribute lookups,
-        # grad-mode switches cost more than the copies), so there is none of it here.
-        w0_flat, w, experts, context = self._merge_views
-        b, a = experts[interval]
-        if w.dtype == a.dtype == torch.float32:
-            torch.addmm(w0_flat, b, a, alpha=self.scaling, out=w)
-        else:  # float32 sum, one rounding to the weight's dtype
-            w.copy_(torch.addmm(w0_flat.float(), b.float(), a.float(), alpha=self.scaling))
-        for target, tables in context:  # stage 2, fused path: the interval's context experts
-            target.copy_(tables[interval])
-        if context:
-            self.input_group.invalidate()
+            self.ctx.unpin(core, previous)
+        # A switch reads only the tables gathered (detached) at the first merge, with the float32
+        # arithmetic of a SwitchPlan's batched switch (tsm.switch): the same bits either way.
+        tables = self._merge_views
+        in_place = tables.target.dtype == torch.float32
+        out = tables.target.unsqueeze(0) if in_place else None
+        delta = torch.bmm(tables.b[interval], tables.a[interval], out=out)  # (1, out, K) float32
+        delta.add_(tables.w0)
+        if not in_place:
+            tables.target.copy_(delta.squeeze(0))  # one rounding to the weight's dtype
+        if tables.context and (first or tables.context_rows[previous] != tables.context_rows[interval]):
+            for target, per_interval in tables.context:  # stage 2, fused path: the context experts
+                target.copy_(per_interval[interval])
+        if tables.context:
+            self.ctx.generation += 1  # outputs kept by the shared-input group are stale
         vars(self)["merged_interval"] = interval  # a plain int: nn.Module.__setattr__'s checks skipped
         if self.ctx is not None:
             self.ctx.pin(core, interval)
@@ -212,10 +220,10 @@ class TSMLayer(nn.Module):
             self._select_forward()
 
     @torch.no_grad()
-    def _first_merge(self) -> tuple:
-        """Check the core experts, allocate the merged weight and gather what a switch reads:
-        ``(W0, merged weight, [(B_i, A_i)] per interval, [(target, per-interval tables)])``,
-        weights flattened to (out, in·prod(kernel)), ``A_i`` (r, in·prod(kernel))."""
+    def _first_merge(self) -> MergeTables:
+        """Check the core experts, allocate the merged weight and gather what a switch reads
+        (:class:`~tsm_video.tsm.switch.MergeTables`): weights flattened to (out, K),
+        ``K = in·prod(kernel)``; ``(α/r)·B_i`` (1, out, r) and ``A_i`` (1, r, K) in float32."""
         core = self.scales[0]
         bank_a, bank_b = self.lora_A[f"s{core}"], self.lora_B[f"s{core}"]
         bad = ~(torch.isfinite(bank_a).flatten(1).all(1) & torch.isfinite(bank_b).flatten(1).all(1))
@@ -225,9 +233,12 @@ class TSMLayer(nn.Module):
             )
         w0 = self.base.weight
         self.merged_weight = self._merged_buffer()
-        w = self.merged_weight.view(w0.shape[0], -1)  # (out, in·prod(kernel))
-        experts = [(bank_b[i].detach(), bank_a[i].detach().view(self.rank, -1)) for i in range(core)]
-        return w0.detach().view_as(w), w, experts, self._context_experts()  # B_i (out, r), A_i (r, in…)
+        target = self.merged_weight.view(w0.shape[0], -1)  # (out, K)
+        b = (bank_b.detach().float() * self.scaling).unsqueeze(1)  # (n, 1, out, r)
+        a = bank_a.detach().float().reshape(core, 1, self.rank, -1)  # (n, 1, r, K)
+        context = self._context_experts()
+        rows = [tuple(self._context_rows(i)) for i in range(core)] if context else []
+        return MergeTables(w0.detach().view_as(target), target, b, a, context, rows)
 
     @torch.no_grad()
     def unmerge(self) -> None:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .inject import tsm_layers
+from .switch import SwitchPlan
 
 __all__ = [
     "STAGES",
@@ -64,7 +65,9 @@ def merge_interval(model: nn.Module, interval: int, scale: int | None = None) ->
     ``scale=None`` requires all layers to share one core scale. Layers stay merged until
     :func:`unmerge_all`, which restores ``W0`` bit-exactly; while merged, their
     :class:`~tsm_video.tsm.TimestepContext` refuses timesteps outside that interval. Symmetric-MoE
-    layers have no core expert and are skipped (as in :func:`merge_timestep`).
+    layers have no core expert and are skipped (as in :func:`merge_timestep`). The layers switch
+    together through a :class:`~tsm_video.tsm.switch.SwitchPlan` kept on ``model`` (a few batched
+    calls per switch; the same bits as ``layer.merge`` on each).
     """
     layers = [layer for _, layer in tsm_layers(model) if layer.mode != "moe"]
     cores = sorted({layer.scales[0] for layer in layers})
@@ -75,8 +78,10 @@ def merge_interval(model: nn.Module, interval: int, scale: int | None = None) ->
     chosen = [layer for layer in layers if layer.scales[0] == scale]
     if not chosen:
         raise ValueError(f"merge_interval: no TSM layer has core scale {scale} (have {cores})")
-    for layer in chosen:
-        layer.merge(interval)
+    plans = vars(model).setdefault("_tsm_switch_plans", {})
+    if scale not in plans or plans[scale].layers != chosen:
+        plans[scale] = SwitchPlan(chosen)
+    plans[scale].switch(interval)
 
 
 def merge_timestep(model: nn.Module, t: int | float) -> None:
@@ -94,6 +99,7 @@ def merge_timestep(model: nn.Module, t: int | float) -> None:
 
 
 def unmerge_all(model: nn.Module) -> None:
-    """Restore ``W0`` bit-exactly in every TSM layer."""
+    """Restore ``W0`` bit-exactly in every TSM layer (and drop the :func:`merge_interval` plans)."""
     for _, layer in tsm_layers(model):
         layer.unmerge()
+    vars(model).pop("_tsm_switch_plans", None)
