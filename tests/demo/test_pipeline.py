@@ -22,7 +22,7 @@ FEW_STEPS = [
 def test_demo_runs_every_stage_and_writes_only_into_its_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "NUM_TRAIN_VIDEOS", 8)  # two batches of 4 per epoch
     monkeypatch.setattr(pipeline, "NUM_HELDOUT_VIDEOS", 8)
-    monkeypatch.setattr(pipeline, "NUM_SCORED", 3)
+    monkeypatch.setattr(pipeline, "NUM_SCORED", 5)  # the fewest a perfect score beats 50 % by 2 sd
     monkeypatch.chdir(tmp_path)  # relative paths in the config would land here
     out = tmp_path / "nested" / "demo"
 
@@ -41,12 +41,14 @@ def test_demo_runs_every_stage_and_writes_only_into_its_folder(tmp_path, monkeyp
         assert len(re.findall(row + r"( (–|\d+ \(n=\d\)) \|){4}$", text, re.M)) == 1, model
         assert len(re.findall(row + r" \d\.\d{4} \|( (–|\d+) \|){4}$", text, re.M)) == 1, model
     assert re.search(
-        r"^- Drawing the prompted motion .*over 3 prompts, i\.e\. > \d+ %\): .*held-out videos", text, re.M
+        r"^- Drawing the prompted motion .*over 5 prompts, i\.e\. > \d+ %; .*\): .*held-out videos",
+        text,
+        re.M,
     )
     assert re.search(r"\*\*At demo scale TSM is (better|not better) than vanilla LoRA\*\*", text)
     # the held-out videos themselves score 100 % on colour and direction (the scorer reads pixels)
     ceiling = re.search(
-        r"^\| held-out videos \(ceiling\) \| (\d+) \(n=\d\) \| .*? \| (\d+) \(n=3\)", text, re.M
+        r"^\| held-out videos \(ceiling\) \| (\d+) \(n=\d\) \| .*? \| (\d+) \(n=5\)", text, re.M
     )
     assert ceiling and ceiling.groups() == ("100", "100")
     # post-pretraining only: the base is the shipped one (no base stage), the stages are timed
@@ -59,3 +61,20 @@ def test_demo_runs_every_stage_and_writes_only_into_its_folder(tmp_path, monkeyp
     # 3 prompts x (32 px x zoom 4) tall at least; 4 frames of 5 panels (held-out video + 4 models) wide
     assert grid.shape[0] >= 3 * 32 * pipeline.PNG_ZOOM
     assert grid.shape[1] >= 4 * 5 * 32 * pipeline.PNG_ZOOM
+
+
+def test_verdict_counts_prompted_motion_only_above_the_axis_only_rate():
+    """A model whose clips move along the prompted axis with a random sign scores 50 % on
+    direction (the shipped base: 48 % over 64 clips); the verdict must not call that drawing the
+    prompted motion, though it is above the 25 % of random directions. Over 16 prompts the bar is
+    8 + 2 sqrt(16 / 4) = 12 hits (75 %)."""
+    scores = {
+        label: {name: {"value": 50.0, "n": 16} for name in pipeline.SCORE_NAMES}
+        for label in ("base", "vanilla LoRA (s1)", "TSM stage 1 (s4)", "TSM stage 2")
+    }
+    scores["TSM stage 2"]["direction"]["value"] = 100 * 13 / 16  # 13 hits > 12
+    scores["TSM stage 1 (s4)"]["direction"]["value"] = 100 * 12 / 16  # on the bar: not above it
+    losses = {label: [0.03] * 4 for label in scores}
+    first = pipeline._verdict(losses, scores)[0]
+    assert "over 16 prompts, i.e. > 75 %" in first
+    assert first.split("): ")[1].startswith("TSM stage 2. "), first
