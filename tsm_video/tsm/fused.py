@@ -6,13 +6,13 @@ merged. :class:`SharedInputGroup` evaluates ``G`` such layers that read the same
 and ``to_v`` of one attention; ``G = 1`` for a layer alone) in a fixed handful of ops:
 
 - one ``mm`` (``addmm`` where a base layer has a bias): ``p = x·Wᵀ``, ``W`` stacking the rows
-  ``[W0 + ΔW]_1..G | FC_1..G | A_ctx,1..G`` (each kind of row of every layer together): ``p``
-  holds every layer's merged output, gate logits ``FC x`` and ``A_ctx x`` — exactly the
-  arithmetic the context experts need;
-- the gates of all layers at once: ``Emb(t)`` (the routers' tables side by side) added to the
-  logits (one row picked on the host when the batch shares one timestep, as in sampling, else
-  one ``embedding``), the activation, and ``h = A_ctx x ⊙ g`` as one product (each gate
-  gathered over its expert's ``r`` columns);
+  ``[W0 + ΔW]_1..G | FC_1..G | A_ctx,1..G`` (each kind of row of every layer together; each
+  gate's ``FC`` row repeated over its expert's ``r`` columns, so the gate logits come out lined
+  up with ``A_ctx x``): ``p`` holds every layer's merged output, the gate logits ``FC x`` and
+  ``A_ctx x`` — exactly the arithmetic the context experts need;
+- in place in ``p``'s columns: ``Emb(t)`` added to the logits (when the whole batch is at one
+  timestep, as in sampling, its row is picked on the host once per timestep, else one gather),
+  the activation (none for the recipes' ``gate_activation: none``) and ``h = A_ctx x ⊙ g``;
 - one in-place ``addmm_`` of ``h`` and the block-diagonal ``(α/r)·B_ctxᵀ`` of all layers into
   the output columns of ``p`` (zeros off the diagonal blocks: ``(G−1)·k·r·out`` more
   multiply-adds per token and layer, small next to the layer's ``in·out``, for one call
@@ -56,12 +56,14 @@ class SharedInputGroup:
     """Merged stage-2 ``TSMLinear`` layers with identical TSM settings and widths that read one input.
 
     Shapes: ``G`` members of ``out`` outputs each, ``k`` context experts of rank ``r`` each,
-    ``E = out + k + k·r`` rows of ``W`` per member, ``T`` timesteps. The first member holds the
+    ``E = out + 2·k·r`` rows of ``W`` per member, ``T`` timesteps. The first member holds the
     group's buffers: ``fused_weight`` (G·E, in) with rows ``[W0 + ΔW]_1..G | FC_1..G | A_ctx,1..G``
-    (the same kind of rows of every member together), ``fused_bias`` (G·E) (the bases' biases,
-    zero elsewhere; None when no base has one), ``fused_emb`` (T, G·k) (the routers' ``Emb``
-    side by side) and ``fused_b`` (G·k·r, G·out), block diagonal: member ``m``'s block
-    ``(α/r)·B_ctxᵀ`` of its interval in rows ``m·k·r…`` and columns ``m·out…``.
+    (the same kind of rows of every member together; each ``FC`` row repeated ``r`` times),
+    ``fused_bias`` (G·E) (the bases' biases, zero elsewhere; None when no base has one),
+    ``fused_emb`` (T, G·k·r) (the routers' ``Emb`` side by side, each column repeated ``r``
+    times) and ``fused_b``
+    (G·k·r, G·out), block diagonal: member ``m``'s block ``(α/r)·B_ctxᵀ`` of its interval in rows
+    ``m·k·r…`` and columns ``m·out…``.
     """
 
     def __init__(self, members: list[TSMLinear]) -> None:
@@ -75,14 +77,15 @@ class SharedInputGroup:
         self.members = list(members)
         self.ctx = first.ctx
         self.k, self.r, self.out = len(first.scales) - 1, first.rank, first.base.out_features
-        g = len(members)
-        self.block = self.out + self.k + self.k * self.r  # E
-        self.sizes = [g * self.out, g * self.k, g * self.k * self.r]  # p's columns: [y | FC x | A_ctx x]
+        g, kr = len(members), self.k * self.r
+        self.block = self.out + 2 * kr  # E
+        self.sizes = [g * self.out, g * kr, g * kr]  # p's columns: [y | FC x + Emb(t) | A_ctx x]
         self.gate = None if first.gate_activation == "none" else first.router.gate
-        self.softmax = first.gate_activation == "softmax"  # the only gate that mixes a member's k logits
+        # softmax mixes a member's k gates: over axis 2 of (N·M, G, k, r) (the r copies agree)
+        self.gate_dim = 2 if first.gate_activation == "softmax" else None
         self.merged = [False] * g
         self._kept: tuple | None = None  # (input, its version, ctx generation, outputs not yet handed over)
-        self._repeat: Tensor | None = None  # while merged: gate index of each A_ctx column (see _gated)
+        self._step: tuple[int, Tensor] | None = None  # (the batch's one timestep, its Emb row)
         # The first member's buffer dict, read on the hot path: one dict lookup where attribute
         # access goes through nn.Module.__getattr__ (after a failed normal lookup). ``.to()`` and
         # ``load_state_dict`` replace entries of this same dict, so it stays current.
@@ -97,11 +100,11 @@ class SharedInputGroup:
 
     def _rows(self, m: int) -> tuple[slice, slice, slice]:
         """Member ``m``'s rows of ``W``: its merged weight, its gate logits, its ``A_ctx``."""
-        g, out, k, kr = len(self.members), self.out, self.k, self.k * self.r
+        g, out, kr = len(self.members), self.out, self.k * self.r
         return (
             slice(m * out, (m + 1) * out),
-            slice(g * out + m * k, g * out + (m + 1) * k),
-            slice(g * (out + k) + m * kr, g * (out + k) + (m + 1) * kr),
+            slice(g * out + m * kr, g * out + (m + 1) * kr),
+            slice(g * (out + kr) + m * kr, g * (out + kr) + (m + 1) * kr),
         )
 
     @torch.no_grad()
@@ -109,22 +112,21 @@ class SharedInputGroup:
         """The (out, in) view of the fused weight that holds ``layer``'s ``W0 + ΔW``, at the
         layer's first merge: allocates the group's buffers at the first member's, snapshots the
         layer's router (``FC`` rows, ``Emb`` columns; the same for every interval)."""
-        m, first, g = self.members.index(layer), self.members[0], len(self.members)
+        m, first, g, kr = self.members.index(layer), self.members[0], len(self.members), self.k * self.r
         w = first.base.weight
         dd = {"device": w.device, "dtype": w.dtype}
         if first.fused_weight is None:
             first.fused_weight = torch.zeros(g * self.block, w.shape[1], **dd)
             if any(member.base.bias is not None for member in self.members):
                 first.fused_bias = torch.zeros(g * self.block, **dd)
-            first.fused_emb = torch.zeros(layer.ctx.num_timesteps, g * self.k, **dd)
-            first.fused_b = torch.zeros(g * self.k * self.r, g * self.out, **dd)
-            self._repeat = torch.arange(g * self.k, device=w.device).repeat_interleave(self.r)  # (g·k·r,)
+            first.fused_emb = torch.zeros(layer.ctx.num_timesteps, g * kr, **dd)
+            first.fused_b = torch.zeros(g * kr, g * self.out, **dd)
         y_rows, fc_rows, _ = self._rows(m)
-        first.fused_weight[fc_rows] = layer.router.fc.weight
+        first.fused_weight[fc_rows] = layer.router.fc.weight.repeat_interleave(self.r, dim=0)
         if layer.base.bias is not None:
             first.fused_bias[y_rows] = layer.base.bias
-        first.fused_emb[:, m * self.k : (m + 1) * self.k] = layer.router.emb.weight
-        self.merged[m], self._kept = True, None
+        first.fused_emb[:, m * kr : (m + 1) * kr] = layer.router.emb.weight.repeat_interleave(self.r, dim=1)
+        self.merged[m], self._kept, self._step = True, None, None
         return first.fused_weight[y_rows]
 
     def context_targets(self, layer: TSMLinear) -> tuple[Tensor, Tensor]:
@@ -139,11 +141,11 @@ class SharedInputGroup:
     def release(self, layer: TSMLinear) -> None:
         """``layer`` unmerged (its own buffers dropped by the layer); the shared buffers go with
         the last merged member."""
-        self.merged[self.members.index(layer)], self._kept = False, None
+        self.merged[self.members.index(layer)], self._kept, self._step = False, None, None
         if not any(self.merged):
             first = self.members[0]
-            first.fused_weight = first.fused_bias = first.fused_emb = first.fused_b = None
-            self._repeat = None
+            for name in first._group_buffers:
+                setattr(first, name, None)
 
     def forward(self, layer: TSMLinear, x: Tensor) -> Tensor:
         """Member ``layer``'s output for ``x`` (N, ..., in) → (N, ..., out); N a multiple of the B
@@ -169,45 +171,45 @@ class SharedInputGroup:
         ``x`` (N, ..., in) at the context's timesteps. A member that is not merged gets a value
         nobody reads.
 
-        A fixed handful of host-side calls whatever ``G`` and ``k``: one ``linear``, one split,
-        the gates of all members (one add, the activation, one gather, one product) and one
-        ``addmm_``; at the small sizes of a tiny model, or a GPU, the path is bound by them, not
-        by arithmetic."""
-        buffers = self._buffers
-        self.members[0]._check_fold(x.shape[0], self.ctx.t.shape[0])
-        w, bias, emb, b_ctx = (buffers[n] for n in ("fused_weight", "fused_bias", "fused_emb", "fused_b"))
-        g, sizes, repeat = len(self.members), self.sizes, self._repeat
+        A fixed handful of host-side calls whatever ``G`` and ``k`` — with the batch at one
+        timestep and no activation: one ``linear``, one split, one add and one product in place,
+        one ``addmm_`` and the outputs' view and split; at the small sizes of a tiny model, or a
+        GPU, the path is bound by them, not by arithmetic."""
+        buffers, ctx = self._buffers, self.ctx
+        w, bias, b_ctx = buffers["fused_weight"], buffers["fused_bias"], buffers["fused_b"]
+        sizes, g = self.sizes, len(self.members)
+        t = ctx.single_timestep_index() if member is None else None
+        self.members[0]._check_fold(x.shape[0], ctx.t.shape[0])
         if member is not None:  # one member: its three row blocks, its Emb columns, its B block
-            rows = self._rows(member)
+            rows, kr = self._rows(member), self.k * self.r
             w = torch.cat([w[r] for r in rows])
             bias = None if bias is None else torch.cat([bias[r] for r in rows])
-            emb = emb[:, member * self.k : (member + 1) * self.k]
-            kr = self.k * self.r
             b_ctx = b_ctx[member * kr : (member + 1) * kr, rows[0]]
-            g, sizes, repeat = 1, [self.out, self.k, kr], repeat[:kr]  # member 0's gate index
+            g, sizes = 1, [self.out, kr, kr]
         p = F.linear(x.reshape(-1, x.shape[-1]), w, bias)  # (N·M, g·E), a sample's rows contiguous
-        y, logits, a = p.split(sizes, dim=1)  # (N·M, g·out), (N·M, g·k), (N·M, g·k·r): views
-        t = self.ctx.single_timestep_index() if member is None else None
-        h = self._gated(a, logits, emb, t, repeat)  # (N·M, g·k·r)
-        y.addmm_(h, b_ctx)  # in place into p's columns: y += h·(α/r)B_ctxᵀ
-        return y.view(*x.shape[:-1], g * self.out).split(self.out, dim=-1)
-
-    def _gated(self, a: Tensor, logits: Tensor, emb: Tensor, t: int | None, repeat: Tensor) -> Tensor:
-        """``h = A_ctx x ⊙ act(FC x + Emb(t))`` (N·M, g·k·r), each gate over its expert's r columns
-        (``repeat`` (g·k·r,): the gate of each column); ``t`` the batch's one timestep, or None:
-        each sample's row of ``emb`` (T, g·k)."""
-        if t is not None:
-            z = logits + emb.select(0, t)  # (N·M, g·k) + (g·k,)
-        else:
-            t_index = self.ctx.timestep_index()  # (B,), rows of one sample contiguous
-            z = (logits.unflatten(0, (t_index.shape[0], -1)) + emb[t_index].unsqueeze(1)).flatten(0, 1)
-        if self.softmax:  # over each member's k gates
-            z = self.gate(z.unflatten(1, (-1, self.k)), dim=2).flatten(1)
+        y, z, a = p.split_with_sizes(sizes, 1)  # (N·M, g·out), (N·M, g·k·r), (N·M, g·k·r): views
+        if t is not None:  # the batch's one Emb(t) row, picked once per timestep
+            if self._step is None or self._step[0] != t:
+                self._step = t, buffers["fused_emb"][t]
+            z.add_(self._step[1])
+        else:  # each sample's row over its rows
+            e = self._emb_rows(member)  # (B, g·k·r)
+            z = (z.unflatten(0, (e.shape[0], -1)) + e.unsqueeze(1)).flatten(0, 1)
+        if self.gate_dim:
+            z = self.gate(z.unflatten(1, (-1, self.k, self.r)), dim=self.gate_dim).flatten(1)
         elif self.gate is not None:
             z = self.gate(z)
-        # each gate repeated over its expert's r columns (one gather; a broadcasting product over
-        # (N·M, g·k, r) views of p's strided columns measured 3× slower on CPU), then one product
-        return a * z.index_select(1, repeat)
+        y.addmm_(a.mul_(z), b_ctx)  # h = A_ctx x ⊙ g in p's columns, then y += h·(α/r)B_ctxᵀ
+        return y.view(*x.shape[:-1], g * self.out).split_with_sizes([self.out] * g, -1)
+
+    def _emb_rows(self, member: int | None) -> Tensor:
+        """Each sample's ``Emb(t)`` row (B, G·k·r), or ``member``'s columns alone (B, k·r): for a
+        batch at several timesteps, and under torch.compile."""
+        emb = self._buffers["fused_emb"]
+        if member is not None:
+            kr = self.k * self.r
+            emb = emb[:, member * kr : (member + 1) * kr]
+        return emb[self.ctx.timestep_index()]
 
 
 def _groupable(layer: TSMLinear, first: TSMLinear) -> bool:
