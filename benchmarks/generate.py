@@ -58,6 +58,7 @@ import torch
 from counts import callgrind_available, flops, instructions, op_counts, run_under_callgrind
 from machine import cpu_model
 from results_md import write_section
+from tiny_models import randomise_adapters
 from torch import nn
 
 from tsm_video.generation import ExpertSwitcher, GenerateSettings, clip_seed, generate_clips
@@ -85,12 +86,7 @@ def _add_experts(unet: nn.Module, variant: str, num_timesteps: int) -> TimestepC
     scales, mode = VARIANTS[variant]
     ctx = TimestepContext(num_timesteps)
     inject(unet, "vc2", ctx=ctx, scales=scales, rank=4, alpha=4.0, mode=mode)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _, layer in tsm_layers(unet):
-            for name, p in layer.named_parameters():
-                if not name.startswith("base."):
-                    p.copy_(torch.randn(p.shape, generator=gen).to(p) * 0.05)
+    randomise_adapters(unet, torch.Generator().manual_seed(1))
     return ctx
 
 
@@ -227,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes and few steps (< 1 min on 2 cores)")
-    parser.add_argument("--reps", type=int, help="timed repetitions per variant (default 3 quick, 15 full)")
+    parser.add_argument("--reps", type=int, help="timed repetitions per variant (default 15)")
     parser.add_argument(
         "--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu"
     )
@@ -291,7 +287,7 @@ def main(argv: list[str] | None = None, write: bool = True) -> dict:
     if args.instructions_child is not None:
         instructions_child(args, args.instructions_child)
         return {}
-    reps = args.reps or (3 if args.quick else 15)
+    reps = args.reps or 15
     backbone, dtype, settings = _settings(args)
     autocast = (
         (lambda: torch.autocast("cuda", dtype=torch.bfloat16))

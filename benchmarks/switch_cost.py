@@ -35,9 +35,9 @@ import torch
 from counts import callgrind_available, instructions, op_counts, run_under_callgrind
 from machine import cpu_model
 from results_md import write_section
+from tiny_models import randomise_adapters, tiny_vc2_unet
 
 from tsm_video.generation import ExpertSwitcher
-from tsm_video.models.vc2 import VC2UNet
 from tsm_video.models.vc2.configs import VC2_TINY_ARCH
 from tsm_video.tsm import TimestepContext, inject, tsm_layers
 
@@ -53,22 +53,13 @@ CYCLE = [1, 2, 3, 4, 5, 6, 7, 0]  # every switch moves to another interval
 
 
 def _models() -> dict:
-    torch.manual_seed(0)
-    base = VC2UNet.from_lvdm_config(VC2_TINY_ARCH["unet"]).eval().requires_grad_(False)
-    with torch.no_grad():  # zero-initialised outputs (LDM's zero_module) would hide the experts
-        for p in base.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.02)
+    base = tiny_vc2_unet()
     models = {"base": (base, None, None)}
     gen = torch.Generator().manual_seed(1)
     for name, (scales, mode) in VARIANTS.items():
         unet, ctx = copy.deepcopy(base), TimestepContext(T)
         inject(unet, "vc2", ctx=ctx, scales=scales, rank=4, mode=mode)
-        with torch.no_grad():
-            for _, layer in tsm_layers(unet):
-                for pname, p in layer.named_parameters():
-                    if not pname.startswith("base."):
-                        p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        randomise_adapters(unet, gen)
         models[name] = (unet, ctx, ExpertSwitcher(unet, T))
     return models
 

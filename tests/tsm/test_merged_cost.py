@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from benchmarks.counts import op_counts
-from tsm_video.models.vc2 import VC2UNet
+from benchmarks.tiny_models import randomise_adapters, tiny_vc2_unet
 from tsm_video.models.vc2.configs import VC2_TINY_ARCH
 from tsm_video.tsm import TimestepContext, inject, merge_timestep, tsm_layers
 
@@ -27,12 +27,7 @@ T = 1000
 
 @pytest.fixture(scope="module")
 def unets():
-    torch.manual_seed(0)
-    base = VC2UNet.from_lvdm_config(VC2_TINY_ARCH["unet"]).eval().requires_grad_(False)
-    with torch.no_grad():  # zero-initialised outputs (LDM's zero_module) would hide the experts
-        for p in base.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.02)
+    base = tiny_vc2_unet()
     models = {"base": (base, None)}
     gen = torch.Generator().manual_seed(1)
     for name, scales, mode in (
@@ -43,11 +38,7 @@ def unets():
     ):
         unet, ctx = copy.deepcopy(base), TimestepContext(T)
         inject(unet, "vc2", ctx=ctx, scales=scales, rank=4, mode=mode)
-        with torch.no_grad():
-            for _, layer in tsm_layers(unet):
-                for pname, p in layer.named_parameters():
-                    if not pname.startswith("base."):
-                        p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        randomise_adapters(unet, gen)
         merge_timestep(unet, 501)
         models[name] = (unet, ctx)
     x, t = torch.randn(1, 4, 4, 4, 4), torch.tensor([501])  # (B, C, F, h, w)

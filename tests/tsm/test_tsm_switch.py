@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from benchmarks.counts import op_counts
+from benchmarks.tiny_models import randomise_adapters
 from tsm_video.generation import ExpertSwitcher
 from tsm_video.tsm import (
     SwitchPlan,
@@ -27,15 +28,6 @@ from tsm_video.tsm import (
 )
 
 T = 1000
-
-
-def _randomise(net: nn.Module, seed: int = 1) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # experts and router off zero, as large as W0
-        for _, layer in tsm_layers(net):
-            for name, p in layer.named_parameters():
-                if not name.startswith("base."):
-                    p.copy_(torch.randn(p.shape, generator=gen).to(p.dtype))
 
 
 def _stage1_net(dtype: torch.dtype | None) -> tuple[nn.Module, TimestepContext]:
@@ -52,7 +44,7 @@ def _stage1_net(dtype: torch.dtype | None) -> tuple[nn.Module, TimestepContext]:
         )
         for i, (b, d) in enumerate(zip(bases, dtypes))
     )
-    _randomise(net)
+    randomise_adapters(net, torch.Generator().manual_seed(1), scale=1.0)  # as large as W0
     return net, ctx
 
 
@@ -67,7 +59,7 @@ def _stage2_net(scales: list[int]) -> tuple[nn.Module, TimestepContext]:
         net.append(attn)
     act = "softmax" if len(scales) > 2 else "sigmoid"
     inject(net, ["to_k", "to_v"], ctx, scales, rank=2, mode="assemble", gate_activation=act)
-    _randomise(net)
+    randomise_adapters(net, torch.Generator().manual_seed(1), scale=1.0)  # as large as W0
     return net, ctx
 
 
