@@ -70,7 +70,10 @@ def _merged_state(net: nn.Module) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, None])  # None: mixed dtypes
-def test_batched_switch_writes_the_bits_of_per_layer_merges(dtype):
+@pytest.mark.parametrize("chunked", [False, True])  # True: a scratch of one layer's weight
+def test_batched_switch_writes_the_bits_of_per_layer_merges(dtype, chunked, monkeypatch):
+    if chunked:
+        monkeypatch.setattr(SwitchPlan, "scratch_elements", 1)
     batched, _ = _stage1_net(dtype)
     single = copy.deepcopy(batched)
     plan = SwitchPlan([layer for _, layer in tsm_layers(batched)])
@@ -124,6 +127,18 @@ def test_a_switch_is_a_handful_of_batched_calls_and_skips_unchanged_context_expe
     assert ops == Counter({"aten.bmm": 1, "aten._foreach_add_": 1, "aten._foreach_copy_": 1})
     ops = op_counts(lambda: plan.switch(6))  # [8, 4, 2, 1]: scale 4's expert 2 -> 3
     assert ops["aten._foreach_copy_"] == 1 + (len(scales) > 2)
+
+
+def test_a_large_group_is_switched_in_chunks_within_the_scratch_cap(monkeypatch):
+    """Layers of one shape beyond ``scratch_elements``: one bmm / add / copy per chunk, and the
+    scratch holds one chunk (full VC2's largest group: 225 MiB in one piece, 63 MiB in chunks)."""
+    net, _ = _stage1_net(torch.float32)  # weights 2 × (6, 8), 2 × (8, 6), a conv's (4, 27)
+    monkeypatch.setattr(SwitchPlan, "scratch_elements", 48)  # one linear's weight; the conv's is larger
+    plan = SwitchPlan([layer for _, layer in tsm_layers(net)])
+    plan.switch(0)
+    ops = op_counts(lambda: plan.switch(4))
+    assert ops == Counter({"aten.bmm": 5, "aten._foreach_add_": 5, "aten._foreach_copy_": 5})
+    assert [rows.shape[0] for *_, rows, _ in plan._groups] == [1] * 5  # one layer per chunk
 
 
 def test_plan_falls_back_after_layers_change_behind_its_back():

@@ -8,7 +8,8 @@ stage-2 path the per-interval context-expert tables with where they go.
 
 Per layer, a switch is ``bmm`` (a batch of one) of ``(α/r)·B_i`` and ``A_i`` in float32, ``+ W0``,
 and one rounding into the merged weight. :class:`SwitchPlan` does the same arithmetic for a
-list of layers grouped by (merged-weight shape, dtype, device, core scale, rank): per group one
+list of layers grouped by (merged-weight shape, dtype, device, core scale, rank; large groups in
+chunks, see :attr:`SwitchPlan.scratch_elements`): per group one
 ``bmm`` of the stacked tables (n, L, out, r) × (n, L, r, K) into a float32 scratch, one
 ``_foreach_add_`` of the ``W0`` s and one ``_foreach_copy_`` into the merged weights; the context
 tables of all fused stage-2 layers in one ``_foreach_copy_``, skipped when the new interval's
@@ -49,7 +50,13 @@ class SwitchPlan:
     """Switches the core interval of ``layers`` (one core scale; TSM layers with a core expert)
     with a few batched calls; see the module docstring. The first :meth:`switch` merges each
     layer (its first merge) and gathers the stacked tables (adapter-sized) and a float32 scratch
-    as large as the largest group's merged weights."""
+    as large as the largest group's merged weights, or :attr:`scratch_elements` (groups larger
+    than that are switched in chunks of layers)."""
+
+    #: float32 elements of the scratch at most (64 MiB; one layer's merged weight when larger):
+    #: full VC2's largest group (36 to_k/to_v of 1280 × 1280) would take 225 MiB in one piece,
+    #: in chunks of 10 layers 63 MiB, for 4 batched calls instead of 1 on a 1.4 B model.
+    scratch_elements: int = 1 << 24
 
     def __init__(self, layers: list[TSMLayer]) -> None:
         cores = {layer.scales[0] for layer in layers}
@@ -110,13 +117,19 @@ class SwitchPlan:
             by_key.setdefault((t.shape, t.dtype, t.device, n, rank), []).append(tables)
             if tables.context:
                 contexts.setdefault(tuple(tables.context_rows), []).append(tables)
+        chunks = [  # (shape, device, layers): at most scratch_elements of merged weights each
+            (shape, device, group[i : i + per_chunk])
+            for (shape, _, device, _, _), group in by_key.items()
+            for per_chunk in [max(1, self.scratch_elements // shape.numel())]
+            for i in range(0, len(group), per_chunk)
+        ]
         scratch: dict[torch.device, Tensor] = {}
-        for (shape, _, device, _, _), group in by_key.items():
+        for shape, device, group in chunks:
             size = len(group) * shape.numel()
             if device not in scratch or scratch[device].numel() < size:
                 scratch[device] = torch.empty(size, dtype=torch.float32, device=device)
         self._groups = []
-        for (shape, _, device, _, _), group in by_key.items():
+        for shape, device, group in chunks:
             rows = scratch[device][: len(group) * shape.numel()].view(len(group), *shape)
             self._groups.append(
                 (
