@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SharedInputGroup", "SHARED_INPUT_PAIRS", "link_shared_inputs"]
 
+_is_compiling = torch.compiler.is_compiling  # read per call: one global lookup, not two attributes
+
 #: Sibling attribute names whose layers read the same input in the attention forwards we know
 #: (VC2 ``CrossAttention``, diffusers ``Attention`` incl. SD3's joint ``add_*_proj``).
 SHARED_INPUT_PAIRS: tuple[tuple[str, str], ...] = (("to_k", "to_v"), ("add_k_proj", "add_v_proj"))
@@ -151,7 +153,7 @@ class SharedInputGroup:
         """Member ``layer``'s output for ``x`` (N, ..., in) → (N, ..., out); N a multiple of the B
         timesteps set in the context (rows of one sample contiguous, batch outermost)."""
         m = self.members.index(layer)
-        if torch.compiler.is_compiling():  # a traced graph keeps nothing between calls
+        if _is_compiling():  # a traced graph keeps nothing between calls
             return self._compute(x, m)[0]
         kept, generation = self._kept, self.ctx.generation
         if kept is not None and kept[0] is x and kept[1] == x._version and kept[2] == generation:
@@ -161,7 +163,9 @@ class SharedInputGroup:
                 return out
         outs = self._compute(x)
         if len(outs) > 1:
-            self._kept = (x, x._version, generation, [None if j == m else o for j, o in enumerate(outs)])
+            others = list(outs)
+            others[m] = None
+            self._kept = (x, x._version, generation, others)
         return outs[m]
 
     def _compute(self, x: Tensor, member: int | None = None) -> tuple[Tensor, ...]:
