@@ -211,8 +211,9 @@ def _write_section(record: dict) -> None:
             f"{v['extra_mib_fp32']:.0f} MiB in float32, {v['extra_mib_bf16']:.0f} MiB in bfloat16, only "
             "while merged. `merged_buffer` "
             "(the code) is exact "
-            "by construction (W0 is never written), its unmerge writes nothing (it drops the buffer) and its "
-            "switch is one addmm; "
+            "by construction (W0 is never written), its unmerge writes nothing (it drops the buffer) and a "
+            "layer's switch is one float32 bmm, an add of W0 and one rounding into the buffer (the "
+            "model-wide switch batches these per weight shape: `switch_cost` section); "
             "`copy_restore` holds the same memory and also copies W0 back; `add_subtract` holds nothing "
             "but drifts.",
             end,
