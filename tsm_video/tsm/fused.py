@@ -63,9 +63,8 @@ class SharedInputGroup:
     (the same kind of rows of every member together; each ``FC`` row repeated ``r`` times),
     ``fused_bias`` (G·E) (the bases' biases, zero elsewhere; None when no base has one),
     ``fused_emb`` (T, G·k·r) (the routers' ``Emb`` side by side, each column repeated ``r``
-    times) and ``fused_b``
-    (G·k·r, G·out), block diagonal: member ``m``'s block ``(α/r)·B_ctxᵀ`` of its interval in rows
-    ``m·k·r…`` and columns ``m·out…``.
+    times) and ``fused_b`` (G·k·r, G·out), block diagonal: member ``m``'s block ``(α/r)·B_ctxᵀ``
+    of its interval in rows ``m·k·r…`` and columns ``m·out…``.
     """
 
     def __init__(self, members: list[TSMLinear]) -> None:

@@ -117,12 +117,10 @@ class SwitchPlan:
             by_key.setdefault((t.shape, t.dtype, t.device, n, rank), []).append(tables)
             if tables.context:
                 contexts.setdefault(tuple(tables.context_rows), []).append(tables)
-        chunks = [  # (shape, device, layers): at most scratch_elements of merged weights each
-            (shape, device, group[i : i + per_chunk])
-            for (shape, _, device, _, _), group in by_key.items()
-            for per_chunk in [max(1, self.scratch_elements // shape.numel())]
-            for i in range(0, len(group), per_chunk)
-        ]
+        chunks = []  # (shape, device, layers): at most scratch_elements of merged weights each
+        for (shape, _, device, _, _), group in by_key.items():
+            per_chunk = max(1, self.scratch_elements // shape.numel())
+            chunks += [(shape, device, group[i : i + per_chunk]) for i in range(0, len(group), per_chunk)]
         scratch: dict[torch.device, Tensor] = {}
         for shape, device, group in chunks:
             size = len(group) * shape.numel()
