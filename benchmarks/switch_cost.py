@@ -7,8 +7,10 @@ layers, rank 4, random experts and router): stage 1 (scale 8), stage 2 at the re
 [8, 1] and at [8, 4, 2, 1]. Per variant:
 
 - **switch**: one interval switch of the whole model, averaged over a cycle through the 8
-  intervals, two ways: ``per_layer`` (``layer.merge(i)`` on every layer, the path a single layer
-  takes) and ``switcher`` (:class:`~tsm_video.generation.ExpertSwitcher`, what sampling calls);
+  intervals, three ways: ``per_layer`` (``layer.merge(i)`` on every layer, the path a single layer
+  takes), ``switcher`` (:class:`~tsm_video.generation.ExpertSwitcher` with ``keep_experts=False``:
+  ``W0 + ΔW_i`` computed at every switch) and ``switcher_kept`` (its default, what sampling
+  calls: every interval's merged weights kept after the first visit, a switch copies them);
 - **call**: one denoiser call (the CFG batch of 2, ``ctx.set`` + UNet forward, t = 501 with its
   interval merged) at the latent size of ``benchmarks/generate.py --quick`` (4 frames of 4×4)
   and of its full run (8 frames of 8×8); the base UNet's call alongside.
@@ -60,7 +62,7 @@ def _models() -> dict:
         unet, ctx = copy.deepcopy(base), TimestepContext(T)
         inject(unet, "vc2", ctx=ctx, scales=scales, rank=4, mode=mode)
         randomise_adapters(unet, gen)
-        models[name] = (unet, ctx, ExpertSwitcher(unet, T))
+        models[name] = (unet, ctx, ExpertSwitcher(unet, T, keep_experts=False))
     return models
 
 
@@ -105,6 +107,7 @@ def measure(count, sizes: list[str]) -> dict:
             for how, fn in (
                 ("per_layer", partial(_per_layer, unet)),
                 ("switcher", partial(_switcher, switcher)),
+                ("switcher_kept", partial(_switcher, ExpertSwitcher(unet, T))),
             ):
                 fn()  # warm-up: first merges, plans, allocator
                 out["switch"].setdefault(name, {})[how] = count(fn) / len(CYCLE)
@@ -172,14 +175,14 @@ def _section(record: dict) -> tuple[str, str, str]:
         f"{record['load_average_start_end'][1]:.2f} (instruction counts do not depend on it).",
         "",
         "| variant | switch, per layer (M instr / ops) | switch, ExpertSwitcher (M instr / ops) "
-        "| call quick (M instr / ops) | call full (M instr / ops) |",
-        "|---|---|---|---|---|",
+        "| switch, kept intervals (M instr / ops) | call quick (M instr / ops) | call full (M instr / ops) |",
+        "|---|---|---|---|---|---|",
     ]
     for name in ("base", *VARIANTS):
         sw = instr["switch"].get(name)
         cells = [
             "–" if sw is None else f"{sw[how] / 1e6:.3f} / {ops['switch'][name][how]:.0f}"
-            for how in ("per_layer", "switcher")
+            for how in ("per_layer", "switcher", "switcher_kept")
         ]
         calls = [
             f"{instr['call'][name][s] / 1e6:.2f} / {ops['call'][name][s]}" if s in ops["call"][name] else "–"

@@ -129,6 +129,28 @@ def test_a_switch_is_a_handful_of_batched_calls_and_skips_unchanged_context_expe
     assert ops["aten._foreach_copy_"] == 1 + (len(scales) > 2)
 
 
+@pytest.mark.parametrize("stage", ["stage1", "stage2"])
+def test_a_kept_interval_switches_back_with_one_copy_and_the_same_bits(stage):
+    """``keep=True``: each interval is computed once (its first visit), later switches to it
+    copy the kept merged weights (one ``_foreach_copy_``, plus the context experts' when they
+    change) and write the bits of per-layer merges; ``release`` drops the kept copies."""
+    net = _stage1_net(torch.bfloat16)[0] if stage == "stage1" else _stage2_net([8, 4, 2, 1])[0]
+    single = copy.deepcopy(net)
+    plan = SwitchPlan([layer for _, layer in tsm_layers(net)], keep=True)
+    for step, interval in enumerate((3, 5, 0, 3, 5, 0)):
+        ops = op_counts(lambda interval=interval: plan.switch(interval))
+        for _, layer in tsm_layers(single):
+            layer.merge(interval)
+        assert all(torch.equal(a, b) for a, b in zip(_merged_state(net), _merged_state(single))), step
+        if step >= 3:  # kept: no arithmetic; stage 2 [8, 4, 2, 1] also moves scale 4's context expert
+            assert ops == Counter({"aten._foreach_copy_": 1 if stage == "stage1" else 2}), step
+        elif step > 0:
+            assert ops["aten.bmm"] >= 1, step
+    assert sorted(plan._kept) == [0, 3, 5] and all(len(v) == len(plan.layers) for v in plan._kept.values())
+    plan.release()
+    assert not plan._kept
+
+
 def test_a_large_group_is_switched_in_chunks_within_the_scratch_cap(monkeypatch):
     """Layers of one shape beyond ``scratch_elements``: one bmm / add / copy per chunk, and the
     scratch holds one chunk (full VC2's largest group: 225 MiB in one piece, 63 MiB in chunks)."""
@@ -181,7 +203,11 @@ def test_expert_switcher_switches_through_one_plan_per_core_scale():
     assert plan.current == 7 and plan.layers == [layer for _, layer in tsm_layers(net)]
     ops = op_counts(lambda: switcher(1, 500))
     assert ops["aten.bmm"] == 1 and plan.current == 4
+    switcher(2, 999)
+    assert op_counts(lambda: switcher(3, 500)) == Counter({"aten._foreach_copy_": 1})  # interval 4 kept
     switcher.close()
     assert all(layer.merged_interval is None for layer in plan.layers) and not plan._groups
+    assert not plan._kept
+    assert not ExpertSwitcher(net, T, keep_experts=False).plans[8].keep
     switcher(2, 999)  # merges again after close
     assert plan.current == 7 and plan._groups

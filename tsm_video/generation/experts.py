@@ -9,7 +9,8 @@ the file is loaded strictly. At sampling time :class:`ExpertSwitcher` is the DDI
 - ``foster`` (scale ``n``): expert ``floor(t·n/T)`` is merged; a switch happens only when ``t``
   crosses an interval boundary, so a step between boundaries costs nothing extra, and switches
   every layer at once (:class:`~tsm_video.tsm.SwitchPlan`: one ``bmm`` and two ``foreach`` calls
-  per weight shape);
+  per weight shape the first time an interval is reached; after that one ``foreach`` copy of
+  the merged weights kept for it, unless ``keep_experts=False``);
 - ``assemble`` (stage 2): the core (finest-scale) expert is merged per interval as in stage 1,
   and the layers add the router-gated context experts of ``t`` in their forward;
 - ``moe`` (symmetric ablation): nothing to merge; every expert runs in the forward.
@@ -137,15 +138,19 @@ class ExpertSwitcher:
     scale by a :class:`~tsm_video.tsm.SwitchPlan`; a text-encoder LoRA, used once per prompt
     before sampling, runs un-merged. ``merges`` records ``(step_index, t, n, i)``
     for every switch. Call :meth:`close` to restore ``W0``.
+
+    ``keep_experts``: keep every reached interval's merged weights, so that a switch back to it
+    is one copy (``n`` copies of the adapted weights' memory: 1.6 GB for full VC2 at n = 8 in
+    fp16); ``False`` recomputes ``W0 + ΔW`` at every switch (the same bits).
     """
 
-    def __init__(self, model: nn.Module, num_timesteps: int) -> None:
+    def __init__(self, model: nn.Module, num_timesteps: int, keep_experts: bool = True) -> None:
         self.model = model
         self.layers: dict[int, list[TSMLayer]] = {}
         for _, layer in tsm_layers(model):
             if layer.ctx is not None and layer.mode != "moe":
                 self.layers.setdefault(layer.scales[0], []).append(layer)
-        self.plans = {n: SwitchPlan(layers) for n, layers in self.layers.items()}
+        self.plans = {n: SwitchPlan(layers, keep=keep_experts) for n, layers in self.layers.items()}
         self.schedule = IntervalSchedule(num_timesteps)
         self.current: dict[int, int] = {}
         self.merges: list[tuple[int, int | float, int, int]] = []

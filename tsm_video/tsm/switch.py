@@ -19,6 +19,12 @@ as alone: contraction length ``r``, same shape and strides), so a plan's switch 
 ``layer.merge`` writes. The layers' state (``merged_interval``, the context's pins) is updated as
 ``merge`` would; a plan whose layers were merged, unmerged or switched by anything else since it
 last ran falls back to ``layer.merge`` per layer and gathers itself again.
+
+With ``keep=True`` the plan also keeps a copy of the merged weights of every interval it has
+computed (what depends only on the interval, the issue's "precompute"): a later switch to that
+interval is one ``_foreach_copy_`` of the kept weights (one memory pass, the same bits), for
+``n`` copies of the adapted weights' memory (full VC2's 132 ``to_k``/``to_v``: 101 M elements,
+8 × 202 MB in fp16). Intervals are kept as sampling first reaches them.
 """
 
 from __future__ import annotations
@@ -58,11 +64,12 @@ class SwitchPlan:
     #: in chunks of 10 layers 63 MiB, for 4 batched calls instead of 1 on a 1.4 B model.
     scratch_elements: int = 1 << 24
 
-    def __init__(self, layers: list[TSMLayer]) -> None:
+    def __init__(self, layers: list[TSMLayer], keep: bool = False) -> None:
         cores = {layer.scales[0] for layer in layers}
         if len(cores) > 1 or any(layer.mode == "moe" for layer in layers):
             raise ValueError(f"SwitchPlan: layers need one core scale and a core expert, got scales {cores}")
         self.layers = list(layers)
+        self.keep = keep
         self.release()
 
     def release(self) -> None:
@@ -74,6 +81,8 @@ class SwitchPlan:
         self._contexts: list[tuple] = []  # (context rows per interval, targets, tables per interval)
         self._pins: list[tuple] = []  # (ctx, core scale, layers pinned)
         self._stale: list = []  # contexts whose kept stage-2 outputs a switch makes stale
+        self._targets: list[Tensor] = []  # every layer's merged weight ((out, K) views)
+        self._kept: dict[int, list[Tensor]] = {}  # with ``keep``: interval -> copies of _targets
 
     def switch(self, interval: int) -> None:
         """Merge core expert ``interval`` in every layer (a no-op where it already is)."""
@@ -90,10 +99,15 @@ class SwitchPlan:
             return
         if not 0 <= interval < self.layers[0].scales[0]:
             raise ValueError(f"interval {interval} out of range for core scale {self.layers[0].scales[0]}")
-        for targets, w0s, b, a, scratch, rows in self._groups:
-            torch.bmm(b[interval], a[interval], out=scratch)  # (L, out, K) float32
-            torch._foreach_add_(rows, w0s)
-            torch._foreach_copy_(targets, rows)  # one rounding to the weights' dtype
+        kept = self._kept.get(interval)
+        if kept is not None:
+            torch._foreach_copy_(self._targets, kept)
+        else:
+            for targets, w0s, b, a, scratch, rows in self._groups:
+                torch.bmm(b[interval], a[interval], out=scratch)  # (L, out, K) float32
+                torch._foreach_add_(rows, w0s)
+                torch._foreach_copy_(targets, rows)  # one rounding to the weights' dtype
+            self._keep(interval)
         for context_rows, targets, tables in self._contexts:
             if context_rows[interval] != context_rows[current]:
                 torch._foreach_copy_(targets, tables[interval])
@@ -151,4 +165,12 @@ class SwitchPlan:
         self._pins = [(ctx, core, count) for (ctx, core), count in pins.items()]
         fused = [layer.ctx for layer, tables in zip(self.layers, self._tables) if tables.context]
         self._stale = list({id(ctx): ctx for ctx in fused}.values())
+        self._targets = [tables.target for tables in self._tables]
+        self._kept = {}
+        self._keep(interval)
         self.current = interval
+
+    def _keep(self, interval: int) -> None:
+        """With ``keep``: a copy of the merged weights, which now hold ``interval``'s experts."""
+        if self.keep:
+            self._kept[interval] = [target.clone() for target in self._targets]
