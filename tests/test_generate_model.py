@@ -151,6 +151,23 @@ def test_merged_generation_equals_per_sample_experts(tiny, adapters, base_clip, 
     assert (merged - base_clip).abs().max() > 0.05  # the adapter changes the clip
 
 
+def test_kept_experts_give_the_clips_of_recomputed_ones(tiny, adapters):
+    """Across batches (the CLI's ``keep_merged``) a switcher that keeps every reached interval's
+    merged weights switches back by copies: bit for bit the clips of one that recomputes them."""
+    clips = {}
+    for keep in (True, False):
+        model = copy.deepcopy(tiny)
+        switcher = attach_adapter(model, inspect_adapter(adapters["assemble"], "vc2-tiny", 1000), keep)
+        clips[keep] = [
+            generate_clips(model, PROMPTS[:1], [seed], SETTINGS, switcher, keep_merged=True)
+            for seed in (5, 6)
+        ]
+        assert sorted(switcher.plans[4]._kept) == ([0, 2] if keep else [])
+        assert [i for _, _, _, i in switcher.merges] == [2, 0, 2, 0]
+        switcher.close()
+    assert all(torch.equal(a, b) for a, b in zip(clips[True], clips[False]))
+
+
 def test_adapter_errors_name_the_problem(tiny, adapters, tmp_path):
     with pytest.raises(AdapterSpecError, match="not found"):
         inspect_adapter(tmp_path / "missing.safetensors", "vc2-tiny", 1000)
@@ -244,8 +261,15 @@ def test_evalcrafter_shards_cover_all_ids_and_resume(cfg_path, metadata_3, tmp_p
     assert "other settings" in capsys.readouterr().err
 
 
-def test_compare_writes_labelled_grid(cfg_path, tmp_path, tiny, adapters):
+def test_compare_writes_labelled_grid(cfg_path, tmp_path, tiny, adapters, monkeypatch):
     out = tmp_path / "compare"
+    kept, attach = [], pipeline.attach_adapter
+
+    def spy(model, spec, keep=True):
+        kept.append(keep)
+        return attach(model, spec, keep)
+
+    monkeypatch.setattr(pipeline, "attach_adapter", spy)
     rc = _generate(
         "--cfg",
         cfg_path,
@@ -254,10 +278,12 @@ def test_compare_writes_labelled_grid(cfg_path, tmp_path, tiny, adapters):
         "--out",
         out,
         "--grid-png",
+        "--no-keep-experts",
         "--compare",
         f"base,tsm={adapters['assemble']}",
     )
     assert rc == 0
+    assert kept[-1] is False  # the flag reaches the sampling switcher
     grid, _ = read_frames(out / "a_red_square.mp4")
     strip = grid.shape[1] - 32
     assert grid.shape == (2, 32 + strip, 64, 3) and strip >= 12

@@ -99,9 +99,10 @@ def inspect_adapter(path: str | Path, backbone: str, num_timesteps: int) -> Adap
     return AdapterSpec(path, meta["stage"], tuple(meta["scales"]), num_timesteps, meta)
 
 
-def attach_adapter(model: nn.Module, spec: AdapterSpec) -> ExpertSwitcher:
+def attach_adapter(model: nn.Module, spec: AdapterSpec, keep_experts: bool = True) -> ExpertSwitcher:
     """Inject the adapter's TSM layers into ``model`` (a registered backbone), load the file
-    strictly and return the switcher to pass as the sampler callback.
+    strictly and return the switcher to pass as the sampler callback (``keep_experts``: see
+    :class:`ExpertSwitcher`).
 
     ``model.tsm_ctx`` becomes the context of the timestep-dependent layers, set by
     ``model.predict`` at every call. Raises :class:`AdapterSpecError` on any mismatch.
@@ -128,7 +129,7 @@ def attach_adapter(model: nn.Module, spec: AdapterSpec) -> ExpertSwitcher:
         backbone = spec.metadata["backbone"]
         raise AdapterSpecError(f"{spec.path} does not fit this {backbone} model: {err}") from err
     model.tsm_ctx = ctx
-    return ExpertSwitcher(model, spec.num_timesteps)
+    return ExpertSwitcher(model, spec.num_timesteps, keep_experts)
 
 
 class ExpertSwitcher:

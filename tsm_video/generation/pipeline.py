@@ -104,11 +104,12 @@ def _generate_into(
     out_dir: Path,
     settings: GenerateSettings,
     device: torch.device,
+    keep_experts: bool = True,
     **run_options,
 ) -> RunSummary:
     """Load the base, attach ``spec`` (if any), generate the missing clips, restore ``W0``."""
     model = load_backbone(cfg, device)
-    switcher = attach_adapter(model, spec) if spec else None
+    switcher = attach_adapter(model, spec, keep_experts) if spec else None
 
     def clips(prompts, seeds, on_step=None):
         with precision_context(settings.precision, device):
@@ -135,6 +136,7 @@ def run_generate(
     options: OutputOptions,
     device: str | torch.device,
     progress: bool = True,
+    keep_experts: bool = True,
 ) -> RunSummary:
     """Generate ``{id}.mp4`` (+ extras) for every item not already in ``out_dir``."""
     out_dir, device = Path(out_dir), torch.device(device)
@@ -162,6 +164,7 @@ def run_generate(
             batch_size=batch_size,
             options=options,
             progress=progress,
+            keep_experts=keep_experts,
         )
 
 
@@ -177,6 +180,7 @@ def run_compare(
     options: OutputOptions,
     device: str | torch.device,
     progress: bool = True,
+    keep_experts: bool = True,
 ) -> RunSummary:
     """Same prompts and seeds through every variant → ``{id}.mp4``: one labelled grid per prompt.
 
@@ -210,6 +214,7 @@ def run_compare(
                     batch_size=batch_size,
                     options=replace(options, npy=True),
                     progress=progress,
+                    keep_experts=keep_experts,
                 )
     todo, done = pending(items, out_dir, options.suffix)
     labels = [v.label for v in variants]
