@@ -11,7 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from tsm_video.tsm import TimestepContext, TSMConv, TSMLinear, inject, merge_interval, tsm_layers, unmerge_all
+from tsm_video.tsm import (
+    SwitchPlan,
+    TimestepContext,
+    TSMConv,
+    TSMLinear,
+    inject,
+    merge_interval,
+    tsm_layers,
+    unmerge_all,
+)
 
 T = 1000
 EPS32 = torch.finfo(torch.float32).eps
@@ -323,6 +332,11 @@ def test_compiled_model_swaps_experts_without_recompiling():
             unmerge_all(net)
             ctx.set(mixed)
             close(net(x), eager[None])
+        plan = SwitchPlan([net[0], net[2]], keep=True)  # generation's switcher: kept intervals
+        for i in (0, 3, 0, 3):  # the second visits copy the kept merged weights
+            plan.switch(i)
+            ctx.set(torch.tensor([i * 125 + 7, i * 125 + 100]))
+            close(compiled(x), eager[i])
     assert counter.frame_count == 1
 
 
