@@ -355,6 +355,14 @@ class TrainConfig:
     warmup_steps: int = 0
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """After the linear warmup: ``constant``, or ``cosine`` decay to 0 at the stage's last step."""
+    loss_weighting: Literal["none", "v", "min_snr", "x0_clip"] = "none"
+    """Per-timestep weight w(t) on the per-sample loss (``tsm_video.train.weighting``; normalised
+    to mean 1 over t): ``none`` (the backbone's own loss), ``v`` (1 + 1/SNR: the v-MSE on an
+    ε-model, weight on high t), ``min_snr`` (min(SNR, γ)/SNR, Min-SNR-γ of Hang et al. 2023,
+    "Efficient Diffusion Training via Min-SNR Weighting Strategy"), ``x0_clip`` (min(1/SNR, γ)).
+    Needs a backbone with a discrete noise schedule (not SD3's flow matching)."""
+    loss_weighting_gamma: float = 5.0
+    """γ of ``min_snr`` / ``x0_clip`` (Hang et al.: 5)."""
     global_batch_size: int = 32
     """= per_device_batch_size x gradient accumulation x processes (accumulation is derived)."""
     per_device_batch_size: int = 1
@@ -417,6 +425,8 @@ class TrainConfig:
             )
         if self.warmup_steps < 0:
             raise _fail(f"{p}.warmup_steps", self.warmup_steps, "must be >= 0")
+        if not self.loss_weighting_gamma > 0:
+            raise _fail(f"{p}.loss_weighting_gamma", self.loss_weighting_gamma, "must be > 0")
         self.validation._validate(f"{p}.validation")
 
     def gradient_accumulation(self, num_processes: int) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tsm_video.config import RunConfig, config_to_dict
 
-__all__ = ["RECIPE_KEYS", "recipe_of", "base_identity", "file_sha256"]
+__all__ = ["RECIPE_KEYS", "RECIPE_KEYS_ADDED", "recipe_of", "base_identity", "file_sha256"]
 
 RECIPE_KEYS = (
     "run.seed",
@@ -36,12 +36,18 @@ RECIPE_KEYS = (
     "train.warmup_steps",
     "train.global_batch_size",
     "train.foster_schedule",
+    "train.loss_weighting",
+    "train.loss_weighting_gamma",
 )
 """Config keys that change what a stage-1 expert learns. Left out on purpose: paths (jobs on
 different machines mount data and checkpoints in different places), ``tsm.scales`` (an expert of
 scale 8 is the same in ``[8, 1]`` and ``[8, 4, 2, 1]``), stage-2-only keys (router, gate),
 the per-device batch (accumulation follows the machine count; the global batch is recorded) and
 bookkeeping (workers, logging, checkpoints, validation, generation)."""
+
+RECIPE_KEYS_ADDED = {"train.loss_weighting": "none", "train.loss_weighting_gamma": 5.0}
+"""Recipe keys added after interval files were first written, with the value every older file
+was trained with (a file that lacks the key reads as this value)."""
 
 
 def recipe_of(cfg: RunConfig) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from tsm_video.config import ConfigError, RunConfig
-from tsm_video.train.identity import base_identity, recipe_of
+from tsm_video.train.identity import RECIPE_KEYS_ADDED, base_identity, recipe_of
 from tsm_video.train.stages import StageRun, adapter_metadata, foster_runs, stage1_adapter
 from tsm_video.tsm import AdapterError, read_adapter, write_adapter_file
 
@@ -47,6 +47,7 @@ def _disagreements(name: str, meta: dict, want: dict) -> list[str]:
     for key, value in want.items():
         have = meta.get(key)
         if key == "recipe" and isinstance(have, dict):
+            have = {**RECIPE_KEYS_ADDED, **have}  # files written before a key existed
             bad += [
                 f"{name}: {k}={have.get(k)!r} (expected {v!r})" for k, v in value.items() if have.get(k) != v
             ]

@@ -37,6 +37,7 @@ from tsm_video.train.objective import DiffusionObjective
 from tsm_video.train.randomness import TrainRNG, rank_seed, stage_interval_sampler
 from tsm_video.train.stages import StageRun, adapter_metadata, build_stage_model, text_prefixes
 from tsm_video.train.validation import write_validation_clips
+from tsm_video.train.weighting import loss_weights
 from tsm_video.tsm import save_adapter, tsm_layers
 
 __all__ = ["StageResult", "has_text_lora", "lr_factor", "train_stage", "trainable_digest"]
@@ -159,6 +160,9 @@ def train_stage(
     dataset, loader = build_stream(cfg, accelerator.process_index, accelerator.num_processes)
     rank = accelerator.process_index
     rng = TrainRNG(rank_seed(cfg.run.seed, rank, run.name))
+    weights = loss_weights(model, cfg.train.loss_weighting, cfg.train.loss_weighting_gamma)  # (T,) | None
+    if weights is not None:
+        weights = weights.to(accelerator.device)
     sampler, t_scale = stage_interval_sampler(cfg, run, accelerator.num_processes, accum)
     progress = TrainProgress()
     tracker = IntervalLossTracker(cfg.tsm.core_scale, cfg.tsm.num_timesteps)
@@ -215,14 +219,15 @@ def train_stage(
             else:  # text encoded live, through the text LoRA (trained in stage 1, frozen in stage 2)
                 inputs["captions"] = rng.drop_captions(batch["caption"], cfg.data.caption_dropout)
             per_sample = objective(t, rng, **inputs, **extras)
-            loss = per_sample.mean()
+            # train.loss_weighting: the mean of w(t) x loss; logs keep the unweighted loss
+            loss = per_sample.mean() if weights is None else (weights[t] * per_sample).mean()
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         tracker.update(t, per_sample)
-        window_loss += loss.detach()
+        window_loss += per_sample.detach().mean()
         window_micro += 1
         micro += 1
         if not accelerator.sync_gradients:
