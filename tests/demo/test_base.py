@@ -7,16 +7,21 @@ import json
 import math
 
 import numpy as np
+import pytest
 import torch
 from safetensors import safe_open
 
 from data_tools.synth import SceneSpec
-from tsm_video.demo.base import BASE_PREFIXES, BASE_WEIGHTS, BaseRecipe
+from tsm_video.demo.base import BASE_PREFIXES, BASE_WEIGHTS, BaseRecipe, main, pretrain_base
 from tsm_video.demo.scores import light_scores
 from tsm_video.demo.vae import VAE_WEIGHTS, compose_checkpoint
 from tsm_video.models import build_backbone
+from tsm_video.models.checkpoint_io import save_safetensors
 from tsm_video.models.vc2.checkpoint import read_state_dict
 from tsm_video.train.validation import sample_clips
+
+#: BaseRecipe's phase-2 fields as they were before phase 2 existed (0 steps: off)
+PHASE2_OFF = {"weighted_steps": 0, "weighted_lr": 5e-4, "weighted_warmup_steps": 50, "loss_weighting": "v"}
 
 #: the palette colours the light scorer's hue rule names (``eval_crafter.scoring.COLOR_BINS``)
 COLOURS = ("red", "green", "blue", "yellow")
@@ -27,7 +32,9 @@ def test_shipped_base_file_records_its_recipe_and_fits_the_size_budget(tmp_path)
         meta = f.metadata()
         keys = list(f.keys())
     assert meta["command"] == "python -m tsm_video.demo.base"
-    assert json.loads(meta["recipe"]) == json.loads(json.dumps(BaseRecipe().__dict__))
+    # the file predates phase 2 (BaseRecipe.weighted_*): it was trained with phase 2 off
+    recorded = json.loads(meta["recipe"])
+    assert {**PHASE2_OFF, **recorded} == json.loads(json.dumps(BaseRecipe().__dict__))
     assert all(k.startswith(BASE_PREFIXES) for k in keys)
     # the issue's budget: base + VAE ≤ 20 MB
     assert BASE_WEIGHTS.stat().st_size + VAE_WEIGHTS.stat().st_size <= 20e6
@@ -39,6 +46,30 @@ def test_shipped_base_file_records_its_recipe_and_fits_the_size_budget(tmp_path)
         assert torch.equal(value, shipped["model.diffusion_model." + key])  # stored fp32: exact
     for key, value in model.text_encoder.state_dict().items():
         assert torch.equal(value, shipped["cond_stage_model.model." + key].float())  # fp16 widened
+
+
+def test_phase2_continues_only_a_phase1_of_this_recipe(tmp_path, capsys):
+    """``--phase1`` takes a file this recipe wrote (the shipped base) and refuses any other before
+    the minutes of caching; without phase-2 steps it is refused with exit status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--phase1", str(BASE_WEIGHTS), "--out", str(tmp_path / "b.safetensors")])
+    assert exit_info.value.code == 2 and "--weighted-steps" in capsys.readouterr().err
+    other = tmp_path / "other.safetensors"
+    recipe = {**BaseRecipe().__dict__, "steps": 100}
+    save_safetensors(
+        {"w": torch.zeros(1)},
+        other,
+        metadata={"recipe": json.dumps(recipe), "command": "python -m tsm_video.demo.base"},
+    )
+    phase2 = BaseRecipe(weighted_steps=10)
+    with pytest.raises(ValueError, match=r"not a phase 1 of this recipe: steps=100 \(recipe: 2500\)"):
+        pretrain_base(phase2, tmp_path / "work", phase1=other)
+    save_safetensors({"w": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match="no recipe metadata"):
+        pretrain_base(phase2, tmp_path / "work", phase1=other)
+    with pytest.raises(ValueError, match="weighted_steps must be > 0"):
+        pretrain_base(BaseRecipe(), tmp_path / "work", phase1=BASE_WEIGHTS)
+    assert not (tmp_path / "work").exists()  # refused before anything was written
 
 
 @torch.no_grad()
@@ -70,3 +101,28 @@ def test_shipped_base_draws_the_prompted_colour(tmp_path):
     total = colour["value"] * colour["n"] / 100
     assert math.exp(-2 * 9**2 / 32) < 0.007
     assert total >= 17, (total, [np.asarray(c).reshape(-1, 3).max(0) for c in clips])
+
+
+@pytest.mark.slow
+def test_recipe_runs_both_phases_and_phase2_alone(tmp_path):
+    """A miniature recipe end to end: phase 1 alone (ε-MSE, the shipped recipe), both phases, and
+    phase 2 alone from the file phase 1 wrote. Phase 2 trains the UNet only (the text encoder is the
+    frozen fp16 init throughout). Not compared bit for bit across runs: each run re-encodes its
+    latent cache, and the VAE posterior sample draws on the process's global generator."""
+    from tsm_video.demo.recipe_io import save_recipe_weights
+
+    quiet = {"print_fn": lambda s: None}
+    mini = dict(videos=4, steps=2, batch_size=2, warmup_steps=1, validation_every=0)
+    first, stats1 = pretrain_base(BaseRecipe(**mini), tmp_path / "a", **quiet)
+    assert "train_seconds" in stats1 and not any(k.startswith("weighted_") for k in stats1)
+    both, stats = pretrain_base(BaseRecipe(**mini, weighted_steps=2), tmp_path / "b", **quiet)
+    assert {"train_seconds", "weighted_train_seconds"} <= set(stats)
+    path = tmp_path / "phase1.safetensors"
+    save_recipe_weights(first, path, BaseRecipe(**mini), stats1, "python -m tsm_video.demo.base")
+    alone, stats2 = pretrain_base(BaseRecipe(**mini, weighted_steps=2), tmp_path / "c", phase1=path, **quiet)
+    assert "weighted_train_seconds" in stats2 and "train_seconds" not in stats2
+    unet = [k for k in first if k.startswith("model.diffusion_model.")]
+    for state in (both, alone):
+        assert state.keys() == first.keys()
+        assert all(torch.equal(state[k], first[k]) for k in first if k.startswith("cond_stage_model."))
+    assert any(not torch.equal(alone[k], first[k]) for k in unet)  # phase 2 trained the file's UNet

@@ -29,6 +29,7 @@ import torch
 
 from tsm_video.demo.recipe_io import save_recipe_weights
 from tsm_video.models.checkpoint_io import read_state_dict, save_safetensors
+from tsm_video.train.identity import file_sha256
 
 __all__ = [
     "BASE_WEIGHTS",
@@ -43,6 +44,7 @@ BASE_WEIGHTS = Path(__file__).resolve().parent / "weights" / "vc2_tiny_base.safe
 #: the parts the base file holds (official VC2 key prefixes): UNet, text encoder
 BASE_PREFIXES = ("model.diffusion_model.", "cond_stage_model.model.")
 _TEXT = "cond_stage_model.model."
+_COMMAND = "python -m tsm_video.demo.base"  # recorded in the file; regenerates it
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,14 @@ class BaseRecipe:
     caption_dropout: float = 0.1  # the demo's: classifier-free guidance needs the empty prompt
     validation_every: int = 500  # clips of VALIDATION_PROMPTS under <workdir>/runs/.../validation
     seed: int = 0
+    # phase 2 (off in the shipped base: 0 steps), continued from phase 1 on the same clips: the
+    # ε-MSE weighted towards high t (``train.loss_weighting``), where the caption is all the model
+    # has to place the shapes; an experiment towards reading the direction words
+    # (docs/training.md, "x0-space loss weighting")
+    weighted_steps: int = 0
+    weighted_lr: float = 5e-4
+    weighted_warmup_steps: int = 50
+    loss_weighting: str = "v"
 
 
 #: what the base's validation clips show while it trains (one per colour family, fast motions)
@@ -103,60 +113,148 @@ def _cache(recipe: BaseRecipe, workdir: Path, init: Path) -> Path:
     return cache
 
 
-def pretrain_base(
-    recipe: BaseRecipe, workdir: Path, print_fn=print
-) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Run the recipe in ``workdir`` → ``(state, stats)``: the base's UNet (fp32) and text
-    encoder (fp16) under official keys, and the training loss per interval (mean over the run) and seconds."""
+def _train(prefix: str, overrides: list[str], stats: dict[str, float], print_fn) -> Path:
+    """One base-stage run of the demo config → its checkpoint; its mean training loss per interval
+    and seconds go into ``stats`` (keys prefixed by ``prefix``)."""
     from tsm_video.config import load_config
     from tsm_video.demo.pipeline import DEMO_CONFIG
     from tsm_video.train.runner import run_training
     from tsm_video.tsm import IntervalSchedule
 
+    cfg = load_config(DEMO_CONFIG, overrides)
+    (result,) = run_training(cfg, print_fn=print_fn)
+    n, schedule = len(result.interval_loss), IntervalSchedule(cfg.tsm.num_timesteps)
+    for i, loss in enumerate(result.interval_loss):
+        if loss is not None:
+            stats["{}mean_loss_t{}-{}".format(prefix, *schedule.bounds(n, i))] = float(loss)
+    stats[f"{prefix}train_seconds"] = result.seconds
+    return result.output
+
+
+def pretrain_base(
+    recipe: BaseRecipe, workdir: Path, print_fn=print, phase1: Path | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Run the recipe in ``workdir`` → ``(state, stats)``: the base's UNet (fp32) and text
+    encoder (fp16) under official keys, and the training loss per interval (mean over the run;
+    ``weighted_…``: phase 2's) and seconds.
+
+    ``phase1``: a base file this module wrote with the same phase-1 fields (``steps`` … ``seed``)
+    whose phase 2 is to be (re)run; its phase 1 is then not trained again.
+    """
+    from tsm_video.demo.vae import compose_checkpoint
+
+    if phase1 is not None:  # checked before the minutes of caching
+        if recipe.weighted_steps == 0:
+            raise ValueError("a phase 1 file is continued by phase 2: weighted_steps must be > 0")
+        _check_phase1(phase1, recipe)
     start = time.perf_counter()
     init = fp16_text_init(workdir / "init.safetensors", recipe.seed)
     cache = _cache(recipe, workdir, init)
     print_fn(f"[base] {recipe.videos} videos cached in {time.perf_counter() - start:.0f} s")
-    cfg = load_config(
-        DEMO_CONFIG,
-        [
-            f"run.output_dir={workdir / 'runs'}",
-            f"run.seed={recipe.seed}",
-            f"model.checkpoint={init}",
-            "data.source=cache",
-            f"data.cache_dir={cache}",
-            f"data.caption_dropout={recipe.caption_dropout}",
-            "train.stages=[base]",
-            f"train.steps.base={recipe.steps}",
-            f"train.base_lr={recipe.lr}",
-            f"train.warmup_steps={recipe.warmup_steps}",
-            f"train.lr_schedule={recipe.lr_schedule}",
-            f"train.global_batch_size={recipe.batch_size}",
-            f"train.per_device_batch_size={recipe.batch_size}",
-            "train.checkpoint_every=500",
-            "train.log_every=100",
-            "train.log_with=none",
-            f"train.validation.every={recipe.validation_every}",
-            f"train.validation.prompts={json.dumps(list(VALIDATION_PROMPTS))}",
-        ],
-    )
-    (result,) = run_training(cfg, print_fn=print_fn)
-    trained = read_state_dict(result.output)
+    common = [
+        f"run.seed={recipe.seed}",
+        "data.source=cache",
+        f"data.cache_dir={cache}",
+        f"data.caption_dropout={recipe.caption_dropout}",
+        "train.stages=[base]",
+        f"train.lr_schedule={recipe.lr_schedule}",
+        f"train.global_batch_size={recipe.batch_size}",
+        f"train.per_device_batch_size={recipe.batch_size}",
+        "train.checkpoint_every=500",
+        "train.log_every=100",
+        "train.log_with=none",
+        f"train.validation.every={recipe.validation_every}",
+        f"train.validation.prompts={json.dumps(list(VALIDATION_PROMPTS))}",
+    ]
+    stats: dict[str, float] = {}
+    if phase1 is None:
+        checkpoint = _train(
+            "",
+            [
+                *common,
+                f"run.output_dir={workdir / 'runs'}",
+                f"model.checkpoint={init}",
+                f"train.steps.base={recipe.steps}",
+                f"train.base_lr={recipe.lr}",
+                f"train.warmup_steps={recipe.warmup_steps}",
+            ],
+            stats,
+            print_fn,
+        )
+    else:
+        checkpoint = compose_checkpoint(workdir / "phase1.safetensors", recipe.seed, base_weights=phase1)
+    if recipe.weighted_steps > 0:
+        checkpoint = _train(
+            "weighted_",
+            [
+                *common,
+                f"run.output_dir={workdir / 'runs_weighted'}",
+                f"model.checkpoint={checkpoint}",
+                f"train.steps.base={recipe.weighted_steps}",
+                f"train.base_lr={recipe.weighted_lr}",
+                f"train.warmup_steps={recipe.weighted_warmup_steps}",
+                f"train.loss_weighting={recipe.loss_weighting}",
+            ],
+            stats,
+            print_fn,
+        )
+    trained = read_state_dict(checkpoint)
     state = {k: v for k, v in trained.items() if k.startswith(BASE_PREFIXES)}
     state = {k: v.half() if k.startswith(_TEXT) else v for k, v in state.items()}
-    n, schedule = len(result.interval_loss), IntervalSchedule(cfg.tsm.num_timesteps)
-    labels = ["t{}-{}".format(*schedule.bounds(n, i)) for i in range(n)]
-    stats = {f"mean_loss_{lab}": float(v) for lab, v in zip(labels, result.interval_loss) if v is not None}
-    stats["train_seconds"] = result.seconds
     stats["seconds"] = time.perf_counter() - start
     return state, stats
+
+
+_PHASE1_FIELDS = (
+    "videos",
+    "size",
+    "num_frames",
+    "steps",
+    "batch_size",
+    "lr",
+    "warmup_steps",
+    "lr_schedule",
+    "caption_dropout",
+    "seed",
+)
+
+
+def _check_phase1(path: Path, recipe: BaseRecipe) -> None:
+    """Refuse a ``--phase1`` file whose recorded recipe differs from ``recipe`` in a phase-1 field."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("command") != _COMMAND or "recipe" not in meta:
+        raise ValueError(f"{path}: not a phase 1 of this recipe: no recipe metadata of `{_COMMAND}`")
+    have = json.loads(meta["recipe"])
+    bad = [
+        f"{k}={have.get(k)!r} (recipe: {getattr(recipe, k)!r})"
+        for k in _PHASE1_FIELDS
+        if have.get(k) != getattr(recipe, k)
+    ]
+    if bad:
+        raise ValueError(f"{path}: not a phase 1 of this recipe: {', '.join(bad)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Regenerate the shipped base (``python -m tsm_video.demo.base [--out PATH] [--steps N]``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(BASE_WEIGHTS), help=f"output file (default: {BASE_WEIGHTS})")
-    parser.add_argument("--steps", type=int, default=BaseRecipe.steps, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=BaseRecipe.steps, help="phase 1 optimizer steps (ε-MSE)")
+    parser.add_argument(
+        "--weighted-steps",
+        type=int,
+        default=BaseRecipe.weighted_steps,
+        help="phase 2 optimizer steps (the ε-MSE weighted by `loss_weighting`)",
+    )
+    parser.add_argument(
+        "--phase1",
+        type=Path,
+        default=None,
+        help="a base file this command wrote whose phase 1 matches the recipe (e.g. the shipped one "
+        "before phase 2 existed): run phase 2 only, from it",
+    )
     parser.add_argument(
         "--workdir",
         type=Path,
@@ -165,16 +263,19 @@ def main(argv: list[str] | None = None) -> int:
         "(default: a temporary folder, removed)",
     )
     args = parser.parse_args(argv)
-    recipe = BaseRecipe(steps=args.steps)
+    if args.phase1 is not None and args.weighted_steps <= 0:
+        parser.error("--phase1 runs phase 2 only: give --weighted-steps > 0")
+    recipe = BaseRecipe(steps=args.steps, weighted_steps=args.weighted_steps)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True)  # exists: refused, nothing of another run is touched
-        state, stats = pretrain_base(recipe, args.workdir)
+        state, stats = pretrain_base(recipe, args.workdir, phase1=args.phase1)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            state, stats = pretrain_base(recipe, Path(tmp))
+            state, stats = pretrain_base(recipe, Path(tmp), phase1=args.phase1)
     threads = str(torch.get_num_threads())
-    command = "python -m tsm_video.demo.base"
-    save_recipe_weights(state, args.out, recipe, stats, command, torch_threads=threads)
+    command = _COMMAND
+    extra = {} if args.phase1 is None else {"phase1_from": file_sha256(args.phase1)}
+    save_recipe_weights(state, args.out, recipe, stats, command, torch_threads=threads, **extra)
     print(f"[base] {stats} → {args.out}")
     return 0
 
