@@ -20,9 +20,6 @@ from tsm_video.models.checkpoint_io import save_safetensors
 from tsm_video.models.vc2.checkpoint import read_state_dict
 from tsm_video.train.validation import sample_clips
 
-#: BaseRecipe's phase-2 fields as they were before phase 2 existed (0 steps: off)
-PHASE2_OFF = {"weighted_steps": 0, "weighted_lr": 5e-4, "weighted_warmup_steps": 50, "loss_weighting": "v"}
-
 #: the palette colours the light scorer's hue rule names (``eval_crafter.scoring.COLOR_BINS``)
 COLOURS = ("red", "green", "blue", "yellow")
 
@@ -32,9 +29,7 @@ def test_shipped_base_file_records_its_recipe_and_fits_the_size_budget(tmp_path)
         meta = f.metadata()
         keys = list(f.keys())
     assert meta["command"] == "python -m tsm_video.demo.base"
-    # the file predates phase 2 (BaseRecipe.weighted_*): it was trained with phase 2 off
-    recorded = json.loads(meta["recipe"])
-    assert {**PHASE2_OFF, **recorded} == json.loads(json.dumps(BaseRecipe().__dict__))
+    assert json.loads(meta["recipe"]) == json.loads(json.dumps(BaseRecipe().__dict__))
     assert all(k.startswith(BASE_PREFIXES) for k in keys)
     # the issue's budget: base + VAE ≤ 20 MB
     assert BASE_WEIGHTS.stat().st_size + VAE_WEIGHTS.stat().st_size <= 20e6
@@ -52,7 +47,7 @@ def test_phase2_continues_only_a_phase1_of_this_recipe(tmp_path, capsys):
     """``--phase1`` takes a file this recipe wrote (the shipped base) and refuses any other before
     the minutes of caching; without phase-2 steps it is refused with exit status 2."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["--phase1", str(BASE_WEIGHTS), "--out", str(tmp_path / "b.safetensors")])
+        main(["--phase1", str(BASE_WEIGHTS), "--weighted-steps", "--out", str(tmp_path / "b.safetensors")])
     assert exit_info.value.code == 2 and "--weighted-steps" in capsys.readouterr().err
     other = tmp_path / "other.safetensors"
     recipe = {**BaseRecipe().__dict__, "steps": 100}
@@ -61,26 +56,32 @@ def test_phase2_continues_only_a_phase1_of_this_recipe(tmp_path, capsys):
         other,
         metadata={"recipe": json.dumps(recipe), "command": "python -m tsm_video.demo.base"},
     )
-    phase2 = BaseRecipe(weighted_steps=10)
+    phase2 = BaseRecipe(weighted_steps=(10,))
     with pytest.raises(ValueError, match=r"not a phase 1 of this recipe: steps=100 \(recipe: 2500\)"):
         pretrain_base(phase2, tmp_path / "work", phase1=other)
     save_safetensors({"w": torch.zeros(1)}, other)
     with pytest.raises(ValueError, match="no recipe metadata"):
         pretrain_base(phase2, tmp_path / "work", phase1=other)
-    with pytest.raises(ValueError, match="weighted_steps must be > 0"):
-        pretrain_base(BaseRecipe(), tmp_path / "work", phase1=BASE_WEIGHTS)
+    with pytest.raises(ValueError, match="weighted_steps must not be empty"):
+        pretrain_base(BaseRecipe(weighted_steps=()), tmp_path / "work", phase1=BASE_WEIGHTS)
     assert not (tmp_path / "work").exists()  # refused before anything was written
 
 
 @torch.no_grad()
-def test_shipped_base_draws_the_prompted_colour(tmp_path):
+def test_shipped_base_draws_the_prompted_colour_and_direction(tmp_path):
     """Eight fast scenes per colour the light scorer can name (32 prompts; DDIM 10 steps, guidance
     5), scored by the demo's light colour metric (a clip's score: the share of its frames whose
     foreground hue names the prompted colour). If a base's colours did not depend on the prompt,
     its expected total over the 32 clips would be Σ_c 8 p_c ≤ 8 (p_c: its chance of colour c,
     Σ p_c ≤ 1), and by Hoeffding's inequality (32 independent scores in [0, 1]) a total ≥ 17 would
-    have probability ≤ exp(−2 · 9² / 32) ≈ 0.6 %. Measured: the shipped base 21.5 (1 and 2
-    threads), a seeded random UNet 7.5, a 400-step base (the old demo's budget) 7.0."""
+    have probability ≤ exp(−2 · 9² / 32) ≈ 0.6 %. Measured: the shipped base 29.0 (phase 1 alone
+    21.5), a seeded random UNet 7.5, a 400-step base (the old demo's budget) 7.0.
+
+    Direction, from the same clips (8 per direction): a base that does not read the direction word
+    draws the prompted one with a chance that does not depend on it, Σ_d 8 p_d ≤ 8 in expectation;
+    one that gets the axis from the caption but leaves the sign to the noise (phase 1 alone: 47 %)
+    scores ≤ 16. A total ≥ 24 then has probability ≤ exp(−2 · 8² / 32) ≈ 1.8 %. Measured: the
+    shipped base 32 / 32 (phase 1 alone: 47 % of 64 samples at DDIM 20)."""
     path = compose_checkpoint(tmp_path / "m.safetensors", 0, base_weights=BASE_WEIGHTS)
     model = build_backbone("vc2-tiny", checkpoint=path).eval()
     layouts = [
@@ -96,11 +97,14 @@ def test_shipped_base_draws_the_prompted_colour(tmp_path):
     scenes = [SceneSpec(c, shape, n, "fast", d) for c in COLOURS for shape, n, d in layouts]
     truths = [{**s.__dict__, "caption": s.caption} for s in scenes]
     clips = sample_clips(model, [t["caption"] for t in truths], (8, 32, 32), 10, 5.0, 8, seed=0)
-    colour = light_scores(clips, truths)["color"]
+    scores = light_scores(clips, truths)
+    colour, direction = scores["color"], scores["direction"]
     assert colour["n"] == 32
     total = colour["value"] * colour["n"] / 100
     assert math.exp(-2 * 9**2 / 32) < 0.007
     assert total >= 17, (total, [np.asarray(c).reshape(-1, 3).max(0) for c in clips])
+    assert direction["n"] == 32 and math.exp(-2 * 8**2 / 32) < 0.02
+    assert direction["value"] * direction["n"] / 100 >= 24, scores
 
 
 @pytest.mark.slow
@@ -113,14 +117,16 @@ def test_recipe_runs_both_phases_and_phase2_alone(tmp_path):
 
     quiet = {"print_fn": lambda s: None}
     mini = dict(videos=4, steps=2, batch_size=2, warmup_steps=1, validation_every=0)
-    first, stats1 = pretrain_base(BaseRecipe(**mini), tmp_path / "a", **quiet)
+    first, stats1 = pretrain_base(BaseRecipe(**mini, weighted_steps=()), tmp_path / "a", **quiet)
     assert "train_seconds" in stats1 and not any(k.startswith("weighted_") for k in stats1)
-    both, stats = pretrain_base(BaseRecipe(**mini, weighted_steps=2), tmp_path / "b", **quiet)
-    assert {"train_seconds", "weighted_train_seconds"} <= set(stats)
+    both, stats = pretrain_base(BaseRecipe(**mini, weighted_steps=(2, 1)), tmp_path / "b", **quiet)
+    assert {"train_seconds", "weighted0_train_seconds", "weighted1_train_seconds"} <= set(stats)
     path = tmp_path / "phase1.safetensors"
     save_recipe_weights(first, path, BaseRecipe(**mini), stats1, "python -m tsm_video.demo.base")
-    alone, stats2 = pretrain_base(BaseRecipe(**mini, weighted_steps=2), tmp_path / "c", phase1=path, **quiet)
-    assert "weighted_train_seconds" in stats2 and "train_seconds" not in stats2
+    alone, stats2 = pretrain_base(
+        BaseRecipe(**mini, weighted_steps=(2,)), tmp_path / "c", phase1=path, **quiet
+    )
+    assert "weighted0_train_seconds" in stats2 and "train_seconds" not in stats2
     unet = [k for k in first if k.startswith("model.diffusion_model.")]
     for state in (both, alone):
         assert state.keys() == first.keys()

@@ -62,11 +62,12 @@ class BaseRecipe:
     caption_dropout: float = 0.1  # the demo's: classifier-free guidance needs the empty prompt
     validation_every: int = 500  # clips of VALIDATION_PROMPTS under <workdir>/runs/.../validation
     seed: int = 0
-    # phase 2 (off in the shipped base: 0 steps), continued from phase 1 on the same clips: the
-    # ε-MSE weighted towards high t (``train.loss_weighting``), where the caption is all the model
-    # has to place the shapes; an experiment towards reading the direction words
-    # (docs/training.md, "x0-space loss weighting")
-    weighted_steps: int = 0
+    # phase 2, continued from phase 1 on the same clips: the ε-MSE weighted towards high t
+    # (``train.loss_weighting``), where the caption is all the model has to place the shapes. With
+    # the plain ε-MSE the base never reads the direction words; with ``v`` it does after ~7000
+    # steps (docs/training.md, "x0-space loss weighting"). Cosine cycles with warm restarts, each
+    # continuing from the one before: (2000, 2500, 2500) steps.
+    weighted_steps: tuple[int, ...] = (2000, 2500, 2500)
     weighted_lr: float = 5e-4
     weighted_warmup_steps: int = 50
     loss_weighting: str = "v"
@@ -136,7 +137,7 @@ def pretrain_base(
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Run the recipe in ``workdir`` → ``(state, stats)``: the base's UNet (fp32) and text
     encoder (fp16) under official keys, and the training loss per interval (mean over the run;
-    ``weighted_…``: phase 2's) and seconds.
+    ``weighted<i>_…``: phase 2's cycle ``i``) and seconds.
 
     ``phase1``: a base file this module wrote with the same phase-1 fields (``steps`` … ``seed``)
     whose phase 2 is to be (re)run; its phase 1 is then not trained again.
@@ -144,8 +145,8 @@ def pretrain_base(
     from tsm_video.demo.vae import compose_checkpoint
 
     if phase1 is not None:  # checked before the minutes of caching
-        if recipe.weighted_steps == 0:
-            raise ValueError("a phase 1 file is continued by phase 2: weighted_steps must be > 0")
+        if not recipe.weighted_steps:
+            raise ValueError("a phase 1 file is continued by phase 2: weighted_steps must not be empty")
         _check_phase1(phase1, recipe)
     start = time.perf_counter()
     init = fp16_text_init(workdir / "init.safetensors", recipe.seed)
@@ -183,14 +184,14 @@ def pretrain_base(
         )
     else:
         checkpoint = compose_checkpoint(workdir / "phase1.safetensors", recipe.seed, base_weights=phase1)
-    if recipe.weighted_steps > 0:
+    for cycle, steps in enumerate(recipe.weighted_steps):
         checkpoint = _train(
-            "weighted_",
+            f"weighted{cycle}_",
             [
                 *common,
-                f"run.output_dir={workdir / 'runs_weighted'}",
+                f"run.output_dir={workdir / f'runs_weighted{cycle}'}",
                 f"model.checkpoint={checkpoint}",
-                f"train.steps.base={recipe.weighted_steps}",
+                f"train.steps.base={steps}",
                 f"train.base_lr={recipe.weighted_lr}",
                 f"train.warmup_steps={recipe.weighted_warmup_steps}",
                 f"train.loss_weighting={recipe.loss_weighting}",
@@ -245,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--weighted-steps",
         type=int,
+        nargs="*",
         default=BaseRecipe.weighted_steps,
-        help="phase 2 optimizer steps (the ε-MSE weighted by `loss_weighting`)",
+        help="phase 2: optimizer steps of each cosine cycle of the ε-MSE weighted by `loss_weighting` "
+        f"(default {' '.join(map(str, BaseRecipe.weighted_steps))}; none: phase 1 only)",
     )
     parser.add_argument(
         "--phase1",
@@ -263,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         "(default: a temporary folder, removed)",
     )
     args = parser.parse_args(argv)
-    if args.phase1 is not None and args.weighted_steps <= 0:
-        parser.error("--phase1 runs phase 2 only: give --weighted-steps > 0")
-    recipe = BaseRecipe(steps=args.steps, weighted_steps=args.weighted_steps)
+    if any(n <= 0 for n in args.weighted_steps):
+        parser.error("--weighted-steps: each cycle needs > 0 steps")
+    if args.phase1 is not None and not args.weighted_steps:
+        parser.error("--phase1 runs phase 2 only: give --weighted-steps")
+    recipe = BaseRecipe(steps=args.steps, weighted_steps=tuple(args.weighted_steps))
     if args.workdir is not None:
         args.workdir.mkdir(parents=True)  # exists: refused, nothing of another run is touched
         state, stats = pretrain_base(recipe, args.workdir, phase1=args.phase1)
