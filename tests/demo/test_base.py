@@ -79,7 +79,7 @@ def test_shipped_base_draws_the_prompted_colour_and_direction(tmp_path):
 
     Direction, from the same clips (8 per direction): a base that does not read the direction word
     draws the prompted one with a chance that does not depend on it, Σ_d 8 p_d ≤ 8 in expectation;
-    one that gets the axis from the caption but leaves the sign to the noise (phase 1 alone: 47 %)
+    one that gets the axis from the caption but leaves the sign to the noise (phase 1 alone)
     scores ≤ 16. A total ≥ 24 then has probability ≤ exp(−2 · 8² / 32) ≈ 1.8 %. Measured: the
     shipped base 32 / 32 (phase 1 alone: 47 % of 64 samples at DDIM 20)."""
     path = compose_checkpoint(tmp_path / "m.safetensors", 0, base_weights=BASE_WEIGHTS)
