@@ -289,8 +289,8 @@ def _verdict(losses: dict[str, list[float]], scores: dict[str, dict[str, dict]])
     mean = {label: float(np.mean(v)) for label, v in losses.items()}
     lora = mean["vanilla LoRA (s1)"]
     # A clip moving in a random direction scores 1/4; one moving along the prompted axis with a
-    # random sign scores 1/2 (what the shipped base does: it reads the axis and the speed, not the
-    # sign). Moving in the prompted direction means beating the latter.
+    # random sign scores 1/2 (what the base's phase 1 alone did: it read the axis and the speed, not
+    # the sign; docs/training.md). Moving in the prompted direction means beating the latter.
     axis_only = 2 / len(DIRECTIONS)
     n = scores["base"]["direction"]["n"]
     bar = n * axis_only + 2 * math.sqrt(n * axis_only * (1 - axis_only))  # hits, 2 binomial sd above
