@@ -133,6 +133,14 @@ class VC2Schedule:
         x_t = signal + extract(self.sqrt_one_minus_alphas_cumprod, t, x0.dim()) * noise
         return x_t.to(x0.dtype)
 
+    def snr(self) -> torch.Tensor:
+        """(T,) float64 signal-to-noise ratio of :meth:`q_sample` per timestep:
+        ``acp · scale_arr² / (1 − acp)`` (scale term only with ``use_scale``; the first T entries of
+        ``scale_arr``, the ones ``q_sample`` reads)."""
+        acp = self.alphas_cumprod.double()
+        signal = acp * self.scale_arr[: len(acp)].double() ** 2 if self.use_scale else acp
+        return signal / (1 - acp)
+
     def __repr__(self) -> str:
         return (
             f"VC2Schedule(num_timesteps={self.num_timesteps}, linear {self.linear_start}→{self.linear_end}, "

@@ -21,7 +21,8 @@ are applied (times ``SNR / (1 + SNR)``) before the normalisation; flow-matching 
 no discrete SNR table and refuse a weighting other than ``none``.
 
 Why (docs/training.md, "x0-space loss weighting"): with ε-MSE the demo's base never reads the
-direction words; continued from the shipped base with ``v`` it does within a few hundred steps.
+direction words; continued with ``v`` it does (the toys within a few hundred steps, the demo base's
+recipe after ~7000: ``tsm_video.demo.base``, phase 2).
 """
 
 from __future__ import annotations
@@ -41,10 +42,8 @@ def snr_table(model) -> tuple[Tensor, str]:
     timestep and what its loss regresses. Raises :class:`ConfigError` for a backbone without a
     discrete variance-schedule table (flow matching)."""
     schedule = getattr(model, "schedule", None)
-    if schedule is not None and hasattr(schedule, "alphas_cumprod"):  # VC2 (LVDM): ε
-        acp = schedule.alphas_cumprod.double()
-        signal = acp * schedule.scale_arr[: len(acp)].double() ** 2 if schedule.use_scale else acp
-        return signal / (1 - acp), "eps"
+    if schedule is not None and hasattr(schedule, "snr"):  # VC2 (LVDM's VC2Schedule): ε
+        return schedule.snr(), "eps"
     sched = getattr(model, "train_scheduler", None)
     if sched is not None and hasattr(sched, "alphas_cumprod"):  # diffusers DDPM: ε or v
         acp = torch.as_tensor(sched.alphas_cumprod).double()
