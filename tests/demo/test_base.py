@@ -118,7 +118,7 @@ def test_recipe_runs_both_phases_and_phase2_alone(tmp_path):
     quiet = {"print_fn": lambda s: None}
     mini = dict(videos=4, steps=2, batch_size=2, warmup_steps=1, validation_every=0)
     first, stats1 = pretrain_base(BaseRecipe(**mini, weighted_steps=()), tmp_path / "a", **quiet)
-    assert "train_seconds" in stats1 and not any(k.startswith("weighted_") for k in stats1)
+    assert "train_seconds" in stats1 and not any(k.startswith("weighted") for k in stats1)
     both, stats = pretrain_base(BaseRecipe(**mini, weighted_steps=(2, 1)), tmp_path / "b", **quiet)
     assert {"train_seconds", "weighted0_train_seconds", "weighted1_train_seconds"} <= set(stats)
     path = tmp_path / "phase1.safetensors"

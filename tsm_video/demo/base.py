@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         "--phase1",
         type=Path,
         default=None,
-        help="a base file this command wrote whose phase 1 matches the recipe (e.g. the shipped one "
-        "before phase 2 existed): run phase 2 only, from it",
+        help="a base file this command wrote whose phase-1 settings match the recipe (its phase 1 "
+        "alone, or an earlier run to continue): run phase 2 only, from it",
     )
     parser.add_argument(
         "--workdir",
@@ -278,9 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             state, stats = pretrain_base(recipe, Path(tmp), phase1=args.phase1)
     threads = str(torch.get_num_threads())
-    command = _COMMAND
     extra = {} if args.phase1 is None else {"phase1_from": file_sha256(args.phase1)}
-    save_recipe_weights(state, args.out, recipe, stats, command, torch_threads=threads, **extra)
+    save_recipe_weights(state, args.out, recipe, stats, _COMMAND, torch_threads=threads, **extra)
     print(f"[base] {stats} → {args.out}")
     return 0
 
