@@ -49,6 +49,16 @@ def test_phase2_continues_only_a_phase1_of_this_recipe(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--phase1", str(BASE_WEIGHTS), "--weighted-steps", "--out", str(tmp_path / "b.safetensors")])
     assert exit_info.value.code == 2 and "--weighted-steps" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not weights")
+    for bad, message in (("missing.safetensors", "not a readable"), ("notes.txt", "not a readable")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--phase1", str(tmp_path / bad), "--out", str(tmp_path / "b.safetensors")])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--workdir", str(tmp_path), "--out", str(tmp_path / "b.safetensors")])
+    assert exit_info.value.code == 2 and "exists" in capsys.readouterr().err
+    assert not (tmp_path / "b.safetensors").exists()
     other = tmp_path / "other.safetensors"
     recipe = {**BaseRecipe().__dict__, "steps": 100}
     save_safetensors(

@@ -221,11 +221,15 @@ _PHASE1_FIELDS = (
 
 
 def _check_phase1(path: Path, recipe: BaseRecipe) -> None:
-    """Refuse a ``--phase1`` file whose recorded recipe differs from ``recipe`` in a phase-1 field."""
-    from safetensors import safe_open
+    """Refuse (ValueError) a ``--phase1`` file that is unreadable, was not written by this recipe,
+    or whose recorded recipe differs from ``recipe`` in a phase-1 field."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
     if meta.get("command") != _COMMAND or "recipe" not in meta:
         raise ValueError(f"{path}: not a phase 1 of this recipe: no recipe metadata of `{_COMMAND}`")
     have = json.loads(meta["recipe"])
@@ -271,8 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase1 is not None and not args.weighted_steps:
         parser.error("--phase1 runs phase 2 only: give --weighted-steps")
     recipe = BaseRecipe(steps=args.steps, weighted_steps=tuple(args.weighted_steps))
+    if args.workdir is not None and args.workdir.exists():
+        parser.error(
+            f"--workdir {args.workdir} exists: give a new folder (nothing of another run is touched)"
+        )
+    if args.phase1 is not None:
+        try:
+            _check_phase1(args.phase1, recipe)
+        except ValueError as err:
+            parser.error(f"--phase1: {err}")
     if args.workdir is not None:
-        args.workdir.mkdir(parents=True)  # exists: refused, nothing of another run is touched
+        args.workdir.mkdir(parents=True)
         state, stats = pretrain_base(recipe, args.workdir, phase1=args.phase1)
     else:
         with tempfile.TemporaryDirectory() as tmp:
